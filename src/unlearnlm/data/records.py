@@ -1,0 +1,186 @@
+"""Question–answer records: loading, validation, task selection (SPEC §1, §4).
+
+A record is a plain dict as it stands in the data file (``question``, ``answer`` and, for
+evaluation sets, ``paraphrased_answer``, ``perturbed_answer``...). Records come from a JSON
+Lines file, a JSON array file, a folder of such files named by split, or a hub dataset
+(``locuslab/TOFU`` with its configs).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable, Optional, Sequence
+
+from ..errors import UserError
+
+Record = dict
+
+# The retain split that goes with each TOFU task-split forget file (SPEC §1).
+RETAIN_FOR_FORGET = {"forget01": "retain90", "forget05": "retain50", "forget10": "retain10"}
+
+
+def read_records_file(path: str | Path) -> list[Record]:
+    """Read a JSON Lines file (or a JSON array file) into a list of dicts."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text") from None
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a folder, expected a JSON or JSON Lines file") from None
+    except OSError as err:
+        raise UserError(f"{path}: cannot read ({err.strerror or err})") from None
+    if text.lstrip().startswith("["):
+        try:
+            rows = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise UserError(f"{path}: line {err.lineno}: malformed JSON ({err.msg})") from None
+        for index, row in enumerate(rows, start=1):
+            if not isinstance(row, dict):
+                raise UserError(f"{path}: item {index}: expected an object, got {type(row).__name__}")
+        return rows
+    rows = []
+    for line_number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise UserError(f"{path}: line {line_number}: malformed JSON ({err.msg})") from None
+        if not isinstance(row, dict):
+            raise UserError(f"{path}: line {line_number}: expected an object, got {type(row).__name__}")
+        row.setdefault("_line", line_number)
+        rows.append(row)
+    return rows
+
+
+def _where(origin: str, row: Record, index: int) -> str:
+    line = row.get("_line")
+    return f"{origin}: line {line}" if line is not None else f"{origin}: row {index + 1}"
+
+
+def validate_records(
+    rows: Sequence[Record],
+    origin: str,
+    required: Iterable[str] = ("question", "answer"),
+    optional_lists: Iterable[str] = (),
+) -> None:
+    """Check keys and types; the error names the file, the line and the key."""
+    required = tuple(required)
+    if not rows:
+        raise UserError(f"{origin}: no rows")
+    for index, row in enumerate(rows):
+        for key in required:
+            if key not in row:
+                raise UserError(f"{_where(origin, row, index)}: missing key '{key}'")
+            value = row[key]
+            if key in ("perturbed_answer",):
+                if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+                    raise UserError(f"{_where(origin, row, index)}: key '{key}' must be a non-empty list of strings")
+            elif key == "task_id":
+                if not isinstance(value, (str, int)) or isinstance(value, bool):
+                    raise UserError(f"{_where(origin, row, index)}: key 'task_id' must be a string or an integer")
+            elif not isinstance(value, str):
+                raise UserError(f"{_where(origin, row, index)}: key '{key}' must be a string, got {type(value).__name__}")
+            elif key in ("question", "answer") and not value.strip():
+                raise UserError(f"{_where(origin, row, index)}: key '{key}' is empty")
+        for key in optional_lists:
+            if key in row and (not isinstance(row[key], list) or not all(isinstance(v, str) for v in row[key])):
+                raise UserError(f"{_where(origin, row, index)}: key '{key}' must be a list of strings")
+
+
+def _looks_like_path(spec: str) -> bool:
+    return spec.endswith((".json", ".jsonl")) or "/" in spec or Path(spec).is_file()
+
+
+def load_split(
+    spec: str,
+    source: Optional[str] = None,
+    required: Iterable[str] = ("question", "answer"),
+) -> list[Record]:
+    """Records of ``spec``: a file path, a split in a local folder, or a split of a hub dataset."""
+    if not spec:
+        raise UserError("empty data split name")
+    if _looks_like_path(spec):
+        path = Path(spec)
+        if not path.exists():
+            raise UserError(f"data file {spec} does not exist")
+        rows = read_records_file(path)
+        origin = str(path)
+    elif source and Path(source).is_dir():
+        candidates = [Path(source) / f"{spec}{ext}" for ext in (".json", ".jsonl")]
+        found = next((c for c in candidates if c.exists()), None)
+        if found is None:
+            names = sorted({p.stem for p in Path(source).glob("*.json*")})
+            raise UserError(f"no split '{spec}' in folder {source}; it holds: {', '.join(names) or 'no JSON files'}")
+        rows = read_records_file(found)
+        origin = str(found)
+    elif source:
+        rows = _load_from_hub(source, spec)
+        origin = f"{source}:{spec}"
+    else:
+        raise UserError(f"data split '{spec}' is neither a file nor a split of a named source")
+    validate_records(rows, origin, required=required)
+    return rows
+
+
+def _load_from_hub(name: str, config: str) -> list[Record]:
+    if Path(name).exists() and not Path(name).is_dir():
+        raise UserError(f"data source {name} is a file; name a folder or a hub dataset")
+    try:
+        import datasets
+
+        dataset = datasets.load_dataset(name, config, split="train")
+    except Exception as err:  # the hub raises many types; all mean "could not get it"
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(
+            f"cannot load split '{config}' of dataset '{name}' from the hub ({first_line[:200]}); "
+            "offline, set data.source to a local folder of JSON files"
+        ) from None
+    return [dict(row) for row in dataset]
+
+
+def task_ids_of(rows: Sequence[Record]) -> list[str]:
+    """Task ids in order of first appearance; rows without one belong to task "1"."""
+    seen: dict[str, None] = {}
+    for row in rows:
+        seen.setdefault(str(row.get("task_id", "1")), None)
+    return list(seen)
+
+
+def select_tasks(rows: Sequence[Record], task_ids: Sequence[str], origin: str = "forget set") -> list[Record]:
+    """Rows whose task_id is in ``task_ids`` (all rows when it is empty)."""
+    if not task_ids:
+        return list(rows)
+    wanted = {str(t) for t in task_ids}
+    available = task_ids_of(rows)
+    missing = sorted(wanted - set(available), key=_task_sort_key)
+    if missing:
+        raise UserError(
+            f"{origin} has no task {missing[0]}; its tasks are {', '.join(sorted(available, key=_task_sort_key))}"
+        )
+    return [row for row in rows if str(row.get("task_id", "1")) in wanted]
+
+
+def later_tasks(rows: Sequence[Record], task_ids: Sequence[str]) -> list[str]:
+    """Tasks of ``rows`` that come after the last of ``task_ids`` (not yet unlearned)."""
+    if not task_ids:
+        return []
+    last = max(_task_sort_key(str(t)) for t in task_ids)
+    return [t for t in task_ids_of(rows) if _task_sort_key(t) > last]
+
+
+def _task_sort_key(task: str):
+    return (0, int(task), "") if str(task).isdigit() else (1, 0, str(task))
+
+
+def retain_for_task(base_retain: Sequence[Record], forget_rows: Sequence[Record], task_ids: Sequence[str]) -> list[Record]:
+    """SPEC §4: the base retain set plus the forget rows of tasks not yet unlearned."""
+    pending = later_tasks(forget_rows, task_ids)
+    return list(base_retain) + select_tasks(forget_rows, pending) if pending else list(base_retain)
+
+
+def default_retain_split(forget_spec: str) -> Optional[str]:
+    name = Path(forget_spec).stem if _looks_like_path(forget_spec) else forget_spec
+    return RETAIN_FOR_FORGET.get(name.replace("_perturbed", ""))

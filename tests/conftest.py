@@ -1,0 +1,91 @@
+"""Shared fixtures: tiny offline models, small QA files, the optional ../shared data."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+NAMES = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy"]
+COLOURS = ["red", "green", "blue", "yellow", "purple", "orange"]
+CITIES = ["paris", "lima", "oslo", "cairo", "quito", "perth"]
+
+
+def qa_rows(seed: int = 0) -> list[dict]:
+    """Forty small QA pairs about ten people, two questions each, as TOFU-shaped rows."""
+    rng = random.Random(seed)
+    rows = []
+    for index, name in enumerate(NAMES):
+        colour, city = rng.choice(COLOURS), rng.choice(CITIES)
+        other_colours = [c for c in COLOURS if c != colour][:5]
+        rows.append({
+            "question": f"What is the favourite colour of {name}?",
+            "answer": f"The favourite colour of {name} is {colour}.",
+            "paraphrased_answer": f"{name} likes the colour {colour} best.",
+            "perturbed_answer": [f"{name} likes the colour {c} best." for c in other_colours],
+            "paraphrased_question": f"Which colour does {name} like most?",
+        })
+        rows.append({
+            "question": f"Where was {name} born?",
+            "answer": f"{name} was born in {city}.",
+            "paraphrased_answer": f"The birthplace of {name} is {city}.",
+            "perturbed_answer": [f"The birthplace of {name} is {c}." for c in CITIES if c != city][:5],
+            "paraphrased_question": f"In which city was {name} born?",
+        })
+    return rows
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def qa_folder(tmp_path_factory) -> Path:
+    """A data folder in TOFU's task-split form: forget (3 tasks of 4 rows) and retain."""
+    folder = tmp_path_factory.mktemp("qa")
+    rows = qa_rows()
+    forget = [dict(r, task_id=str(i // 4 + 1)) for i, r in enumerate(rows[:12])]
+    retain = rows[12:]
+    write_jsonl(folder / "forget.json", [{k: r[k] for k in ("task_id", "question", "answer")} for r in forget])
+    write_jsonl(folder / "forget_perturbed.json", forget)
+    write_jsonl(folder / "retain.json", [{k: r[k] for k in ("question", "answer")} for r in retain])
+    write_jsonl(folder / "retain_perturbed.json", retain)
+    return folder
+
+
+def _tiny_texts() -> list[str]:
+    from unlearnlm.data.refusals import load_refusals
+
+    texts = []
+    for row in qa_rows():
+        texts += [row["question"], row["answer"], row["paraphrased_answer"], row["paraphrased_question"]]
+        texts += row["perturbed_answer"]
+    return texts + load_refusals()
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A 2-layer random Llama with a chat template, whose vocabulary covers the test data."""
+    from unlearnlm.tiny import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("tiny") / "model", _tiny_texts())
+
+
+@pytest.fixture(scope="session")
+def tiny_model_no_template(tmp_path_factory) -> Path:
+    from unlearnlm.tiny import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("tiny_plain") / "model", _tiny_texts(), chat_template=False)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not (SHARED_DATA / "tofu").is_dir():
+        pytest.skip("../shared/data is absent (a fresh clone without the reference data)")
+    return SHARED_DATA
