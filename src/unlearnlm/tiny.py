@@ -36,7 +36,7 @@ def make_tiny_model(
     backend.pre_tokenizer = pre_tokenizers.Sequence(
         [pre_tokenizers.Whitespace(), pre_tokenizers.Punctuation()]
     )
-    corpus = list(texts) + ["question answer user assistant system"]
+    corpus = list(texts) + ["Question: Answer: user assistant system"]
     backend.train_from_iterator(corpus, trainers.WordLevelTrainer(special_tokens=SPECIAL_TOKENS, min_frequency=1))
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend,
