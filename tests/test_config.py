@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from unlearnlm.config import FinetuneConfig, UnlearnConfig, load_config, preset_names, save_config
+from unlearnlm.config import FinetuneConfig, RealWorldConfig, UnlearnConfig, load_config, preset_names, save_config
 from unlearnlm.errors import UserError
 
 
@@ -29,9 +29,12 @@ def test_overrides_are_typed():
 
 
 def test_preset_then_override_then_yaml_roundtrip(tmp_path):
-    assert {"tofu", "real-world", "finetune-tofu"} <= set(preset_names())
-    config = load_config(UnlearnConfig, "real-world", ["method=IDK+AP", "forget_coeff=1.0", "training.lr=1e-5"])
-    assert config.data.retain == "neighbor" and config.method == "IDK+AP" and config.forget_coeff == 1.0
+    assert {"tofu", "real-world-me-gd", "finetune-tofu", "demo-quick"} <= set(preset_names())
+    config = load_config(UnlearnConfig, "tofu", ["method=IDK+AP", "forget_coeff=1.0", "training.lr=1e-5"])
+    assert config.data.forget == "forget01" and config.method == "IDK+AP" and config.forget_coeff == 1.0
+    real_world = load_config(RealWorldConfig, "real-world-me-gd", ["unlearn.data.source=."])
+    assert (real_world.unlearn.data.retain, real_world.unlearn.forget_coeff) == ("neighbor", 0.5)
+    assert real_world.unlearn.training.lr == 5e-6
     save_config(config, tmp_path / "c.yaml")
     assert load_config(UnlearnConfig, str(tmp_path / "c.yaml")) == config
     assert load_config(FinetuneConfig, "finetune-tofu").data.train == ["retain90", "forget01"]

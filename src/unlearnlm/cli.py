@@ -57,12 +57,137 @@ def cmd_presets(args: argparse.Namespace) -> None:
         print(f"{name:28s} {note}")
 
 
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from .config import EvaluateConfig, load_config
+
+    model, overrides = args.model, list(args.overrides)
+    if model and "=" in model and not os.path.exists(model):  # no MODEL, only overrides
+        model, overrides = None, [model] + overrides
+    config = load_config(EvaluateConfig, args.config, overrides)
+    from .evaluation.evaluate import evaluate_command
+
+    summary = evaluate_command(config, model)
+    print(f"evaluation written to {summary['output_dir']}")
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from .evaluation.report import write_report
+
+    page = write_report(args.runs, args.output)
+    print(f"report written to {page}")
+
+
+def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+    # MODEL comes before the overrides, so it is declared here rather than by _add_config_arguments.
+    parser.add_argument("--config", "-c", help="preset name or YAML file (see `unlearnlm presets`)")
+    parser.add_argument("model", nargs="?", metavar="MODEL",
+                        help="model folder, hub name, alias, or an unlearning run folder (evaluated into RUN/eval)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. ds_size=100")
+
+
+def _report_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("runs", nargs="+", metavar="RUN", help="evaluation folders or unlearning run folders")
+    parser.add_argument("--output", "-o", default="report", help="folder for report.md/.csv/.html and plots")
+
+
+def cmd_continual(args: argparse.Namespace) -> None:
+    from .config import ContinualConfig, load_config
+
+    config = load_config(ContinualConfig, args.config, args.overrides)
+    from .scenarios.continual import run_continual
+
+    folder = run_continual(config)
+    print(f"continual run written to {folder} (trajectory.csv, trajectory.md, trajectory.png)")
+
+
+def cmd_real_world(args: argparse.Namespace) -> None:
+    from .config import RealWorldConfig, load_config
+
+    config = load_config(RealWorldConfig, args.config, args.overrides)
+    from .scenarios.real_world import run_real_world
+
+    folder = run_real_world(config)
+    print(f"real-world run written to {folder} (results.md, results.csv)")
+
+
+def cmd_build_forget_set(args: argparse.Namespace) -> None:
+    from .config import BuildForgetSetConfig, load_config
+
+    config = load_config(BuildForgetSetConfig, args.config, args.overrides)
+    from .scenarios.forget_set_builder import build_forget_set
+
+    build_forget_set(config)
+
+
+def cmd_make_world(args: argparse.Namespace) -> None:
+    from .config import from_dict, parse_overrides
+    from .scenarios.world import WorldConfig, write_world
+
+    config = from_dict(WorldConfig, parse_overrides(args.settings))
+    counts = write_world(args.output_dir, config.seed, config.authors, config.questions_per_author)
+    for stem, rows in counts.items():
+        print(f"{args.output_dir}/{stem}.json: {rows} rows")
+    print(f"use it with data.source={args.output_dir}")
+
+
+def _make_world_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("output_dir", help="folder to write the world's JSON Lines files into")
+    parser.add_argument("settings", nargs="*", metavar="key=value", help="seed=0 authors=20 questions_per_author=8")
+
+
+def cmd_train_judge(args: argparse.Namespace) -> None:
+    from .data.records import load_split
+    from .evaluation.offline_nli import JudgeTrainingConfig, format_metrics, judge_folder, train_offline_nli_judge
+
+    tofu_rows = None
+    if args.tofu:
+        required = ("question", "answer", "paraphrased_answer", "perturbed_answer")
+        source = args.tofu
+        tofu_rows = load_split(source if source.endswith((".json", ".jsonl")) else "retain_perturbed",
+                               None if source.endswith((".json", ".jsonl")) else source, required=required)
+    config = JudgeTrainingConfig()
+    _, metrics = train_offline_nli_judge(config, tofu_rows=tofu_rows, force=args.force, threads=args.threads)
+    print(format_metrics(metrics))
+    if not tofu_rows:
+        print("TOFU check skipped: pass --tofu with a TOFU folder, retain_perturbed file or hub name")
+    print(f"judge cached in {judge_folder(config)}")
+
+
+def _train_judge_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tofu", help="TOFU folder, hub name or retain_perturbed file, for the held-out check (never trained on)")
+    parser.add_argument("--force", action="store_true", help="train again even when a cached judge exists")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads for training (default 2; on a busy machine 1 can be faster)")
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from .config import DemoConfig, load_config
+
+    if args.quick and args.config:
+        raise UserError("--quick is a preset itself; use either --quick or --config")
+    config = load_config(DemoConfig, "demo-quick" if args.quick else args.config, args.overrides)
+    from .scenarios.demo import run_demo
+
+    run_demo(config)
+
+
+def _demo_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quick", action="store_true", help="a smoke run: a small world, two methods, short training")
+
+
 # name -> (handler, help, whether it takes --config and overrides)
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], None], str, bool]] = {
     "finetune": (cmd_finetune, "supervised fine-tuning on QA records (a target or a retain model)", True),
     "unlearn": (cmd_unlearn, "unlearn a forget set from a model", True),
     "methods": (cmd_methods, "list the unlearning methods", False),
     "presets": (cmd_presets, "list the config presets shipped with unlearnlm", False),
+    "evaluate": (cmd_evaluate, "score a model: ROUGE, Probability, Truth ratio, entropy, cosine, entailment, MU, FE", False),
+    "report": (cmd_report, "compare evaluated runs: table, MU-vs-FE and trajectory plots, HTML page", False),
+    "continual": (cmd_continual, "unlearn tasks 1..N in turn, evaluating after each (MU/FE trajectory)", True),
+    "real-world": (cmd_real_world, "unlearn real people from an instruction model; QA and lm-eval utility", True),
+    "build-forget-set": (cmd_build_forget_set, "ask a model about entities; write forget/neighbour sets from its answers", True),
+    "make-world": (cmd_make_world, "write a seeded fictitious world of authors in TOFU's format", False),
+    "train-judge": (cmd_train_judge, "train (once, cached) the offline NLI judge and print its accuracy", False),
+    "demo": (cmd_demo, "the paper's comparison on the embedded model, offline, on a CPU (the main job)", True),
 }
 
 
@@ -89,7 +214,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # name -> function adding command-specific arguments (beyond --config and overrides)
-EXTRA_ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {}
+EXTRA_ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
+    "evaluate": _evaluate_arguments,
+    "report": _report_arguments,
+    "make-world": _make_world_arguments,
+    "train-judge": _train_judge_arguments,
+    "demo": _demo_arguments,
+}
 
 
 def _quiet_libraries() -> None:

@@ -9,6 +9,7 @@ YAML next to its results, so ``unlearnlm unlearn --config that.yaml`` repeats it
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -58,6 +59,8 @@ class DataConfig:
     refusals: Optional[str] = None
     # Longest tokenised question+answer; longer rows are cut (and counted in the log).
     max_length: int = 512
+    # Pad every sequence to this many tokens (the reference pads to 500); empty = per batch only.
+    pad_to: Optional[int] = None
 
 
 @dataclass
@@ -76,14 +79,66 @@ class TrainingConfig:
     bf16: str = "auto"
     gradient_checkpointing: bool = False
     logging_steps: int = 1
-    # Forward forget, retain and refusal sequences of a step as one batch (same numbers, faster).
-    fuse_forward: bool = True
+    # Forward forget, retain and refusal sequences of a step as one batch (same numbers). Off by
+    # default: on CPU it measured slower (the kinds pad to a common length); see docs/performance.md.
+    fuse_forward: bool = False
+    # Batch forget rows of similar length together (less padding; same rows per optimiser step).
+    group_by_length: bool = True
+    # NPO/DPO: compute the frozen reference's per-sequence NLLs once before training, then free it.
+    precompute_reference_nll: bool = True
     progress: bool = True
-    # Keep Trainer checkpoints every N optimiser steps so a killed run can resume (0 = only at the end).
+    # Checkpoints let a killed run resume where it was (rerun the same command): one is kept, written
+    # every `save_steps` optimiser steps (0 = never by count) and whenever `save_minutes` have
+    # passed since the last one (0 = never by time). A checkpoint holds weights and optimiser
+    # state (~12 bytes a parameter in full fine-tuning): by time, short runs pay nothing and a
+    # long one loses at most half an hour to a kill.
     save_steps: int = 0
+    save_minutes: float = 30.0
     # Stop when the forget loss crosses this bound (GA's collapse); empty = never.
     stop_forget_loss_below: Optional[float] = None
     stop_forget_loss_above: Optional[float] = None
+
+
+@dataclass
+class JudgesConfig:
+    # "auto": the reference model when it loads, else the offline fallback (see evaluation.judges);
+    # "none": skip the metric; or a sentence-transformers / transformers model name or folder.
+    embedder: str = "auto"
+    # "offline" = only the offline judge of evaluation.offline_nli.
+    nli: str = "auto"
+    embedder_batch_size: int = 64
+    nli_batch_size: int = 32
+
+
+@dataclass
+class EvalDataConfig:
+    # Empty means: the unlearning run's own (when evaluating during training, or a run folder),
+    # else locuslab/TOFU, forget01 (real_world: forget) and task 1 (real_world: every task).
+    source: Optional[str] = None
+    forget: Optional[str] = None
+    task_id: Optional[list[str]] = None
+    # Your own QA files (JSON/JSONL: question, answer[, paraphrased_answer, perturbed_answer]):
+    # forget-like sets (Forget Efficacy) and retain-like sets (Model Utility).
+    custom_forget: list[str] = field(default_factory=list)
+    custom_retain: list[str] = field(default_factory=list)
+
+
+@dataclass
+class EvaluateConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    # tofu | real_world | custom (only data.custom_* files)
+    scenario: str = "tofu"
+    data: EvalDataConfig = field(default_factory=EvalDataConfig)
+    # First N rows of each set (the reference: 300); 0 = all.
+    ds_size: int = 300
+    # Prompt + generated tokens, at most (the reference: 200).
+    max_length: int = 200
+    generation_batch_size: int = 32
+    loss_batch_size: int = 16
+    judges: JudgesConfig = field(default_factory=JudgesConfig)
+    # Forget Quality: a retain model's evaluation (its output folder or forget records file).
+    retain_eval: Optional[str] = None
+    output_dir: str = "runs/eval"
 
 
 @dataclass
@@ -102,6 +157,10 @@ class UnlearnConfig:
     data: DataConfig = field(default_factory=DataConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
+    # Evaluate at the start and at the end of every epoch (OUTPUT_DIR/eval/epoch_K, trajectories in
+    # OUTPUT_DIR/eval/results.csv); `evaluation`'s model and output_dir are the run's own.
+    eval_every_epoch: bool = False
+    evaluation: EvaluateConfig = field(default_factory=EvaluateConfig)
 
 
 @dataclass
@@ -124,6 +183,136 @@ class FinetuneConfig:
         default_factory=lambda: TrainingConfig(lr=1e-5, epochs=5.0, warmup_epochs=1.0)
     )
     lora: LoraConfig = field(default_factory=LoraConfig)
+
+
+# ---- scenarios (SPEC §4): continual, real-world, forget sets built from the model ----------
+
+
+@dataclass
+class DownstreamConfig:
+    """lm-evaluation-harness tasks scored on the in-memory model (evaluation.downstream)."""
+
+    enabled: bool = True
+    # lm-eval task names; the paper's five with its metrics (see evaluation.downstream).
+    tasks: list[str] = field(
+        default_factory=lambda: ["arc_challenge", "mmlu", "truthfulqa_mc1", "triviaqa", "gsm8k"]
+    )
+    # Examples per task (a count, or a share when < 1); empty = all of them.
+    limit: Optional[float] = None
+    # Empty = each task's own default number of few-shot examples.
+    num_fewshot: Optional[int] = None
+    batch_size: int = 8
+    # A folder of extra task YAMLs (lm-eval's include_path), for local or custom tasks.
+    include_path: Optional[str] = None
+    # Wrap prompts in the tokenizer's chat template (lm-eval's apply_chat_template).
+    apply_chat_template: bool = False
+    seed: int = 1234
+
+
+def _continual_unlearn_defaults() -> UnlearnConfig:
+    # SPEC §3: forget_coeff 1.0 in the continual scenario, ME+GD included.
+    # output_dir is set per task (OUTPUT_DIR/METHOD/task_K).
+    return UnlearnConfig(forget_coeff=1.0, output_dir="runs/continual")
+
+
+@dataclass
+class ContinualConfig:
+    # The per-task run. Per task k the scenario sets model (task k-1's result), data.task_id
+    # ([k]), reference_model and output_dir; everything else applies to every task.
+    unlearn: UnlearnConfig = field(default_factory=_continual_unlearn_defaults)
+    # Methods to run, each its own chain of tasks; empty = unlearn.method alone.
+    methods: list[str] = field(default_factory=list)
+    # Tasks of the forget split, unlearned in this order; empty = every task of the split.
+    tasks: list[str] = field(default_factory=lambda: ["1", "2", "3"])
+    # NPO/DPO/KL reference: false = the previous task's result, true = the original target.
+    fix_ref_model: bool = False
+    # Model folders to keep: task ids, "last" (the final task's), or "all". The one the next
+    # task starts from is kept until that task is done, whatever this says.
+    keep_models: list[str] = field(default_factory=lambda: ["last"])
+    # Evaluate the original target once too (task 0 of every trajectory).
+    evaluate_target: bool = True
+    # Evaluate after every task (the trajectory), with unlearn.evaluation's settings (scenario,
+    # ds_size, judges...) on the task just unlearned; false = only unlearn.
+    evaluate: bool = True
+    output_dir: str = "runs/continual"
+
+
+def _real_world_unlearn_defaults() -> UnlearnConfig:
+    # SPEC §4 real-world: every person at once, the neighbours as retain set, ME+GD with
+    # lr 5e-6 and forget_coeff 0.5; sequences up to 300 tokens as in the reference.
+    return UnlearnConfig(
+        method="ME+GD",
+        forget_coeff=0.5,
+        output_dir="runs/real_world",  # replaced by OUTPUT_DIR/METHOD
+        data=DataConfig(source="data/real_world", forget="forget", retain="neighbor", task_id=[],
+                        retain_includes_later_tasks=False, max_length=300),
+        training=TrainingConfig(lr=5e-6),
+    )
+
+
+@dataclass
+class RealWorldConfig:
+    # data.source: a folder with forget.json and neighbor.json (+ *_perturbed.json when there),
+    # e.g. one written by `unlearnlm build-forget-set`.
+    unlearn: UnlearnConfig = field(default_factory=_real_world_unlearn_defaults)
+    # Score the target before unlearning too, for the before/after table.
+    evaluate_target: bool = True
+    downstream: DownstreamConfig = field(default_factory=DownstreamConfig)
+    output_dir: str = "runs/real_world"
+
+
+@dataclass
+class BuildForgetSetConfig:
+    # The model whose own answers become the forget / neighbour sets.
+    model: ModelConfig = field(default_factory=ModelConfig)
+    # People (or any entities) to forget, and neighbours to keep; or files of one name a line.
+    forget_entities: list[str] = field(default_factory=list)
+    neighbor_entities: list[str] = field(default_factory=list)
+    forget_entities_file: Optional[str] = None
+    neighbor_entities_file: Optional[str] = None
+    # Question templates with a {name} slot, asked about every entity.
+    templates: list[str] = field(default_factory=lambda: [
+        "Who is {name}?",
+        "What is {name} best known for?",
+        "Where was {name} born?",
+        "When was {name} born?",
+        "What nationality is {name}?",
+    ])
+    # Or a JSON/JSONL file of rows {name, question[, golden_answer][, neighbor: true]} (templates unused).
+    questions_file: Optional[str] = None
+    output_dir: str = "data/real_world_built"
+    # Prompt + answer tokens, at most: the evaluation's budget (200), so that evaluating the
+    # target regenerates exactly these answers.
+    max_length: int = 200
+    batch_size: int = 16
+
+
+@dataclass
+class DemoConfig:
+    """The paper's fictitious comparison on the embedded model, sized for a 2-core CPU."""
+
+    output_dir: str = "runs/demo"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    # The fictitious world (scenarios.world): forget = task 1 of `forget_split` (2 authors).
+    seed: int = 0
+    authors: int = 20
+    questions_per_author: int = 5
+    forget_split: str = "forget10"
+    # Retain set of unlearning and training set of the retain model: the world's retain90 is
+    # every author outside forget10's task 1.
+    retain_split: str = "retain90"
+    methods: list[str] = field(default_factory=lambda: ["ME+GD", "IDK+AP", "GA+GD", "NPO+GD", "DPO+GD", "IDK+GD"])
+    # Target (every author) and retain model (all but the forget authors): same recipe.
+    finetune: TrainingConfig = field(default_factory=lambda: TrainingConfig(
+        lr=3e-4, epochs=5, per_device_batch_size=10, gradient_accumulation_steps=1, warmup_epochs=0.5,
+        weight_decay=0.0))
+    unlearn: TrainingConfig = field(default_factory=lambda: TrainingConfig(
+        lr=5e-5, epochs=4, per_device_batch_size=5, gradient_accumulation_steps=1, warmup_epochs=1))
+    # Rows of each utility set scored (the forget and retain sets are smaller than this).
+    ds_size: int = 20
+    judges: JudgesConfig = field(default_factory=JudgesConfig)
+    # Train the offline NLI judge if no judge loads (a few CPU minutes, cached).
+    train_judge: bool = True
 
 
 C = TypeVar("C")
@@ -174,6 +363,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is str:
         if isinstance(value, (dict, list)):
             raise UserError(f"config key '{key}' wants text, got {value!r}")
+        if not optional and not str(value).strip():
+            raise UserError(f"config key '{key}' may not be empty")
         return str(value)
     if typing.get_origin(tp) is list:
         (item_tp,) = typing.get_args(tp)
@@ -200,7 +391,12 @@ def from_dict(cls: type[C], data: dict[str, Any], prefix: str = "") -> C:
     for name, value in data.items():
         tp = hints[name]
         if dataclasses.is_dataclass(tp):
-            kwargs[name] = from_dict(tp, value or {}, prefix=f"{prefix}{name}.")
+            # A section given in part keeps the rest of its parent's default for it (e.g. the
+            # continual scenario's forget_coeff 1.0), not just the section class's defaults.
+            factory = fields[name].default_factory
+            base = to_dict(factory()) if factory is not dataclasses.MISSING else {}
+            section = _deep_merge(base, value) if isinstance(value, dict) else (value or base)
+            kwargs[name] = from_dict(tp, section, prefix=f"{prefix}{name}.")
         else:
             kwargs[name] = _coerce(value, tp, prefix + name)
     return cls(**kwargs)
@@ -282,7 +478,117 @@ def load_config(cls: type[C], preset: Optional[str] = None, overrides: Optional[
         data = resolve_preset(preset)
     if overrides:
         data = _deep_merge(data, parse_overrides(overrides))
-    return from_dict(cls, data)
+    config = from_dict(cls, data)
+    validate_config(config)
+    return config
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise UserError(message)
+
+
+def _finite(value: Optional[float]) -> bool:
+    return value is None or math.isfinite(value)
+
+
+def validate_training(t: TrainingConfig) -> None:
+    """Ranges and names of the training options, checked before any model is loaded."""
+    _require(math.isfinite(t.lr) and t.lr > 0, f"training.lr must be a positive number, got {t.lr}")
+    _require(math.isfinite(t.epochs) and t.epochs > 0, f"training.epochs must be a positive number, got {t.epochs}")
+    _require(t.per_device_batch_size >= 1, f"training.per_device_batch_size must be at least 1, got {t.per_device_batch_size}")
+    _require(t.gradient_accumulation_steps >= 1,
+             f"training.gradient_accumulation_steps must be at least 1, got {t.gradient_accumulation_steps}")
+    _require(math.isfinite(t.warmup_epochs) and t.warmup_epochs >= 0,
+             f"training.warmup_epochs must be zero or more, got {t.warmup_epochs}")
+    _require(math.isfinite(t.weight_decay) and t.weight_decay >= 0,
+             f"training.weight_decay must be zero or more, got {t.weight_decay}")
+    _require(t.logging_steps >= 1, f"training.logging_steps must be at least 1, got {t.logging_steps}")
+    _require(t.save_steps >= 0, f"training.save_steps must be zero or more, got {t.save_steps}")
+    _require(math.isfinite(t.save_minutes) and t.save_minutes >= 0,
+             f"training.save_minutes must be zero or more, got {t.save_minutes}")
+    _require(str(t.bf16).lower() in ("auto", "true", "false", "1", "0", "yes", "no"),
+             f"training.bf16 must be auto, true or false, got '{t.bf16}'")
+    for name in ("stop_forget_loss_below", "stop_forget_loss_above"):
+        _require(_finite(getattr(t, name)), f"training.{name} must be a finite number, got {getattr(t, name)}")
+    if t.stop_forget_loss_below is not None and t.stop_forget_loss_above is not None:
+        _require(t.stop_forget_loss_below < t.stop_forget_loss_above,
+                 "training.stop_forget_loss_below must be less than training.stop_forget_loss_above")
+    from transformers.trainer_utils import SchedulerType
+    from transformers.training_args import OptimizerNames
+
+    optimizers = [o.value for o in OptimizerNames]
+    _require(t.optimizer in optimizers, f"unknown training.optimizer '{t.optimizer}'; valid: {', '.join(optimizers)}")
+    _require(not _needs_missing_bitsandbytes(t.optimizer),
+             f"training.optimizer '{t.optimizer}' needs the bitsandbytes package (pip install bitsandbytes); "
+             "adamw_torch needs nothing extra")
+    schedulers = [s.value for s in SchedulerType]
+    _require(t.lr_scheduler in schedulers,
+             f"unknown training.lr_scheduler '{t.lr_scheduler}'; valid: {', '.join(schedulers)}")
+
+
+def _needs_missing_bitsandbytes(optimizer: str) -> bool:
+    """The reference's paged_adamw_32bit and its kin fail only once training starts otherwise."""
+    try:
+        from transformers.trainer_optimizer import _BITSANDBYTES_OPTIMIZERS
+        from transformers.utils import is_bitsandbytes_available
+    except ImportError:  # a private list: if it moves, the Trainer reports it later instead
+        return False
+    return optimizer in {o.value for o in _BITSANDBYTES_OPTIMIZERS} and not is_bitsandbytes_available()
+
+
+MODEL_DTYPES = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16")
+
+
+def validate_config(config: Any) -> None:
+    """Everything about a config that can be wrong without looking at files or models."""
+    if hasattr(config, "model"):
+        _require(bool(config.model.name_or_path.strip()), "model.name_or_path is empty")
+        _require(config.model.dtype in MODEL_DTYPES,
+                 f"unknown model.dtype '{config.model.dtype}'; valid: {', '.join(MODEL_DTYPES)}")
+    if hasattr(config, "training"):
+        validate_training(config.training)
+    if hasattr(config, "lora") and config.lora.enabled:  # lora options without LoRA are ignored
+        lora = config.lora
+        _require(lora.r >= 1, f"lora.r must be at least 1, got {lora.r}")
+        _require(lora.alpha > 0, f"lora.alpha must be positive, got {lora.alpha}")
+        _require(0 <= lora.dropout < 1, f"lora.dropout must be in [0, 1), got {lora.dropout}")
+        _require(bool(lora.target_modules), "lora.target_modules is empty")
+    if hasattr(getattr(config, "data", None), "max_length"):
+        _require(config.data.max_length >= 1, f"data.max_length must be at least 1, got {config.data.max_length}")
+        pad_to = getattr(config.data, "pad_to", None)
+        _require(pad_to is None or pad_to >= 1, f"data.pad_to must be at least 1, got {pad_to}")
+    if hasattr(config, "output_dir"):
+        _require(bool(str(config.output_dir).strip()), "output_dir is empty")
+        output = Path(config.output_dir).expanduser()
+        _require(not output.exists() or output.is_dir(), f"output_dir {config.output_dir} is a file, not a folder")
+    if isinstance(config, UnlearnConfig):
+        from .methods.registry import get_method
+
+        get_method(config.method)  # an unknown method lists the valid ones
+        _require(math.isfinite(config.beta) and config.beta > 0, f"beta must be a positive number, got {config.beta}")
+        _require(_finite(config.forget_coeff), f"forget_coeff must be a finite number, got {config.forget_coeff}")
+        _require(math.isfinite(config.regularization_coeff),
+                 f"regularization_coeff must be a finite number, got {config.regularization_coeff}")
+        if config.eval_every_epoch:
+            validate_evaluation(config.evaluation, prefix="evaluation.")
+    if isinstance(config, EvaluateConfig):
+        validate_evaluation(config)
+    for item in dataclasses.fields(config):  # a scenario's per-task run (continual.unlearn, ...)
+        if isinstance(getattr(config, item.name), UnlearnConfig):
+            validate_config(getattr(config, item.name))
+
+
+def validate_evaluation(e: EvaluateConfig, prefix: str = "") -> None:
+    _require(e.scenario in ("tofu", "real_world", "custom"),
+             f"unknown {prefix}scenario '{e.scenario}'; valid: tofu, real_world, custom")
+    _require(e.ds_size >= 0, f"{prefix}ds_size must be zero (all rows) or more, got {e.ds_size}")
+    _require(e.max_length >= 2, f"{prefix}max_length must be at least 2, got {e.max_length}")
+    for name in ("generation_batch_size", "loss_batch_size"):
+        _require(getattr(e, name) >= 1, f"{prefix}{name} must be at least 1, got {getattr(e, name)}")
+    for name in ("embedder_batch_size", "nli_batch_size"):
+        value = getattr(e.judges, name)
+        _require(value >= 1, f"{prefix}judges.{name} must be at least 1, got {value}")
 
 
 def save_config(config: Any, path: str | Path) -> None:

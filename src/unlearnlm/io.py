@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable
@@ -59,3 +60,14 @@ def append_csv_row(path: str | Path, row: dict[str, Any]) -> None:
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(path, buffer.getvalue())
+
+
+def safe_name(text: str) -> str:
+    """``text`` as one harmless folder or file name: letters, digits and ``_ . - +`` only.
+
+    For names made from user input (task ids, method names, model names): no path separator,
+    no "..", no leading dot or dash, never empty.
+    """
+    name = re.sub(r"[^A-Za-z0-9_.+-]+", "_", str(text)).lstrip(".-")
+    name = re.sub(r"\.{2,}", ".", name)
+    return name or "_"

@@ -10,7 +10,7 @@ after a resume.
 from __future__ import annotations
 
 import random
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Mapping, Optional, Sequence
 
 import torch
 
@@ -65,8 +65,11 @@ class UnlearningDataset(torch.utils.data.Dataset):
         return EncodedQA(ids, min(len(prompt), len(ids)))
 
     def __getitem__(self, index: int) -> dict[str, EncodedQA]:
+        return self.example(index, self.epoch)
+
+    def example(self, index: int, epoch: int) -> dict[str, EncodedQA]:
         # A string seed is hashed with SHA-512 by `random`: stable across processes and runs.
-        rng = random.Random(f"{self.seed}/{self.epoch}/{index}")
+        rng = random.Random(f"{self.seed}/{epoch}/{index}")
         retain_index = rng.randrange(len(self.retain)) if self.retain else None
         mismatch_index = rng.randrange(len(self.retain)) if self.retain else None
         forget_refusal = rng.randrange(len(self.refusals)) if self.refusals else None
@@ -85,6 +88,52 @@ class UnlearningDataset(torch.utils.data.Dataset):
             elif kind == "mismatch":
                 example[kind] = self._join(forget_prompt, self.retain[mismatch_index][1])
         return example
+
+    def lengths(self, epoch: int) -> list[int]:
+        """Tokens per example (all its sequences) in ``epoch``: what length grouping sorts by."""
+        return [sum(len(s.input_ids) for s in self.example(i, epoch).values()) for i in range(len(self))]
+
+    def sequences(self, kind: str, epochs: int) -> list[EncodedQA]:
+        """The distinct ``kind`` sequences that epochs 0..epochs-1 will yield, in first-seen order."""
+        seen: dict[EncodedQA, None] = {}
+        for epoch in range(epochs):
+            for index in range(len(self)):
+                seen.setdefault(self.example(index, epoch)[kind], None)
+        return list(seen)
+
+
+class LengthGroupedSampler(torch.utils.data.Sampler):
+    """A seeded shuffle whose rows are sorted by length within each group of ``group_size``.
+
+    With ``group_size`` = per-device batch × accumulation steps × processes, a group is exactly
+    one optimiser step: the step gets a random set of rows as with a plain shuffle, but its
+    micro-batches hold rows of similar length and pad little. The order depends only on
+    (seed, epoch), so every process and a resumed run see the same one.
+    """
+
+    def __init__(self, lengths_for_epoch: Callable[[int], Sequence[int]], size: int, group_size: int, seed: int):
+        self.lengths_for_epoch = lengths_for_epoch
+        self.size = size
+        self.group_size = max(1, group_size)
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self):
+        lengths = self.lengths_for_epoch(self.epoch)
+        order = list(range(self.size))
+        random.Random(f"{self.seed}/order/{self.epoch}").shuffle(order)
+        grouped = []
+        for start in range(0, self.size, self.group_size):
+            group = order[start : start + self.group_size]
+            # Longest first, so a step that runs out of memory does so at once.
+            grouped += sorted(group, key=lambda i: (-lengths[i], i))
+        return iter(grouped)
 
 
 class QADataset(torch.utils.data.Dataset):
@@ -122,18 +171,38 @@ def pad_encoded(
 
 
 class UnlearningCollator:
-    """Pads each sequence kind of a batch separately: {kind: {input_ids, attention_mask, labels}}."""
+    """Pads each sequence kind of a batch separately: {kind: {input_ids, attention_mask, labels}}.
 
-    def __init__(self, pad_token_id: int, mask: bool = True, pad_to: int | None = None):
+    ``reference_nll`` ({kind: {sequence: NLL}}, precomputed with a frozen reference) adds each
+    sequence's reference NLL to its kind as ``reference_nll`` [B].
+    """
+
+    def __init__(
+        self,
+        pad_token_id: int,
+        mask: bool = True,
+        pad_to: int | None = None,
+        reference_nll: Optional[Mapping[str, Mapping[EncodedQA, float]]] = None,
+    ):
         self.pad_token_id = pad_token_id
         self.mask = mask
         self.pad_to = pad_to
+        self.reference_nll = reference_nll or {}
+
+    def mask_prompt(self, kind: str) -> bool:
+        return self.mask or kind not in FORGET_SIDE_KINDS
 
     def __call__(self, examples: Sequence[dict[str, EncodedQA]]) -> dict[str, dict[str, torch.Tensor]]:
         batch = {}
         for kind in examples[0]:
-            mask_prompt = self.mask or kind not in FORGET_SIDE_KINDS
-            batch[kind] = pad_encoded([e[kind] for e in examples], self.pad_token_id, mask_prompt, self.pad_to)
+            items = [e[kind] for e in examples]
+            batch[kind] = pad_encoded(items, self.pad_token_id, self.mask_prompt(kind), self.pad_to)
+            if kind in self.reference_nll:
+                table = self.reference_nll[kind]
+                missing = [item for item in items if item not in table]
+                if missing:
+                    raise KeyError(f"{len(missing)} '{kind}' sequence(s) have no precomputed reference NLL")
+                batch[kind]["reference_nll"] = torch.tensor([table[item] for item in items], dtype=torch.float32)
         return batch
 
 

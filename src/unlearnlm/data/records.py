@@ -9,6 +9,7 @@ Lines file, a JSON array file, a folder of such files named by split, or a hub d
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
@@ -24,7 +25,8 @@ def read_records_file(path: str | Path) -> list[Record]:
     """Read a JSON Lines file (or a JSON array file) into a list of dicts."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        # utf-8-sig: a byte-order mark (some editors write one) is not part of the first row.
+        text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
         raise UserError(f"{path}: not UTF-8 text") from None
     except IsADirectoryError:
@@ -60,31 +62,54 @@ def _where(origin: str, row: Record, index: int) -> str:
     return f"{origin}: line {line}" if line is not None else f"{origin}: row {index + 1}"
 
 
+# Keys a row may carry beyond question and answer, and the type each must have when present.
+# Perturbed lists may differ in length from row to row: each row is scored on its own list.
+TEXT_KEYS = ("question", "answer", "paraphrased_answer", "paraphrased_question",
+             "original_answer", "golden_answer", "name")
+LIST_KEYS = ("perturbed_answer",)
+SAFE_TASK_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.-]*")
+
+
+def _check_value(key: str, value, where: str, text_keys: Iterable[str] = TEXT_KEYS) -> None:
+    if key in LIST_KEYS:
+        if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+            raise UserError(f"{where}: key '{key}' must be a non-empty list of strings")
+    elif key == "task_id":
+        if not isinstance(value, (str, int)) or isinstance(value, bool) or not str(value).strip():
+            raise UserError(f"{where}: key 'task_id' must be a non-empty string or an integer, got {value!r}")
+        # Task ids name run folders (task_K): no path separators, "..", or leading dashes.
+        if not SAFE_TASK_ID.fullmatch(str(value)):
+            raise UserError(f"{where}: task_id {value!r} may hold only letters, digits, spaces and _ . - "
+                            "(starting with a letter or digit)")
+    elif key in text_keys:
+        if not isinstance(value, str):
+            raise UserError(f"{where}: key '{key}' must be a string, got {type(value).__name__}")
+        if key in ("question", "answer") and not value.strip():
+            raise UserError(f"{where}: key '{key}' is empty")
+
+
 def validate_records(
     rows: Sequence[Record],
     origin: str,
     required: Iterable[str] = ("question", "answer"),
     optional_lists: Iterable[str] = (),
 ) -> None:
-    """Check keys and types; the error names the file, the line and the key."""
+    """Check keys and types; the error names the file, the line and the key.
+
+    Required keys must be present; every known key (TEXT_KEYS, LIST_KEYS, task_id, and the
+    extra ``optional_lists``) must have its type wherever it appears.
+    """
     required = tuple(required)
+    # A required key that is neither a list nor a task id is text, whatever its name.
+    text_keys = set(TEXT_KEYS) | {k for k in required if k not in LIST_KEYS and k != "task_id"}
     if not rows:
         raise UserError(f"{origin}: no rows")
     for index, row in enumerate(rows):
         for key in required:
             if key not in row:
                 raise UserError(f"{_where(origin, row, index)}: missing key '{key}'")
-            value = row[key]
-            if key in ("perturbed_answer",):
-                if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
-                    raise UserError(f"{_where(origin, row, index)}: key '{key}' must be a non-empty list of strings")
-            elif key == "task_id":
-                if not isinstance(value, (str, int)) or isinstance(value, bool):
-                    raise UserError(f"{_where(origin, row, index)}: key 'task_id' must be a string or an integer")
-            elif not isinstance(value, str):
-                raise UserError(f"{_where(origin, row, index)}: key '{key}' must be a string, got {type(value).__name__}")
-            elif key in ("question", "answer") and not value.strip():
-                raise UserError(f"{_where(origin, row, index)}: key '{key}' is empty")
+        for key, value in row.items():
+            _check_value(key, value, _where(origin, row, index), text_keys)
         for key in optional_lists:
             if key in row and (not isinstance(row[key], list) or not all(isinstance(v, str) for v in row[key])):
                 raise UserError(f"{_where(origin, row, index)}: key '{key}' must be a list of strings")
@@ -103,7 +128,10 @@ def load_split(
     if not spec:
         raise UserError("empty data split name")
     if _looks_like_path(spec):
-        path = Path(spec)
+        path = Path(spec).expanduser()
+        # A relative file name may also be meant inside the source folder (data.forget=forget.json).
+        if not path.exists() and not path.is_absolute() and source and Path(source).is_dir():
+            path = Path(source) / spec if (Path(source) / spec).exists() else path
         if not path.exists():
             raise UserError(f"data file {spec} does not exist")
         rows = read_records_file(path)

@@ -149,15 +149,19 @@ def apply_lora(model, config: LoraConfig):
         raise UserError(f"LoRA: {str(err).splitlines()[0][:200]}") from None
 
 
-def save_model(model, tokenizer, folder: str | Path, merge_lora: bool = True) -> Path:
-    """Save weights (safetensors) and tokenizer into ``folder``, replacing it atomically."""
+def save_model(model, tokenizer, folder: str | Path, merge_lora: bool = True, state_dict=None) -> Path:
+    """Save weights (safetensors) and tokenizer into ``folder``, replacing it atomically.
+
+    ``state_dict`` carries gathered weights of a sharded model; a LoRA model trained sharded
+    is saved as its adapter (merge it afterwards), since its unwrapped layers hold no weights.
+    """
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    if merge_lora and hasattr(model, "merge_and_unload"):
+    if merge_lora and hasattr(model, "merge_and_unload") and state_dict is None:
         model = model.merge_and_unload()
     staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
     try:
-        model.save_pretrained(staging)
+        model.save_pretrained(staging, state_dict=state_dict)
         tokenizer.save_pretrained(staging)
         if folder.exists():
             shutil.rmtree(folder)

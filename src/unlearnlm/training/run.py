@@ -9,12 +9,14 @@ writes a run folder:
     OUTPUT_DIR/train_summary.json  written last: its presence means the run finished
     OUTPUT_DIR/checkpoints/        Trainer checkpoints while running (removed when finished)
 
-A rerun of an unfinished run folder with the same config resumes from its last checkpoint.
+A rerun of an unfinished run folder with the same config resumes from its last checkpoint
+(training.save_minutes / save_steps) and ends with the weights and log an uninterrupted run gives.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -23,7 +25,7 @@ from typing import Optional
 
 import yaml
 
-from ..config import FinetuneConfig, UnlearnConfig, save_config, to_dict
+from ..config import FinetuneConfig, TrainingConfig, UnlearnConfig, save_config, to_dict, validate_config
 from ..data.records import (
     default_retain_split,
     load_split,
@@ -32,7 +34,7 @@ from ..data.records import (
 )
 from ..data.refusals import load_refusals
 from ..errors import UserError
-from ..io import atomic_write_json
+from ..io import atomic_write_json, atomic_write_jsonl
 from ..methods import Method, get_method
 
 SUMMARY = "train_summary.json"
@@ -64,15 +66,36 @@ def load_unlearning_data(config: UnlearnConfig, method: Method) -> UnlearningDat
     return UnlearningData(forget, retain, refusals)
 
 
+# Options that change how a run goes, not what it computes: a rerun may change them and resume.
+OPERATIONAL_KEYS = {"training.progress", "training.save_steps", "training.save_minutes"}
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = value
+    return flat
+
+
 def _check_run_folder(output_dir: Path, config) -> bool:
     """True when ``output_dir`` already holds this finished run; error if it holds another."""
+    if output_dir.exists() and not output_dir.is_dir():
+        raise UserError(f"output_dir {output_dir} is a file, not a folder")
     saved = output_dir / "config.yaml"
     if not saved.exists():
         return False
-    previous = yaml.safe_load(saved.read_text(encoding="utf-8"))
-    current = to_dict(config)
-    if previous != current:
-        differing = sorted(k for k in set(previous) | set(current) if previous.get(k) != current.get(k))
+    try:
+        previous = yaml.safe_load(saved.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        previous = None
+    if not isinstance(previous, dict):
+        raise UserError(f"{saved} is unreadable; delete {output_dir} or choose another output_dir")
+    before, now = _flatten(previous), _flatten(to_dict(config))
+    differing = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k) and k not in OPERATIONAL_KEYS)
+    if differing:
         raise UserError(
             f"{output_dir} holds a run with another config (differs in: {', '.join(differing)}); "
             "choose another output_dir or delete that folder"
@@ -80,79 +103,194 @@ def _check_run_folder(output_dir: Path, config) -> bool:
     return (output_dir / SUMMARY).exists()
 
 
-def _last_checkpoint(checkpoints: Path) -> Optional[Path]:
-    from transformers.trainer_utils import get_last_checkpoint
+def _checkpoint_step(folder: Path) -> Optional[int]:
+    """The step of a complete checkpoint, None for one cut short by a kill.
 
-    return Path(found) if checkpoints.is_dir() and (found := get_last_checkpoint(str(checkpoints))) else None
+    The Trainer writes trainer_state.json after the weights, optimiser and RNG states, so a
+    checkpoint whose state file parses is whole.
+    """
+    try:
+        return int(json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))["global_step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _last_checkpoint(checkpoints: Path) -> Optional[Path]:
+    """The latest complete checkpoint; incomplete ones (a kill mid-save) are deleted."""
+    if not checkpoints.is_dir():
+        return None
+    complete = []
+    for folder in checkpoints.glob("checkpoint-*"):
+        if not folder.is_dir():
+            continue
+        step = _checkpoint_step(folder)
+        if step is None:
+            shutil.rmtree(folder, ignore_errors=True)
+        else:
+            complete.append((step, folder))
+    return max(complete)[1] if complete else None
+
+
+def _remove_leftovers(output_dir: Path) -> None:
+    """Temporary files of atomic writes a kill interrupted (see io.atomic_write_text, models.save_model)."""
+    for path in output_dir.glob(".*"):
+        if path.is_dir() and path.name.startswith(".model."):
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.is_file() and path.name.endswith(".tmp"):
+            path.unlink(missing_ok=True)
+
+
+def _read_log(log_path: Path) -> list[dict]:
+    """Log rows; a last line cut short by a kill is dropped."""
+    if not log_path.exists():
+        return []
+    rows = []
+    for line in log_path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
 
 
 def _trim_log(log_path: Path, last_step: int) -> None:
-    """Drop log lines past the checkpoint a resumed run restarts from (they will be redone)."""
-    if not log_path.exists():
-        return
-    kept = [line for line in log_path.read_text(encoding="utf-8").splitlines() if line.strip()
-            and json.loads(line).get("step", 0) <= last_step]
-    log_path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    """Keep the log rows up to the step a (re)started run begins at: later ones will be redone."""
+    if log_path.exists():
+        kept = [row for row in _read_log(log_path) if row.get("step", 0) <= last_step]
+        atomic_write_jsonl(log_path, kept)
+
+
+def _mean_logged_loss(log_path: Path) -> Optional[float]:
+    """The run's mean training loss from its log (each row covers the steps since the previous
+    one), so a resumed run reports the same number as an uninterrupted one."""
+    total, steps, previous = 0.0, 0, 0
+    for row in _read_log(log_path):
+        if "loss" in row:
+            total += row["loss"] * (row["step"] - previous)
+            steps += row["step"] - previous
+            previous = row["step"]
+    return total / steps if steps else None
+
+
+def _check_model_paths(*names: Optional[str]) -> None:
+    """A missing local model folder is reported before any data is tokenised or model loaded.
+    (Hub names are checked when loaded; the embedded alias is converted when loaded.)"""
+    from .models import embedded_alias, resolve_model_path
+
+    for name in names:
+        if name and embedded_alias(name) is None:
+            resolve_model_path(name)
 
 
 def _world_size() -> int:
-    from accelerate import PartialState
+    # Set by torchrun and accelerate launch; read before the Trainer sets up its process group.
+    return int(os.environ.get("WORLD_SIZE", "1"))
 
-    return PartialState().num_processes
 
-
-def _train(trainer, output_dir: Path) -> tuple[dict, Optional[str]]:
+def _train(trainer, output_dir: Path, training: TrainingConfig) -> tuple[dict, Optional[str]]:
     """Run (or resume) training; returns the Trainer's metrics and the checkpoint resumed from."""
+    from .trainer import CheckpointCallback, DivergenceCallback, TrainingDiverged
+
+    trainer.add_callback(CheckpointCallback(training.save_steps, training.save_minutes))
+    # First in line, so a non-finite row never reaches the log.
+    trainer.callback_handler.callbacks.insert(0, DivergenceCallback())
     checkpoints = output_dir / "checkpoints"
-    resume = _last_checkpoint(checkpoints)
-    if resume is not None and trainer.is_world_process_zero():
-        step = json.loads((resume / "trainer_state.json").read_text())["global_step"]
-        _trim_log(output_dir / "log.jsonl", step)
+    if trainer.is_world_process_zero():
+        _remove_leftovers(output_dir)
+    resume = _last_checkpoint(checkpoints) if trainer.is_world_process_zero() else None
+    resume = _broadcast(trainer, resume)
+    if trainer.is_world_process_zero():
+        _trim_log(output_dir / "log.jsonl", _checkpoint_step(resume) if resume else 0)
     started = time.time()
-    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    try:
+        result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    except TrainingDiverged as err:
+        kept = _last_checkpoint(checkpoints)
+        where = (f"the last good checkpoint is {kept} (step {_checkpoint_step(kept)})" if kept
+                 else "no checkpoint was saved before it (see training.save_steps, training.save_minutes)")
+        raise TrainingDiverged(f"{err}; {where}") from None
     metrics = dict(result.metrics)
+    metrics["train_loss"] = _mean_logged_loss(output_dir / "log.jsonl")
     metrics["wall_seconds"] = round(time.time() - started, 2)
     return metrics, str(resume) if resume else None
+
+
+def _broadcast(trainer, value):
+    """Process 0's value on every process (they must all resume from the same checkpoint)."""
+    if trainer.accelerator.num_processes == 1:
+        return value
+    from accelerate.utils import broadcast_object_list
+
+    box = [value]
+    broadcast_object_list(box, from_process=0)
+    return box[0]
 
 
 def _finish(trainer, tokenizer, output_dir: Path, lora_merge: bool, summary: dict) -> Path:
     trainer.accelerator.wait_for_everyone()
     model = trainer.accelerator.unwrap_model(trainer.model)
+    # Sharded weights (ZeRO-3, FSDP) are gathered into one full state dict on the main process.
+    sharded = trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled
+    state_dict = trainer.accelerator.get_state_dict(trainer.model) if sharded else None
     if trainer.is_world_process_zero():
         from .models import save_model
 
-        save_model(model, tokenizer, output_dir / "model", merge_lora=lora_merge)
+        save_model(model, tokenizer, output_dir / "model", merge_lora=lora_merge, state_dict=state_dict)
         atomic_write_json(output_dir / SUMMARY, summary)
         shutil.rmtree(output_dir / "checkpoints", ignore_errors=True)
     trainer.accelerator.wait_for_everyone()
     return output_dir
 
 
-def unlearn(config: UnlearnConfig) -> Path:
-    """Unlearn ``config.data``'s forget set from ``config.model``; returns the run folder."""
-    method = get_method(config.method)
-    data = load_unlearning_data(config, method)
-    output_dir = Path(config.output_dir)
-    if _check_run_folder(output_dir, config):
-        print(f"{output_dir} already holds this finished run; nothing to do")
-        return output_dir
+def _load_reference(config: UnlearnConfig):
+    from ..config import ModelConfig
+    from .models import load_model
+
+    reference_config = config.model
+    if config.reference_model:
+        reference_config = ModelConfig(config.reference_model, config.model.trust_remote_code, config.model.dtype)
+    return load_model(reference_config)
+
+
+def _precomputable_reference_kinds(method: Method) -> tuple[str, ...]:
+    """Kinds whose reference NLLs can be computed before training (NPO: forget; DPO: + forget_idk)."""
+    return method.forget.inputs if method.forget.needs_reference and method.forget.reference_nll_only else ()
+
+
+def _needs_reference_logits(method: Method) -> bool:
+    """KL reads the reference's full next-token distributions: those stay a forward per step."""
+    return any(o is not None and o.needs_reference and not o.reference_nll_only
+               for o in (method.forget, method.regularizer))
+
+
+def build_unlearning_trainer(config: UnlearnConfig, method: Method, data: UnlearningData, output_dir: Path):
+    """The model, the reference (or its precomputed NLLs), the batches and the loss, as a Trainer.
+
+    Returns (trainer, tokenizer). Shared by ``unlearn`` and the benchmarks.
+    """
+    import gc
+    import math
 
     from ..data.batches import UnlearningCollator, UnlearningDataset
     from ..data.formatting import PromptFormat
     from .models import apply_lora, load_model, load_tokenizer
-    from .trainer import EpochCallback, JsonlLogCallback, UnlearningTrainer, training_arguments
+    from .trainer import (
+        EpochCallback,
+        JsonlLogCallback,
+        UnlearningTrainer,
+        precompute_reference_nll,
+        training_arguments,
+    )
 
     tokenizer = load_tokenizer(config.model)
     model = load_model(config.model)
-    reference = None
-    if method.needs_reference:
-        from ..config import ModelConfig
-
-        reference_config = config.model
-        if config.reference_model:
-            reference_config = ModelConfig(config.reference_model, config.model.trust_remote_code, config.model.dtype)
-        reference = load_model(reference_config)
+    reference = _load_reference(config) if method.needs_reference else None
     if config.lora.enabled:
+        from transformers import set_seed
+
+        set_seed(config.training.seed)  # LoRA's initial adapter weights are random
         model = apply_lora(model, config.lora)
     if config.training.gradient_checkpointing:
         model.config.use_cache = False
@@ -164,15 +302,25 @@ def unlearn(config: UnlearnConfig) -> Path:
     )
     mask = method.forget.default_mask if config.mask is None else config.mask
     forget_coeff = method.forget.default_forget_coeff if config.forget_coeff is None else config.forget_coeff
-
-    output_dir.mkdir(parents=True, exist_ok=True)
-    save_config(config, output_dir / "config.yaml")
     args = training_arguments(config.training, output_dir / "checkpoints", len(dataset), _world_size())
+    collator = UnlearningCollator(tokenizer.pad_token_id, mask=mask, pad_to=config.data.pad_to)
+
+    nll_kinds = _precomputable_reference_kinds(method)
+    if reference is not None and nll_kinds and config.training.precompute_reference_nll:
+        collator.reference_nll = precompute_reference_nll(
+            reference, dataset, collator, nll_kinds, epochs=math.ceil(config.training.epochs),
+            batch_size=2 * config.training.per_device_batch_size, device=args.device,
+        )
+        if not _needs_reference_logits(method):
+            # The frozen reference has given all it will ever be asked: free its memory.
+            reference = None
+            gc.collect()
+
     trainer = UnlearningTrainer(
         model=model,
         args=args,
         train_dataset=dataset,
-        data_collator=UnlearningCollator(tokenizer.pad_token_id, mask=mask),
+        data_collator=collator,
         processing_class=tokenizer,
         callbacks=[EpochCallback(dataset), JsonlLogCallback(output_dir / "log.jsonl")],
         method=method,
@@ -181,15 +329,37 @@ def unlearn(config: UnlearnConfig) -> Path:
         beta=config.beta,
         reference_model=reference,
         fuse_forward=config.training.fuse_forward,
+        group_by_length=config.training.group_by_length,
         stop_forget_loss_below=config.training.stop_forget_loss_below,
         stop_forget_loss_above=config.training.stop_forget_loss_above,
     )
-    metrics, resumed_from = _train(trainer, output_dir)
+    if config.eval_every_epoch:  # per-epoch trajectories (evaluation.callback)
+        from ..evaluation.callback import EpochEvaluationCallback
+
+        trainer.add_callback(EpochEvaluationCallback.for_run(config, tokenizer, output_dir))
+    return trainer, tokenizer
+
+
+def unlearn(config: UnlearnConfig) -> Path:
+    """Unlearn ``config.data``'s forget set from ``config.model``; returns the run folder."""
+    validate_config(config)
+    method = get_method(config.method)
+    data = load_unlearning_data(config, method)
+    output_dir = Path(config.output_dir)
+    _check_model_paths(config.model.name_or_path, config.reference_model if method.needs_reference else None)
+    if _check_run_folder(output_dir, config):
+        print(f"{output_dir} already holds this finished run; nothing to do")
+        return output_dir
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    save_config(config, output_dir / "config.yaml")
+    trainer, tokenizer = build_unlearning_trainer(config, method, data, output_dir)
+    metrics, resumed_from = _train(trainer, output_dir, config.training)
     summary = {
         "method": method.name,
-        "forget_coeff": forget_coeff,
+        "forget_coeff": trainer.forget_coeff,
         "regularization_coeff": config.regularization_coeff,
-        "mask": mask,
+        "mask": trainer.data_collator.mask,
         "forget_rows": len(data.forget),
         "retain_rows": len(data.retain),
         "steps": trainer.state.global_step,
@@ -215,8 +385,10 @@ def load_finetune_data(config: FinetuneConfig) -> list[dict]:
 
 def finetune(config: FinetuneConfig) -> Path:
     """Plain supervised fine-tuning on QA records (a target that knows them, or a retain model)."""
+    validate_config(config)
     rows = load_finetune_data(config)
     output_dir = Path(config.output_dir)
+    _check_model_paths(config.model.name_or_path)
     if _check_run_folder(output_dir, config):
         print(f"{output_dir} already holds this finished run; nothing to do")
         return output_dir
@@ -231,6 +403,9 @@ def finetune(config: FinetuneConfig) -> Path:
     tokenizer = load_tokenizer(config.model)
     model = load_model(config.model)
     if config.lora.enabled:
+        from transformers import set_seed
+
+        set_seed(config.training.seed)  # LoRA's initial adapter weights are random
         model = apply_lora(model, config.lora)
     dataset = QADataset(rows, PromptFormat(tokenizer), max_length=config.data.max_length)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -244,6 +419,6 @@ def finetune(config: FinetuneConfig) -> Path:
         processing_class=tokenizer,
         callbacks=[JsonlLogCallback(output_dir / "log.jsonl")],
     )
-    metrics, resumed_from = _train(trainer, output_dir)
+    metrics, resumed_from = _train(trainer, output_dir, config.training)
     summary = {"rows": len(rows), "steps": trainer.state.global_step, "resumed_from": resumed_from, **metrics}
     return _finish(trainer, tokenizer, output_dir, config.lora.merge_on_save, summary)

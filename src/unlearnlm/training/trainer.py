@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -18,6 +19,7 @@ import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from ..config import TrainingConfig
+from ..data.batches import LengthGroupedSampler, UnlearningCollator, UnlearningDataset, pad_encoded
 from ..errors import UserError
 from ..methods import LossContext, Method, Reference
 
@@ -50,14 +52,17 @@ def training_arguments(
         seed=config.seed,
         data_seed=config.seed,
         bf16=bf16,
-        gradient_checkpointing=config.gradient_checkpointing,
+        activation_checkpointing=config.gradient_checkpointing,
         logging_steps=config.logging_steps,
-        save_strategy="steps" if config.save_steps > 0 else "no",
-        save_steps=config.save_steps if config.save_steps > 0 else 500,
-        save_total_limit=2 if config.save_steps > 0 else None,
+        # CheckpointCallback decides when to save (by steps and by time); one checkpoint is kept.
+        save_strategy="no",
+        save_total_limit=1,
         report_to="none",
         remove_unused_columns=False,
         dataloader_num_workers=0,
+        # Without a GPU, multi-process runs (torchrun, accelerate launch) use gloo on the CPU.
+        use_cpu=not torch.cuda.is_available(),
+        dataloader_pin_memory=torch.cuda.is_available(),
         disable_tqdm=not config.progress,
         ddp_find_unused_parameters=False,
     )
@@ -74,6 +79,38 @@ def _use_bf16(setting: str) -> bool:
     return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
 
 
+@torch.no_grad()
+def precompute_reference_nll(
+    reference_model: torch.nn.Module,
+    dataset: UnlearningDataset,
+    collator: UnlearningCollator,
+    kinds: tuple[str, ...],
+    epochs: int,
+    batch_size: int,
+    device,
+) -> dict[str, dict]:
+    """{kind: {sequence: NLL under the reference}} for every ``kinds`` sequence of the run.
+
+    NPO and DPO read only per-sequence reference NLLs, and the reference is frozen, so these are
+    the numbers a reference forward at every step would give (the same model, dtype and labels;
+    only the padding differs, which right padding leaves out of every real token's logits).
+    One batched pass replaces a forward per step, and the model can be freed before training.
+    """
+    reference = Reference(reference_model.to(device).eval())
+    tables: dict[str, dict] = {}
+    for kind in kinds:
+        # Sorted by length so each batch pads little.
+        sequences = sorted(dataset.sequences(kind, epochs), key=lambda s: len(s.input_ids))
+        table = {}
+        for start in range(0, len(sequences), batch_size):
+            chunk = sequences[start : start + batch_size]
+            seq = pad_encoded(chunk, collator.pad_token_id, collator.mask_prompt(kind))
+            nll = reference.nll({name: tensor.to(device) for name, tensor in seq.items()})
+            table.update(zip(chunk, nll.float().cpu().tolist()))
+        tables[kind] = table
+    return tables
+
+
 class EpochCallback(TrainerCallback):
     """Tells the dataset which epoch it is, so its random companions change per epoch."""
 
@@ -81,7 +118,56 @@ class EpochCallback(TrainerCallback):
         self.dataset = dataset
 
     def on_epoch_begin(self, args, state, control, **kwargs):
-        self.dataset.set_epoch(int(state.epoch or 0))
+        # state.epoch is the epoch begun (0, 1, ...) or, resuming mid-epoch, a fraction of it.
+        self.dataset.set_epoch(math.floor((state.epoch or 0) + 1e-9))
+
+
+class CheckpointCallback(TrainerCallback):
+    """Asks the Trainer for a checkpoint every ``save_steps`` steps and every ``save_minutes``.
+
+    Saves happen only at logged steps, so a resumed run's log windows match an uninterrupted
+    run's, and never at the last step, whose weights the run saves as its result anyway.
+    """
+
+    def __init__(self, save_steps: int, save_minutes: float):
+        self.save_steps = save_steps
+        self.save_seconds = save_minutes * 60
+        self.last_save = time.monotonic()
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.last_save = time.monotonic()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        step = state.global_step
+        due = (self.save_steps > 0 and step % self.save_steps == 0) or (
+            self.save_seconds > 0 and time.monotonic() - self.last_save >= self.save_seconds
+        )
+        # A run about to stop saves its model instead (and a checkpoint past an early stop would
+        # let a resumed run train on beyond it).
+        control.should_save = (due and step % args.logging_steps == 0 and step < state.max_steps
+                               and not control.should_training_stop)
+        if control.should_save and not weights_are_finite(kwargs["model"]):
+            raise TrainingDiverged(f"the weights became NaN or infinite at step {step}; training stopped")
+        return control
+
+    def on_save(self, args, state, control, **kwargs):
+        self.last_save = time.monotonic()
+
+
+def weights_are_finite(model: torch.nn.Module) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters() if p.is_floating_point())
+
+
+class DivergenceCallback(TrainerCallback):
+    """Stops any Trainer (fine-tuning too) whose logged loss or gradient norm is NaN or infinite,
+    before the step's weights can be checkpointed."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        for key in ("loss", "grad_norm"):
+            value = (logs or {}).get(key)
+            if isinstance(value, (int, float)) and not math.isfinite(value):
+                raise TrainingDiverged(f"the {key.replace('_', ' ')} became {value} at step {state.global_step}; "
+                                       "training stopped; lower training.lr or use another method")
 
 
 class JsonlLogCallback(TrainerCallback):
@@ -91,12 +177,26 @@ class JsonlLogCallback(TrainerCallback):
         self.path = Path(path)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if not state.is_world_process_zero or not logs:
+        # The end-of-training summary (runtime, mean loss) goes to train_summary.json instead:
+        # the log holds only step rows, identical between an interrupted and a whole run.
+        if not state.is_world_process_zero or not logs or "train_runtime" in logs:
             return
         entry = {"step": state.global_step, "epoch": state.epoch, **logs}
         with open(self.path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(entry) + "\n")
             handle.flush()
+
+
+class ForgetLossBoundCallback(TrainerCallback):
+    """Ends training after the step in which the forget loss crossed its bound."""
+
+    def __init__(self, trainer: "UnlearningTrainer"):
+        self.trainer = trainer
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.trainer.stopped_early:
+            control.should_training_stop = True
+        return control
 
 
 class UnlearningTrainer(Trainer):
@@ -112,6 +212,7 @@ class UnlearningTrainer(Trainer):
         beta: float,
         reference_model: Optional[torch.nn.Module] = None,
         fuse_forward: bool = True,
+        group_by_length: bool = False,
         stop_forget_loss_below: Optional[float] = None,
         stop_forget_loss_above: Optional[float] = None,
         **kwargs,
@@ -122,12 +223,14 @@ class UnlearningTrainer(Trainer):
         self.regularization_coeff = regularization_coeff
         self.beta = beta
         self.fuse_forward = fuse_forward
+        self.group_by_length = group_by_length
         self.stop_below = stop_forget_loss_below
         self.stop_above = stop_forget_loss_above
         self.reference = Reference(self._prepare_reference(reference_model)) if reference_model is not None else None
         self._component_sums = {"forget_loss": 0.0, "regularization_loss": 0.0}
         self._component_count = 0
         self.stopped_early: Optional[str] = None
+        self.add_callback(ForgetLossBoundCallback(self))
 
     def _prepare_reference(self, model: torch.nn.Module) -> torch.nn.Module:
         model.eval()
@@ -151,7 +254,16 @@ class UnlearningTrainer(Trainer):
             return self.accelerator.prepare_model(model, evaluation_mode=True)
         return model.to(self.args.device)
 
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+    def _get_train_sampler(self, train_dataset=None):
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if not (self.group_by_length and isinstance(dataset, UnlearningDataset)):
+            return super()._get_train_sampler(train_dataset)
+        # One group = the rows of one optimiser step across all processes.
+        group = self.args.per_device_train_batch_size * self.args.gradient_accumulation_steps * self.args.world_size
+        return LengthGroupedSampler(dataset.lengths, len(dataset), group, seed=self.args.seed)
+
+    def objective(self, model, inputs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(loss, forget loss, regulariser) of one batch."""
         ctx = LossContext(model, inputs, reference=self.reference, beta=self.beta)
         if self.fuse_forward:
             ctx.prefetch(self.method.inputs)
@@ -161,9 +273,13 @@ class UnlearningTrainer(Trainer):
         if self.method.regularizer is not None:
             regularization_loss = self.method.regularizer.fn(ctx)
             loss = loss + self.regularization_coeff * regularization_loss
+        return loss, forget_loss, regularization_loss
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss, forget_loss, regularization_loss = self.objective(model, inputs)
         if not torch.isfinite(loss):
             raise TrainingDiverged(
-                f"the loss became {loss.item()} at step {self.state.global_step} "
+                f"the loss became {loss.item()} in step {self.state.global_step + 1} "
                 f"(forget loss {forget_loss.item():.4g}, regulariser {regularization_loss.item():.4g}); "
                 "training stopped; lower training.lr or use another method"
             )
@@ -171,11 +287,12 @@ class UnlearningTrainer(Trainer):
         self._component_sums["regularization_loss"] += regularization_loss.detach().item()
         self._component_count += 1
         value = forget_loss.item()
-        if (self.stop_below is not None and value < self.stop_below) or (
+        crossed = (self.stop_below is not None and value < self.stop_below) or (
             self.stop_above is not None and value > self.stop_above
-        ):
-            self.control.should_training_stop = True
-            self.stopped_early = f"forget loss {value:.4g} crossed its bound at step {self.state.global_step}"
+        )
+        if crossed and self.stopped_early is None:
+            # The step finishes (all its micro-batches), then ForgetLossBoundCallback stops the run.
+            self.stopped_early = f"forget loss {value:.4g} crossed its bound in step {self.state.global_step + 1}"
         return (loss, None) if return_outputs else loss
 
     def log(self, logs: dict, *args, **kwargs) -> None:

@@ -1,0 +1,165 @@
+"""The speed-ups of docs/performance.md change no number: fused forwards, precomputed reference
+NLLs and length-grouped batches give the losses and the examples of the plain way."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from conftest import qa_rows
+from unlearnlm.config import UnlearnConfig, from_dict
+from unlearnlm.data.batches import LengthGroupedSampler, UnlearningCollator, UnlearningDataset
+from unlearnlm.data.formatting import PromptFormat
+from unlearnlm.data.refusals import load_refusals
+from unlearnlm.methods import LossContext, Reference, get_method
+from unlearnlm.training.run import build_unlearning_trainer, load_unlearning_data
+from unlearnlm.training.trainer import precompute_reference_nll
+
+TOLERANCE = 1e-5
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_model, tmp_path_factory):
+    """Policy = the tiny model; reference = the same with its weights jittered."""
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    policy = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
+    reference = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
+    generator = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for parameter in reference.parameters():
+            parameter.add_(0.05 * torch.randn(parameter.shape, generator=generator))
+    return tokenizer, policy, reference
+
+
+def dataset_for(tokenizer, method: str, seed: int = 3) -> UnlearningDataset:
+    rows = qa_rows()
+    return UnlearningDataset(rows[:12], rows[12:], load_refusals(), PromptFormat(tokenizer),
+                             get_method(method).inputs, seed=seed)
+
+
+def method_loss(method: str, model, batch, reference=None, fuse=False) -> torch.Tensor:
+    m = get_method(method)
+    ctx = LossContext(model, batch, reference=Reference(reference) if reference is not None else None)
+    if fuse:
+        ctx.prefetch(m.inputs)
+    loss = m.forget.fn(ctx)
+    return loss + m.regularizer.fn(ctx) if m.regularizer else loss
+
+
+def assert_close(a: torch.Tensor, b: torch.Tensor) -> None:
+    assert abs(a.item() - b.item()) <= TOLERANCE * max(1.0, abs(b.item())), (a.item(), b.item())
+
+
+@pytest.mark.parametrize("method", ["ME+GD", "IDK+AP", "DPO+GD", "LLMU", "GA+GD"])
+def test_fused_forward_equals_separate_forwards(setup, method):
+    tokenizer, policy, reference = setup
+    dataset = dataset_for(tokenizer, method)
+    collator = UnlearningCollator(tokenizer.pad_token_id, mask=method != "ME+GD")
+    batch = collator([dataset[i] for i in range(5)])
+    with torch.no_grad():
+        separate = method_loss(method, policy, batch, reference)
+        fused = method_loss(method, policy, batch, reference, fuse=True)
+    assert_close(fused, separate)
+
+
+@pytest.mark.parametrize("method", ["NPO+GD", "DPO+GD", "NPO"])
+def test_precomputed_reference_nll_equals_live_reference(setup, method):
+    tokenizer, policy, reference = setup
+    dataset = dataset_for(tokenizer, method)
+    kinds = get_method(method).forget.inputs
+    live = UnlearningCollator(tokenizer.pad_token_id, mask=True)
+    tables = precompute_reference_nll(reference, dataset, live, kinds, epochs=2, batch_size=5, device="cpu")
+    precomputed = UnlearningCollator(tokenizer.pad_token_id, mask=True, reference_nll=tables)
+    for epoch in range(2):  # DPO's refusals differ per epoch: every one used must be in the table
+        dataset.set_epoch(epoch)
+        examples = [dataset[i] for i in range(len(dataset))]
+        with torch.no_grad():
+            expected = method_loss(method, policy, live(examples), reference)
+            got = method_loss(method, policy, precomputed(examples), reference=None)
+        assert_close(got, expected)
+        # A nonzero policy/reference gap, so the test would see a wrong table.
+        assert abs(expected.item() - method_loss(method, policy, live(examples), policy).item()) > 1e-3
+
+
+def test_fixed_padding_gives_the_same_loss(setup):
+    """The reference-style pad-to-500 batches and per-batch padding agree (padding is masked)."""
+    tokenizer, policy, reference = setup
+    dataset = dataset_for(tokenizer, "NPO+GD")
+    examples = [dataset[i] for i in range(4)]
+    with torch.no_grad():
+        tight = method_loss("NPO+GD", policy, UnlearningCollator(tokenizer.pad_token_id)(examples), reference)
+        padded = method_loss("NPO+GD", policy, UnlearningCollator(tokenizer.pad_token_id, pad_to=120)(examples),
+                             reference)
+    assert_close(padded, tight)
+
+
+def test_missing_precomputed_nll_fails_loudly(setup):
+    tokenizer, _, _ = setup
+    dataset = dataset_for(tokenizer, "NPO")
+    collator = UnlearningCollator(tokenizer.pad_token_id, reference_nll={"forget": {}})
+    with pytest.raises(KeyError, match="no precomputed reference NLL"):
+        collator([dataset[0]])
+
+
+def test_length_grouping_keeps_the_rows_and_is_deterministic(setup):
+    tokenizer, _, _ = setup
+    dataset = dataset_for(tokenizer, "IDK+AP")
+    group = 4
+
+    def order(epoch: int) -> list[int]:
+        sampler = LengthGroupedSampler(dataset.lengths, len(dataset), group, seed=5)
+        sampler.set_epoch(epoch)
+        return list(sampler)
+
+    for epoch in range(3):
+        first = order(epoch)
+        assert sorted(first) == list(range(len(dataset)))  # every row once per epoch
+        assert first == order(epoch)  # same order from a fresh sampler (other process, resume)
+        lengths = dataset.lengths(epoch)
+        for start in range(0, len(first), group):  # each step's rows: longest first
+            chunk = [lengths[i] for i in first[start : start + group]]
+            assert chunk == sorted(chunk, reverse=True)
+    assert order(0) != order(1) or order(1) != order(2)  # epochs are shuffled afresh
+
+
+def _config(tiny_model, qa_folder, out, method, **training) -> UnlearnConfig:
+    return from_dict(UnlearnConfig, {
+        "method": method, "output_dir": str(out),
+        "model": {"name_or_path": str(tiny_model)},
+        "data": {"source": str(qa_folder), "forget": "forget", "retain": "retain", "task_id": ["1", "2"]},
+        "training": {"epochs": 2, "per_device_batch_size": 2, "gradient_accumulation_steps": 2,
+                     "progress": False, **training},
+    })
+
+
+@pytest.mark.parametrize("method, keeps_reference", [("NPO+GD", False), ("DPO+GD", False), ("NPO+KL", True)])
+def test_trainer_frees_the_reference_when_nlls_suffice(tiny_model, qa_folder, tmp_path, method, keeps_reference):
+    config = _config(tiny_model, qa_folder, tmp_path, method)
+    trainer, _ = build_unlearning_trainer(config, get_method(method), load_unlearning_data(config, get_method(method)),
+                                          tmp_path)
+    assert (trainer.reference is not None) == keeps_reference
+    assert set(trainer.data_collator.reference_nll) == set(get_method(method).forget.inputs)
+    # Every batch of every epoch finds its NLLs, in the length-grouped order.
+    loader = trainer.get_train_dataloader()
+    for epoch in range(2):
+        trainer.train_dataset.set_epoch(epoch)
+        loader.set_epoch(epoch)
+        for batch in loader:
+            assert "reference_nll" in batch["forget"]
+
+
+def test_first_loss_same_in_reference_style_and_fast_modes(tiny_model, qa_folder, tmp_path):
+    method = get_method("NPO+GD")
+    fast = _config(tiny_model, qa_folder, tmp_path / "a", "NPO+GD")
+    slow = _config(tiny_model, qa_folder, tmp_path / "b", "NPO+GD", fuse_forward=False,
+                   group_by_length=False, precompute_reference_nll=False)
+    slow.data.pad_to = 100
+    data = load_unlearning_data(fast, method)
+    losses = []
+    for config in (fast, slow):
+        trainer, _ = build_unlearning_trainer(config, method, data, tmp_path)
+        examples = [trainer.train_dataset[i] for i in range(4)]
+        with torch.no_grad():
+            losses.append(trainer.objective(trainer.model, trainer.data_collator(examples))[0])
+    assert_close(losses[0], losses[1])
