@@ -1,0 +1,192 @@
+"""One inference pass per evaluation set, producing the per-row records every metric reads.
+
+Two batched passes over the model, both under ``torch.inference_mode``:
+  - greedy generation: left-padded prompts, KV cache, batches of similar prompt length, at
+    most ``max_length`` tokens per row in all (prompt + output, 200 as in the reference);
+  - per-sequence losses of the ground truth, the "paraphrased" and every perturbed answer:
+    right-padded question+answer sequences (the training format), NLL summed over the answer
+    tokens (EOS included) and divided by their number.
+Prompts use the engine's ``PromptFormat``, so a model is scored on exactly the format it was
+trained on.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
+
+import torch
+
+from ..data.batches import pad_encoded
+from ..data.formatting import EncodedQA, PromptFormat
+from ..methods.losses import IGNORE, sequence_nll
+from .sets import EvalSet
+
+
+@dataclass
+class InferenceTimes:
+    generation_s: float = 0.0
+    loss_s: float = 0.0
+
+
+def _device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _eos_ids(model, formatter: PromptFormat) -> list[int]:
+    """The formatter's EOS plus any the model's generation config names (chat models have several)."""
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    configured = configured if isinstance(configured, list) else [configured] if configured is not None else []
+    return list(dict.fromkeys([formatter.eos_token_id, *configured]))
+
+
+def _length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Indices grouped into batches of similar length, longest first (an OOM shows at once)."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+
+
+def _cut_at_eos(tokens: list[int], eos_ids: set[int]) -> list[int]:
+    for position, token in enumerate(tokens):
+        if token in eos_ids:
+            return tokens[:position]
+    return tokens
+
+
+def generate_answers(
+    model, formatter: PromptFormat, questions: Sequence[str], max_length: int = 200, batch_size: int = 32
+) -> list[str]:
+    """Greedy answers, each at most ``max_length - len(its prompt)`` new tokens."""
+    from transformers import GenerationConfig
+
+    tokenizer = formatter.tokenizer
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else formatter.eos_token_id
+    eos_ids = _eos_ids(model, formatter)
+    prompts = [formatter.prompt_ids(q) for q in questions]
+    answers = [""] * len(questions)
+    # A prompt that already fills the budget gets no answer (as the reference's max_length).
+    fits = [i for i, p in enumerate(prompts) if len(p) < max_length]
+    device = _device(model)
+    for batch in _length_batches([len(prompts[i]) for i in fits], batch_size):
+        rows = [fits[b] for b in batch]
+        width = max(len(prompts[i]) for i in rows)
+        input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for k, i in enumerate(rows):  # left padding: every prompt ends where generation starts
+            n = len(prompts[i])
+            input_ids[k, width - n :] = torch.tensor(prompts[i])
+            attention_mask[k, width - n :] = 1
+        # Run until the shortest prompt's budget is used, then cut each row to its own budget.
+        budget = {i: max_length - len(prompts[i]) for i in rows}
+        config = GenerationConfig(
+            max_new_tokens=max(budget.values()), do_sample=False, num_beams=1, use_cache=True,
+            pad_token_id=pad_id, eos_token_id=eos_ids,
+        )
+        output = model.generate(
+            input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), generation_config=config
+        )
+        new_tokens = output[:, width:].tolist()
+        for k, i in enumerate(rows):
+            tokens = _cut_at_eos(new_tokens[k][: budget[i]], set(eos_ids))
+            answers[i] = tokenizer.decode(tokens, skip_special_tokens=True).strip()
+    return answers
+
+
+def sequence_losses(
+    model, formatter: PromptFormat, pairs: Sequence[tuple[str, str]], batch_size: int = 16
+) -> list[tuple[float, int]]:
+    """(NLL summed over answer tokens, number of answer tokens) of each (question, answer)."""
+    pad_id = formatter.tokenizer.pad_token_id
+    pad_id = pad_id if pad_id is not None else formatter.eos_token_id
+    # The same pair occurs more than once (real authors: the "paraphrased" answer is the answer).
+    unique = list(dict.fromkeys(pairs))
+    encoded: list[EncodedQA] = [formatter.encode(q, a) for q, a in unique]
+    results: dict[tuple[str, str], tuple[float, int]] = {}
+    device = _device(model)
+    for batch in _length_batches([len(e.input_ids) for e in encoded], batch_size):
+        padded = pad_encoded([encoded[i] for i in batch], pad_id, mask_prompt=True)
+        padded = {k: v.to(device) for k, v in padded.items()}
+        logits = model(input_ids=padded["input_ids"], attention_mask=padded["attention_mask"]).logits
+        nll = sequence_nll(logits, padded["labels"]).tolist()
+        counts = (padded["labels"][:, 1:] != IGNORE).sum(dim=-1).tolist()
+        for k, i in enumerate(batch):
+            results[unique[i]] = (nll[k], counts[k])
+    return [results[p] for p in pairs]
+
+
+def _avg(nll_and_count: tuple[float, int]) -> float:
+    nll, count = nll_and_count
+    return nll / max(count, 1)
+
+
+def infer_set(
+    model,
+    formatter: PromptFormat,
+    eval_set: EvalSet,
+    rows: Sequence[dict],
+    max_length: int = 200,
+    generation_batch_size: int = 32,
+    loss_batch_size: int = 16,
+    times: Optional[InferenceTimes] = None,
+    log: Callable[[str], None] = lambda message: None,
+) -> list[dict]:
+    """Per-row records of one set: generation, its tokens, and every loss the metrics need."""
+    times = times if times is not None else InferenceTimes()
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            started = time.perf_counter()
+            questions = [row["question"] for row in rows]
+            generations = generate_answers(model, formatter, questions, max_length, generation_batch_size)
+            times.generation_s += time.perf_counter() - started
+            log(f"{eval_set.name}: generated {len(rows)} answers in {time.perf_counter() - started:.1f}s")
+
+            started = time.perf_counter()
+            pairs = _loss_pairs(eval_set, rows)
+            losses = sequence_losses(model, formatter, [(q, a) for q, a, _ in pairs], loss_batch_size)
+            times.loss_s += time.perf_counter() - started
+            log(f"{eval_set.name}: {len(pairs)} answer losses in {time.perf_counter() - started:.1f}s")
+    finally:
+        model.train(was_training)
+
+    token_ids = formatter.tokenizer(generations, add_special_tokens=False)["input_ids"] if generations else []
+    records = [_base_record(eval_set, i, row, generations[i], token_ids[i]) for i, row in enumerate(rows)]
+    for (_, _, (i, part)), value in zip(pairs, losses):
+        if part == "truth":
+            records[i]["truth_loss"] = _avg(value)
+            records[i]["truth_tokens"] = value[1]
+        elif part == "paraphrased":
+            records[i]["paraphrased_loss"] = _avg(value)
+        else:
+            records[i]["perturbed_losses"].append(_avg(value))
+    return records
+
+
+def _loss_pairs(eval_set: EvalSet, rows: Sequence[dict]) -> list[tuple[str, str, tuple[int, str]]]:
+    """(question, answer, (row, part)) for every loss the set needs; perturbed lists may differ in length."""
+    pairs = []
+    for i, row in enumerate(rows):
+        question = row["question"]
+        pairs.append((question, row[eval_set.ground_truth], (i, "truth")))
+        if eval_set.paraphrased and eval_set.perturbed:
+            pairs.append((question, row[eval_set.paraphrased], (i, "paraphrased")))
+            pairs += [(question, answer, (i, "perturbed")) for answer in row[eval_set.perturbed]]
+    return pairs
+
+
+def _base_record(eval_set: EvalSet, index: int, row: dict, generation: str, token_ids: list[int]) -> dict:
+    return {
+        "index": index,
+        "question": row["question"],
+        "generation": generation,
+        "ground_truth": row[eval_set.ground_truth],
+        "cosine_text": row[eval_set.cosine_text],
+        "entailment_text": row[eval_set.entailment_truth],
+        "generation_token_ids": list(token_ids),
+        "truth_loss": None,
+        "truth_tokens": None,
+        "paraphrased_loss": None,
+        "perturbed_losses": [],
+    }
