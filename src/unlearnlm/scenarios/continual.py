@@ -1,0 +1,365 @@
+"""Continual unlearning (SPEC §4): tasks 1..N of a forget split, each from the previous result.
+
+For every method, task k is one ordinary ``unlearn`` run whose model is task k-1's result (the
+original target for the first task), whose forget set is task k, and whose retain set is the
+base retain set plus the forget rows of the tasks not yet unlearned. The reference model (NPO,
+DPO, KL) is the previous result, or the original target with ``fix_ref_model``. After each task
+the model is evaluated and one row goes into the trajectory table.
+
+    OUTPUT_DIR/config.yaml                 the resolved ContinualConfig
+    OUTPUT_DIR/target/eval/                the original target's evaluation (task 0)
+    OUTPUT_DIR/METHOD/task_K/              the unlearn run folder of task K (see training.run)
+    OUTPUT_DIR/METHOD/task_K/model/        removed once task K+1 is done, unless kept
+    OUTPUT_DIR/METHOD/task_K/eval/         the evaluation after task K
+    OUTPUT_DIR/trajectory.csv, .md, .png   MU and FE per task, per method
+
+Rerunning the same command continues where it stopped: a finished unlearn run is skipped by
+the engine itself (its ``train_summary.json``), an unfinished one resumes from its checkpoint,
+a finished evaluation is read back, and a task already in the trajectory is not added twice.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+from ..config import ContinualConfig, UnlearnConfig
+from ..data.records import load_split, task_ids_of
+from ..errors import UserError
+from ..io import append_csv_row, atomic_write_json, atomic_write_text
+from .common import claim_output_folder
+
+TRAJECTORY = "trajectory.csv"
+TARGET = "target"
+# What an evaluator gets: (model folder, forget task id or None for all, output folder) -> summary.
+Evaluator = Callable[[Path, Optional[str], Path], dict]
+
+
+@dataclass(frozen=True)
+class TaskStep:
+    """One continual step: which task, from which model, into which run folder."""
+
+    method: str
+    task: str
+    previous_task: Optional[str]
+    start_model: str
+    run_dir: Path
+
+    @property
+    def model_dir(self) -> Path:
+        return self.run_dir / "model"
+
+    @property
+    def eval_dir(self) -> Path:
+        return self.run_dir / "eval"
+
+
+# ---- planning: pure functions of the config -----------------------------------------------------
+
+
+def methods_of(config: ContinualConfig) -> list[str]:
+    return list(config.methods) or [config.unlearn.method]
+
+
+def tasks_to_run(config: ContinualConfig) -> list[str]:
+    """The configured tasks (or every task of the forget split), checked against the split."""
+    data = config.unlearn.data
+    rows = load_split(data.forget, data.source)
+    available = task_ids_of(rows)
+    tasks = [str(t) for t in config.tasks] or available
+    missing = [t for t in tasks if t not in available]
+    if missing:
+        raise UserError(f"forget split '{data.forget}' has no task {missing[0]}; its tasks are {', '.join(available)}")
+    if len(set(tasks)) != len(tasks):
+        raise UserError(f"tasks lists a task twice: {', '.join(tasks)}")
+    return tasks
+
+
+def check_retain_disjoint(config: ContinualConfig, tasks: list[str]) -> None:
+    """The base retain set must not hold rows of a task this run unlearns.
+
+    Otherwise the regulariser would train on what the forget loss is removing (TOFU's own
+    pairings are disjoint: forget01/retain90, forget05/retain50, forget10/retain10).
+    """
+    from ..data.records import default_retain_split
+
+    data = config.unlearn.data
+    retain_spec = data.retain or default_retain_split(data.forget)
+    if not retain_spec:
+        return  # the engine reports a missing retain set for the methods that need one
+    retained = {r["question"] for r in load_split(retain_spec, data.source)}
+    for row in load_split(data.forget, data.source):
+        task = str(row.get("task_id", "1"))
+        if task in tasks and row["question"] in retained:
+            raise UserError(
+                f"retain split '{retain_spec}' holds rows of task {task} of '{data.forget}', which this run "
+                "unlearns; pick a retain split without them (data.retain) or other tasks"
+            )
+
+
+def method_dir(config: ContinualConfig, method: str) -> Path:
+    return Path(config.output_dir) / method.replace("/", "_")
+
+
+def plan(config: ContinualConfig, method: str, tasks: list[str]) -> list[TaskStep]:
+    """The chain of steps of one method: task k starts from task k-1's model folder."""
+    steps = []
+    start = config.unlearn.model.name_or_path
+    previous = None
+    for task in tasks:
+        run_dir = method_dir(config, method) / f"task_{task}"
+        steps.append(TaskStep(method, task, previous, start, run_dir))
+        start, previous = str(run_dir / "model"), task
+    return steps
+
+
+def task_unlearn_config(config: ContinualConfig, step: TaskStep) -> UnlearnConfig:
+    """The ordinary unlearn config of one step (its retain set follows SPEC §4 in the engine)."""
+    run = copy.deepcopy(config.unlearn)
+    run.method = step.method
+    run.model.name_or_path = step.start_model
+    run.data.task_id = [step.task]
+    # The base retain set plus the forget rows of the tasks not yet unlearned.
+    run.data.retain_includes_later_tasks = True
+    run.reference_model = config.unlearn.model.name_or_path if config.fix_ref_model else None
+    run.output_dir = str(step.run_dir)
+    return run
+
+
+def models_to_keep(config: ContinualConfig, tasks: list[str]) -> set[str]:
+    """Task ids whose model folders stay after the run (the keep_models policy)."""
+    keep = {str(k).strip().lower() for k in config.keep_models}
+    if "all" in keep:
+        return set(tasks)
+    chosen = {t for t in tasks if t.lower() in keep}
+    if "last" in keep and tasks:
+        chosen.add(tasks[-1])
+    unknown = keep - {t.lower() for t in tasks} - {"last", "all", "none"}
+    if unknown:
+        raise UserError(
+            f"keep_models names '{sorted(unknown)[0]}', which is no task of this run; "
+            "use task ids, 'last', 'all' or 'none'"
+        )
+    return chosen
+
+
+# ---- running -------------------------------------------------------------------------------------
+
+
+def run_continual(config: ContinualConfig, evaluator: Optional[Evaluator] = None) -> Path:
+    """Run (or continue) every method's chain of tasks; returns the output folder."""
+    from ..training.run import unlearn
+
+    tasks = tasks_to_run(config)
+    keep = models_to_keep(config, tasks)
+    check_retain_disjoint(config, tasks)
+    output_dir = Path(config.output_dir)
+    claim_output_folder(output_dir, config, "continual")
+    if config.evaluate and evaluator is None:
+        evaluator = default_evaluator(config)
+    if config.evaluate and config.evaluate_target:
+        # The target may be a hub name or an alias, not a folder.
+        summary = _evaluate_once(evaluator, Path(config.unlearn.model.name_or_path), tasks[0],
+                                 output_dir / TARGET / "eval", is_run=False)
+        _record(output_dir, TARGET, "0", summary)
+    for method in methods_of(config):
+        for step in plan(config, method, tasks):
+            print(f"continual: {method}, task {step.task} ({tasks.index(step.task) + 1} of {len(tasks)})")
+            if not _step_done(output_dir, step, config.evaluate):
+                unlearn(task_unlearn_config(config, step))
+                if config.evaluate:
+                    summary = _evaluate_once(evaluator, step.model_dir, step.task, step.eval_dir)
+                    _record(output_dir, method, step.task, summary)
+            # Only now is the previous model no longer needed: a rerun restarts from this task.
+            # (Also on a rerun of a done step, in case a kill came between the row and this.)
+            if step.previous_task is not None and step.previous_task not in keep:
+                shutil.rmtree(Path(step.start_model), ignore_errors=True)
+        _drop_unkept_last(config, method, tasks, keep)
+    return output_dir
+
+
+def _step_done(output_dir: Path, step: TaskStep, evaluated: bool) -> bool:
+    """A step is done when its run finished and (if evaluating) its row is in the trajectory."""
+    from ..training.run import SUMMARY
+
+    finished = (step.run_dir / SUMMARY).exists()
+    return finished and (not evaluated or _has_row(output_dir, step.method, step.task))
+
+
+def _drop_unkept_last(config: ContinualConfig, method: str, tasks: list[str], keep: set[str]) -> None:
+    last = plan(config, method, tasks)[-1]
+    if last.task not in keep:
+        shutil.rmtree(last.model_dir, ignore_errors=True)
+
+
+# ---- evaluation and the trajectory ----------------------------------------------------------------
+
+EVAL_SUMMARY = "continual_eval.json"
+
+
+def _evaluate_once(evaluator: Evaluator, model: Path, task: Optional[str], eval_dir: Path, is_run: bool = True) -> dict:
+    """Evaluate unless a finished evaluation of this folder is on disk (a rerun reads it back)."""
+    import json
+
+    done = eval_dir / EVAL_SUMMARY
+    if done.exists():
+        return json.loads(done.read_text(encoding="utf-8"))
+    if is_run and not model.exists():
+        raise UserError(f"{model} is gone and its evaluation is missing; delete {eval_dir.parent} and rerun")
+    summary = evaluator(model, task, eval_dir)
+    atomic_write_json(done, summary)
+    return summary
+
+
+def _rows(output_dir: Path) -> list[dict]:
+    path = output_dir / TRAJECTORY
+    if not path.exists():
+        return []
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _has_row(output_dir: Path, method: str, task: str) -> bool:
+    return any(r["method"] == method and r["task"] == task for r in _rows(output_dir))
+
+
+def _record(output_dir: Path, method: str, task: str, summary: dict) -> None:
+    """One trajectory row per (method, task): MU, FE, then every other number of the summary."""
+    if _has_row(output_dir, method, task):
+        return
+    append_csv_row(output_dir / TRAJECTORY, {"method": method, "task": task, **_summary_numbers(summary)})
+    write_trajectory_views(output_dir)  # the table and plot grow task by task, readable while it runs
+
+
+def _summary_numbers(summary: dict) -> dict:
+    """An evaluation summary as one flat row; the judges are named (never mix judges silently)."""
+    if "sets" in summary:
+        from ..evaluation.evaluate import flat_numbers
+
+        judges = summary.get("judges", {})
+        return {"embedder": judges.get("embedder") or "none", "nli": judges.get("nli") or "none",
+                **flat_numbers(summary)}
+    return {k: v for k, v in summary.items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)}
+
+
+def write_trajectory_views(output_dir: Path) -> None:
+    """trajectory.md (MU and FE per task, one column pair per method) and trajectory.png."""
+    rows = _rows(output_dir)
+    if not rows:
+        return
+    atomic_write_text(output_dir / "trajectory.md", trajectory_markdown(rows))
+    plot_trajectory(rows, output_dir / "trajectory.png")
+
+
+def _trajectories(rows: list[dict]) -> dict[str, list[tuple[int, dict]]]:
+    """method -> [(task number, row)], each starting from the target's task-0 row when there is one."""
+    target = [r for r in rows if r["method"] == TARGET]
+    by_method: dict[str, list[tuple[int, dict]]] = {}
+    for row in rows:
+        if row["method"] != TARGET:
+            by_method.setdefault(row["method"], []).append(row)
+    ordered = {}
+    for method, method_rows in by_method.items():
+        chain = target + method_rows
+        ordered[method] = [(position, r) for position, r in enumerate(chain, start=0 if target else 1)]
+    return ordered
+
+
+def _number(row: dict, key: str) -> str:
+    value = row.get(key, "")
+    try:
+        return f"{float(value):.4f}"
+    except ValueError:
+        return str(value) or "-"
+
+
+def trajectory_markdown(rows: list[dict]) -> str:
+    """MU and FE after every task, per method; the judges get a column when the rows name them."""
+    judged = any("embedder" in r for r in rows)
+    header = "| method | step | task | MU | FE |" + (" judges (embedder / NLI) |" if judged else "")
+    lines = [header, "|---" * header[1:].count("|") + "|"]
+    for method, chain in _trajectories(rows).items():
+        for position, row in chain:
+            line = (f"| {method} | {position} | {row['task'] if row['method'] != TARGET else 'target'} "
+                    f"| {_number(row, 'MU')} | {_number(row, 'FE')} |")
+            if judged:
+                line += f" {row.get('embedder') or 'none'} / {row.get('nli') or 'none'} |"
+            lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+def plot_trajectory(rows: list[dict], path: Path) -> None:
+    """MU and FE against the number of tasks unlearned, one line per method."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    for method, chain in _trajectories(rows).items():
+        for axis, key in zip(axes, ("MU", "FE")):
+            points = [(position, float(r[key])) for position, r in chain if _is_number(r.get(key))]
+            if points:
+                axis.plot(*zip(*points), marker="o", label=method)
+    for axis, key in zip(axes, ("Model Utility", "Forget Efficacy")):
+        axis.set_xlabel("tasks unlearned")
+        axis.set_title(key)
+        axis.grid(alpha=0.3)
+    axes[0].legend(fontsize="small")
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=120)
+    plt.close(figure)
+    # Written whole or not at all, like every other result file.
+    tmp = path.with_suffix(".png.tmp")
+    tmp.write_bytes(buffer.getvalue())
+    tmp.replace(path)
+
+
+def _is_number(value) -> bool:
+    try:
+        float(value)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+def default_evaluator(config: ContinualConfig, judges=None) -> Evaluator:
+    """Evaluate with ``config.unlearn.evaluation`` (SPEC §5) on the current task's forget rows.
+
+    Empty data keys of that evaluation config take the run's own (source, forget split); the
+    forget task is the one just unlearned unless ``evaluation.data.task_id`` names others.
+    The judges are loaded once, at the first evaluation, and reused for every task.
+    """
+    from dataclasses import replace
+
+    from ..evaluation.evaluate import Judges, build_sets, evaluate_model, resolve_config
+
+    evaluation = config.unlearn.evaluation
+    loaded = {"judges": judges}
+
+    def evaluation_config(model_dir: Path, task: Optional[str], output_dir: Path):
+        data = evaluation.data
+        data = replace(
+            data,
+            source=data.source or config.unlearn.data.source,
+            forget=data.forget or config.unlearn.data.forget,
+            task_id=data.task_id if data.task_id is not None else ([task] if task else []),
+        )
+        model = replace(config.unlearn.model, name_or_path=str(model_dir))
+        return resolve_config(replace(evaluation, model=model, data=data, output_dir=str(output_dir)))
+
+    def evaluate(model_dir: Path, task: Optional[str], output_dir: Path) -> dict:
+        if loaded["judges"] is None:
+            loaded["judges"] = Judges.load(evaluation.judges)
+        return evaluate_model(evaluation_config(model_dir, task, output_dir), judges=loaded["judges"])
+
+    # A bad evaluation file fails now, before the first task trains.
+    build_sets(evaluation_config(Path(config.unlearn.model.name_or_path), tasks_to_run(config)[0], Path(".")))
+    return evaluate
