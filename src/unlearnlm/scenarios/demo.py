@@ -1,0 +1,230 @@
+"""``unlearnlm demo``: the paper's fictitious comparison, end to end, offline, on a CPU.
+
+Stages (each skipped when its result already exists):
+
+1. a fictitious world of authors (scenarios.world), in TOFU's format;
+2. the judges: the sentence embedder and an NLI judge (the offline one is trained once);
+3. a target fine-tuned on every author and a retain model that never saw the forget authors,
+   both cached under ``cache_dir()/demo`` by a hash of everything that made them;
+4. the target, the retain model and one unlearned model per method, evaluated as SPEC §5
+   (the retain model's evaluation gives every other model its Forget Quality);
+5. the comparison table, the MU-vs-FE plot and an HTML page (evaluation.report).
+
+Layout of OUTPUT_DIR: ``world`` and ``target`` / ``retain`` (links into the cache), ``unlearn/<METHOD>/``
+(run folders, each with ``eval/``), ``report/``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from ..config import (
+    DemoConfig,
+    EvalDataConfig,
+    EvaluateConfig,
+    FinetuneConfig,
+    FinetuneDataConfig,
+    UnlearnConfig,
+    DataConfig,
+    to_dict,
+    validate_config,
+)
+from ..errors import UserError
+from ..io import atomic_write_json
+
+DEMO_VERSION = 1
+
+
+def _digest(payload: dict) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _link(link: Path, target: Path) -> Path:
+    """Point ``link`` at ``target`` (a cached folder); falls back to the target's own path."""
+    link.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        if link.is_symlink() or link.exists():
+            if link.resolve() == target.resolve():
+                return link
+            if not link.is_symlink():
+                raise UserError(f"{link} exists and is not a link made by the demo; choose another output_dir")
+            link.unlink()
+        os.symlink(target, link, target_is_directory=True)
+        return link
+    except OSError:
+        return target
+
+
+class Stages:
+    """Numbered stage headers with elapsed time, so a long run says where it is."""
+
+    def __init__(self, total: int):
+        self.total, self.done, self.started = total, 0, time.time()
+
+    def begin(self, title: str) -> None:
+        self.done += 1
+        elapsed = time.time() - self.started
+        print(f"\n[{self.done}/{self.total}] {title}  (elapsed {int(elapsed // 60):02d}:{int(elapsed % 60):02d})", flush=True)
+
+
+def method_slug(method: str) -> str:
+    return method.lower().replace("+", "-")
+
+
+def build_world(config: DemoConfig, cache: Path) -> Path:
+    from .world import write_world
+
+    params = {"seed": config.seed, "authors": config.authors, "questions": config.questions_per_author,
+              "version": DEMO_VERSION}
+    folder = cache / f"world-{_digest(params)}"
+    manifest = folder / "world.json"
+    if not manifest.exists():
+        counts = write_world(folder, seed=config.seed, authors=config.authors,
+                             questions_per_author=config.questions_per_author)
+        atomic_write_json(manifest, {"params": params, "rows": counts})  # written last: the world is whole
+    return folder
+
+
+def finetune_cached(config: DemoConfig, cache: Path, world: Path, name: str, train: list[str]) -> Path:
+    """Fine-tune ``config.model`` on ``train`` splits of the world, once per distinct recipe."""
+    from ..training.run import finetune
+
+    recipe = FinetuneConfig(
+        output_dir="",
+        model=config.model,
+        data=FinetuneDataConfig(source=str(world), train=train),
+        training=config.finetune,
+    )
+    identity = {k: v for k, v in to_dict(recipe).items() if k != "output_dir"}
+    identity["training"].pop("progress")  # showing a progress bar changes no weight
+    key = _digest({"recipe": identity, "version": DEMO_VERSION})
+    recipe = replace(recipe, output_dir=str(cache / f"{name}-{key}"))
+    return finetune(recipe)
+
+
+def load_judges(config: DemoConfig):
+    from ..evaluation.evaluate import Judges
+    from ..evaluation.judges import load_embedder, load_nli_judge
+
+    embedder = load_embedder(config.judges.embedder)
+    nli = load_nli_judge(config.judges.nli)
+    if nli is None and config.train_judge and config.judges.nli in ("auto", "offline"):
+        from ..evaluation.offline_nli import load_offline_nli_judge
+
+        nli = load_offline_nli_judge(train_if_missing=True)
+    return Judges(embedder, nli)
+
+
+def evaluation_config(config: DemoConfig, world: Path, model_dir: Path, output: Path,
+                      retain_eval: Path | None) -> EvaluateConfig:
+    return EvaluateConfig(
+        model=replace(config.model, name_or_path=str(model_dir)),
+        scenario="tofu",
+        data=EvalDataConfig(source=str(world), forget=config.forget_split, task_id=["1"]),
+        ds_size=config.ds_size,
+        judges=config.judges,
+        retain_eval=str(retain_eval) if retain_eval else None,
+        output_dir=str(output),
+    )
+
+
+def evaluate_once(config: EvaluateConfig, judges) -> dict:
+    """Evaluate unless this folder already holds the evaluation of the same config."""
+    import yaml
+
+    from ..evaluation.evaluate import evaluate_model, load_summary, resolve_config
+
+    config = resolve_config(config)
+    folder = Path(config.output_dir)
+    saved = folder / "config.yaml"
+    if (folder / "summary.json").exists() and saved.exists():
+        if yaml.safe_load(saved.read_text(encoding="utf-8")) == to_dict(config):
+            print(f"{folder} already holds this evaluation")
+            return load_summary(folder)
+    return evaluate_model(config, judges=judges)
+
+
+def unlearn_config(config: DemoConfig, world: Path, target: Path, method: str, output: Path) -> UnlearnConfig:
+    return UnlearnConfig(
+        method=method,
+        output_dir=str(output),
+        model=replace(config.model, name_or_path=str(target)),
+        data=DataConfig(
+            source=str(world),
+            forget=config.forget_split,
+            retain=config.retain_split,
+            task_id=["1"],
+            # The world's retainXX already holds the other tasks' authors.
+            retain_includes_later_tasks=False,
+        ),
+        training=config.unlearn,
+    )
+
+
+def check_disjoint(world: Path, config: DemoConfig) -> None:
+    """The retain model must never see a forget question, or Forget Quality means nothing."""
+    from ..data.records import load_split, select_tasks
+
+    forget = {r["question"] for r in select_tasks(load_split(config.forget_split, str(world)), ["1"])}
+    overlap = forget & {r["question"] for r in load_split(config.retain_split, str(world))}
+    if overlap:
+        raise UserError(
+            f"retain_split {config.retain_split} holds {len(overlap)} questions of {config.forget_split} task 1; "
+            "pick a retain split without the forget authors (retain90 for forget10)"
+        )
+
+
+def run_demo(config: DemoConfig) -> Path:
+    from ..evaluation.report import write_report
+    from ..training.models import cache_dir, resolve_model_path
+
+    validate_config(FinetuneConfig(training=config.finetune))
+    for method in config.methods:
+        validate_config(UnlearnConfig(method=method, training=config.unlearn))
+    if not config.methods:
+        raise UserError("methods is empty: name at least one unlearning method")
+    output = Path(config.output_dir)
+    cache = cache_dir() / "demo"
+    stages = Stages(total=6 + 2 * len(config.methods))
+
+    stages.begin("the embedded model and the fictitious world")
+    resolve_model_path(config.model.name_or_path)  # converts the embedded model once
+    world = build_world(config, cache)  # every config names the cached folder: stable hashes
+    _link(output / "world", world)
+    check_disjoint(world, config)
+    stages.begin("the judges (the offline NLI judge is trained once, a few minutes)")
+    judges = load_judges(config)
+    print(f"embedder: {judges.names()['embedder'] or 'none'}; nli: {judges.names()['nli'] or 'none (entailment unavailable)'}")
+
+    stages.begin("fine-tuning the target on every author")
+    target = _link(output / "target", finetune_cached(config, cache, world, "target", ["full"]))
+    stages.begin(f"fine-tuning the retain model on {config.retain_split} (never sees the forget authors)")
+    retain = _link(output / "retain", finetune_cached(config, cache, world, "retain", [config.retain_split]))
+
+    stages.begin("evaluating the retain model")
+    evaluate_once(evaluation_config(config, world, retain / "model", retain / "eval", None), judges)
+    retain_eval = retain / "eval"
+    stages.begin("evaluating the target")
+    evaluate_once(evaluation_config(config, world, target / "model", target / "eval", retain_eval), judges)
+
+    runs = [target, retain]
+    for method in config.methods:
+        run_dir = output / "unlearn" / method_slug(method)
+        stages.begin(f"unlearning with {method}")
+        from ..training.run import unlearn
+
+        unlearn(unlearn_config(config, world, target / "model", method, run_dir))
+        stages.begin(f"evaluating {method}")
+        evaluate_once(evaluation_config(config, world, run_dir / "model", run_dir / "eval", retain_eval), judges)
+        runs.append(run_dir)
+
+    print()
+    page = write_report([str(r) for r in runs], output / "report")
+    elapsed = time.time() - stages.started
+    print(f"\nreport: {page}  (demo took {int(elapsed // 60)} min {int(elapsed % 60)} s)")
+    return page

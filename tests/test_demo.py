@@ -1,0 +1,71 @@
+"""The demo's orchestration on a tiny model: every stage runs, caches, and ends in a report."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from unlearnlm.config import DemoConfig, from_dict
+from unlearnlm.errors import UserError
+from unlearnlm.scenarios.demo import run_demo
+from unlearnlm.scenarios.world import all_rows, make_world
+from unlearnlm.scenarios.utility_facts import REAL_AUTHORS, WORLD_FACTS
+from unlearnlm.tiny import make_tiny_model
+
+SMALL = {"authors": 10, "questions_per_author": 2, "seed": 3, "ds_size": 4,
+         "methods": ["ME+GD", "NPO+GD"],
+         "judges": {"embedder": "none", "nli": "none"}, "train_judge": False,
+         "finetune": {"lr": 1e-3, "epochs": 1, "per_device_batch_size": 8, "gradient_accumulation_steps": 1,
+                      "warmup_epochs": 0, "progress": False},
+         "unlearn": {"lr": 1e-3, "epochs": 1, "per_device_batch_size": 2, "gradient_accumulation_steps": 1,
+                     "warmup_epochs": 0, "progress": False}}
+
+
+@pytest.fixture()
+def world_model(tmp_path_factory):
+    """A tiny model whose vocabulary covers the small world and the utility sets."""
+    texts = []
+    for row in all_rows(make_world(SMALL["seed"], SMALL["authors"], SMALL["questions_per_author"])):
+        texts += [row["question"], row["answer"], row["paraphrased_answer"], *row["perturbed_answer"]]
+    for row in REAL_AUTHORS + WORLD_FACTS:
+        texts += [row["question"], row["answer"], row["original_answer"], *row["perturbed_answer"]]
+    return make_tiny_model(tmp_path_factory.mktemp("demo_model") / "model", texts)
+
+
+def test_demo_runs_every_stage_and_reuses_its_cache(world_model, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("UNLEARNLM_CACHE", str(tmp_path / "cache"))
+    config = from_dict(DemoConfig, {**SMALL, "output_dir": str(tmp_path / "demo"),
+                                    "model": {"name_or_path": str(world_model)}})
+    page = run_demo(config)
+    assert page.exists() and (page.parent / "report.md").exists() and (page.parent / "mu_fe.png").exists()
+    table = (page.parent / "report.md").read_text()
+    for name in ("target", "retain", "me-gd", "npo-gd"):
+        assert f"| {name} |" in table
+    out = tmp_path / "demo"
+    target_summary = json.loads((out / "target" / "eval" / "summary.json").read_text())
+    assert target_summary["FQ"] is not None  # measured against the retain model's evaluation
+    assert (out / "target").is_symlink() and (out / "target").resolve().parent == tmp_path / "cache" / "demo"
+    # The retain model never saw the forget authors.
+    world = out / "world"
+    forget = {json.loads(l)["question"] for l in (world / "forget10.json").read_text().splitlines()
+              if json.loads(l)["task_id"] == "1"}
+    retain = {json.loads(l)["question"] for l in (world / "retain90.json").read_text().splitlines()}
+    assert forget and not forget & retain
+    capsys.readouterr()
+
+    # A second demo in a new folder reuses the cached world, target and retain model.
+    second = from_dict(DemoConfig, {**SMALL, "output_dir": str(tmp_path / "demo2"),
+                                    "model": {"name_or_path": str(world_model)}, "methods": ["GA+GD"]})
+    run_demo(second)
+    printed = capsys.readouterr().out
+    assert printed.count("already holds this finished run") == 2
+    assert (tmp_path / "demo2" / "target").resolve() == (out / "target").resolve()
+
+
+def test_demo_rejects_a_retain_split_holding_forget_authors(world_model, tmp_path, monkeypatch):
+    monkeypatch.setenv("UNLEARNLM_CACHE", str(tmp_path / "cache"))
+    config = from_dict(DemoConfig, {**SMALL, "output_dir": str(tmp_path / "demo"), "retain_split": "full",
+                                    "model": {"name_or_path": str(world_model)}})
+    with pytest.raises(UserError, match="holds .* questions of forget10 task 1"):
+        run_demo(config)
