@@ -4,18 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import save_config, to_dict
+from ..config import flatten_keys, save_config, to_dict
 from ..errors import UserError
-
-
-def _flatten(tree: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[prefix + key] = value
-    return flat
 
 
 def _operational(key: str) -> bool:
@@ -39,7 +29,7 @@ def claim_output_folder(output_dir: Path, config, what: str) -> None:
         previous = None
     if not isinstance(previous, dict):
         raise UserError(f"{saved} is unreadable; delete {output_dir} or choose another output_dir")
-    before, now = _flatten(previous), _flatten(to_dict(config))
+    before, now = flatten_keys(previous), flatten_keys(to_dict(config))
     differing = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k) and not _operational(k))
     if differing:
         raise UserError(

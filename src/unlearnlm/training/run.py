@@ -25,7 +25,7 @@ from typing import Optional
 
 import yaml
 
-from ..config import FinetuneConfig, TrainingConfig, UnlearnConfig, save_config, to_dict, validate_config
+from ..config import FinetuneConfig, TrainingConfig, UnlearnConfig, flatten_keys, save_config, to_dict, validate_config
 from ..data.records import (
     default_retain_split,
     load_split,
@@ -70,16 +70,6 @@ def load_unlearning_data(config: UnlearnConfig, method: Method) -> UnlearningDat
 OPERATIONAL_KEYS = {"training.progress", "training.save_steps", "training.save_minutes"}
 
 
-def _flatten(tree: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[prefix + key] = value
-    return flat
-
-
 def _check_run_folder(output_dir: Path, config) -> bool:
     """True when ``output_dir`` already holds this finished run; error if it holds another."""
     if output_dir.exists() and not output_dir.is_dir():
@@ -93,7 +83,7 @@ def _check_run_folder(output_dir: Path, config) -> bool:
         previous = None
     if not isinstance(previous, dict):
         raise UserError(f"{saved} is unreadable; delete {output_dir} or choose another output_dir")
-    before, now = _flatten(previous), _flatten(to_dict(config))
+    before, now = flatten_keys(previous), flatten_keys(to_dict(config))
     differing = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k) and k not in OPERATIONAL_KEYS)
     if differing:
         raise UserError(
