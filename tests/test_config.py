@@ -20,7 +20,7 @@ def test_defaults_are_the_papers():
 def test_overrides_are_typed():
     config = load_config(UnlearnConfig, None, [
         "training.lr=5e-6", "training.epochs=2", "lora.enabled=yes", "data.task_id=1,3",
-        "forget_coeff=none", "mask=false", "lora.target_modules=q_proj,v_proj",
+        "forget_coeff=none", "mask=false", "lora.target_modules=[q_proj, v_proj]",
     ])
     assert config.training.lr == 5e-6 and config.training.epochs == 2.0
     assert config.lora.enabled is True and config.mask is False and config.forget_coeff is None

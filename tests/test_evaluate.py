@@ -152,6 +152,20 @@ def test_batching_does_not_change_results(tiny_model, tofu_folder, tmp_path):
     assert one["rows"]["retain"] == 3  # ds_size keeps the first rows
 
 
+def test_reference_style_inference_gives_the_same_metrics(evaluated, tiny_model, tofu_folder, tmp_path):
+    """Set-order batches and every loss sequence padded to 64 tokens (the benchmark's reference
+    mode) change the cost, not the numbers."""
+    output, summary, _ = evaluated
+    padded = evaluate_model(_config(tiny_model, tofu_folder, tmp_path, "group_by_length=false", "pad_to=64"),
+                            judges=Judges(FakeEmbedder(), FakeNLI()))
+    for name, result in summary["sets"].items():
+        assert padded["sets"][name]["metrics"] == pytest.approx(result["metrics"], abs=1e-6)
+        ours, reference = _jsonl(output / "records" / f"{name}.jsonl"), _jsonl(tmp_path / "records" / f"{name}.jsonl")
+        assert [r["generation"] for r in reference] == [r["generation"] for r in ours]
+        assert [r["perturbed_losses"] for r in reference] == [
+            pytest.approx(r["perturbed_losses"], abs=1e-5) for r in ours]
+
+
 def test_forget_quality_against_a_retain_model_and_csv_appends(evaluated, tiny_model, tofu_folder):
     output, first, _ = evaluated
     # The same model as its own "retain model": identical R values -> KS p-value 1.

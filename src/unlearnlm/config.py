@@ -135,6 +135,10 @@ class EvaluateConfig:
     max_length: int = 200
     generation_batch_size: int = 32
     loss_batch_size: int = 16
+    # Batches of similar length (less padding). false = batches in set order, as the reference.
+    group_by_length: bool = True
+    # Pad every loss sequence to this many tokens (the reference: 500); empty = per batch only.
+    pad_to: Optional[int] = None
     judges: JudgesConfig = field(default_factory=JudgesConfig)
     # Forget Quality: a retain model's evaluation (its output folder or forget records file).
     retain_eval: Optional[str] = None
@@ -368,8 +372,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         return str(value)
     if typing.get_origin(tp) is list:
         (item_tp,) = typing.get_args(tp)
-        if isinstance(value, str):
-            value = [v for v in (s.strip() for s in value.split(",")) if v]
+        if isinstance(value, str):  # "a,b" or "[a, b]" on the command line
+            text = value.strip()
+            text = text[1:-1] if text.startswith("[") and text.endswith("]") else text
+            value = [v for v in (s.strip() for s in text.split(",")) if v]
         elif not isinstance(value, (list, tuple)):
             value = [value]
         return [_coerce(v, item_tp, key) for v in value]
@@ -597,6 +603,7 @@ def validate_evaluation(e: EvaluateConfig, prefix: str = "") -> None:
     _require(e.max_length >= 2, f"{prefix}max_length must be at least 2, got {e.max_length}")
     for name in ("generation_batch_size", "loss_batch_size"):
         _require(getattr(e, name) >= 1, f"{prefix}{name} must be at least 1, got {getattr(e, name)}")
+    _require(e.pad_to is None or e.pad_to >= 1, f"{prefix}pad_to must be at least 1, got {e.pad_to}")
     for name in ("embedder_batch_size", "nli_batch_size"):
         value = getattr(e.judges, name)
         _require(value >= 1, f"{prefix}judges.{name} must be at least 1, got {value}")

@@ -41,9 +41,12 @@ def _eos_ids(model, formatter: PromptFormat) -> list[int]:
     return list(dict.fromkeys([formatter.eos_token_id, *configured]))
 
 
-def _length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
-    """Indices grouped into batches of similar length, longest first (an OOM shows at once)."""
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+def _length_batches(lengths: Sequence[int], batch_size: int, group_by_length: bool = True) -> list[list[int]]:
+    """Indices grouped into batches of similar length, longest first (an OOM shows at once);
+    without ``group_by_length``, in their own order (the reference's way, for comparisons)."""
+    order = list(range(len(lengths)))
+    if group_by_length:
+        order.sort(key=lambda i: -lengths[i])
     return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
 
 
@@ -55,7 +58,12 @@ def _cut_at_eos(tokens: list[int], eos_ids: set[int]) -> list[int]:
 
 
 def generate_answers(
-    model, formatter: PromptFormat, questions: Sequence[str], max_length: int = 200, batch_size: int = 32
+    model,
+    formatter: PromptFormat,
+    questions: Sequence[str],
+    max_length: int = 200,
+    batch_size: int = 32,
+    group_by_length: bool = True,
 ) -> list[str]:
     """Greedy answers, each at most ``max_length - len(its prompt)`` new tokens."""
     from transformers import GenerationConfig
@@ -68,7 +76,7 @@ def generate_answers(
     # A prompt that already fills the budget gets no answer (as the reference's max_length).
     fits = [i for i, p in enumerate(prompts) if len(p) < max_length]
     device = _device(model)
-    for batch in _length_batches([len(prompts[i]) for i in fits], batch_size):
+    for batch in _length_batches([len(prompts[i]) for i in fits], batch_size, group_by_length):
         rows = [fits[b] for b in batch]
         width = max(len(prompts[i]) for i in rows)
         input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
@@ -94,9 +102,17 @@ def generate_answers(
 
 
 def sequence_losses(
-    model, formatter: PromptFormat, pairs: Sequence[tuple[str, str]], batch_size: int = 16
+    model,
+    formatter: PromptFormat,
+    pairs: Sequence[tuple[str, str]],
+    batch_size: int = 16,
+    group_by_length: bool = True,
+    pad_to: Optional[int] = None,
 ) -> list[tuple[float, int]]:
-    """(NLL summed over answer tokens, number of answer tokens) of each (question, answer)."""
+    """(NLL summed over answer tokens, number of answer tokens) of each (question, answer).
+
+    ``pad_to`` pads every sequence to that many tokens (the reference's 500): the values do not
+    change, only the cost."""
     pad_id = formatter.tokenizer.pad_token_id
     pad_id = pad_id if pad_id is not None else formatter.eos_token_id
     # The same pair occurs more than once (real authors: the "paraphrased" answer is the answer).
@@ -104,8 +120,8 @@ def sequence_losses(
     encoded: list[EncodedQA] = [formatter.encode(q, a) for q, a in unique]
     results: dict[tuple[str, str], tuple[float, int]] = {}
     device = _device(model)
-    for batch in _length_batches([len(e.input_ids) for e in encoded], batch_size):
-        padded = pad_encoded([encoded[i] for i in batch], pad_id, mask_prompt=True)
+    for batch in _length_batches([len(e.input_ids) for e in encoded], batch_size, group_by_length):
+        padded = pad_encoded([encoded[i] for i in batch], pad_id, mask_prompt=True, pad_to=pad_to)
         padded = {k: v.to(device) for k, v in padded.items()}
         logits = model(input_ids=padded["input_ids"], attention_mask=padded["attention_mask"]).logits
         nll = sequence_nll(logits, padded["labels"]).tolist()
@@ -130,6 +146,8 @@ def infer_set(
     loss_batch_size: int = 16,
     times: Optional[InferenceTimes] = None,
     log: Callable[[str], None] = lambda message: None,
+    group_by_length: bool = True,
+    pad_to: Optional[int] = None,
 ) -> list[dict]:
     """Per-row records of one set: generation, its tokens, and every loss the metrics need."""
     times = times if times is not None else InferenceTimes()
@@ -139,13 +157,17 @@ def infer_set(
         with torch.inference_mode():
             started = time.perf_counter()
             questions = [row["question"] for row in rows]
-            generations = generate_answers(model, formatter, questions, max_length, generation_batch_size)
+            generations = generate_answers(
+                model, formatter, questions, max_length, generation_batch_size, group_by_length
+            )
             times.generation_s += time.perf_counter() - started
             log(f"{eval_set.name}: generated {len(rows)} answers in {time.perf_counter() - started:.1f}s")
 
             started = time.perf_counter()
             pairs = _loss_pairs(eval_set, rows)
-            losses = sequence_losses(model, formatter, [(q, a) for q, a, _ in pairs], loss_batch_size)
+            losses = sequence_losses(
+                model, formatter, [(q, a) for q, a, _ in pairs], loss_batch_size, group_by_length, pad_to
+            )
             times.loss_s += time.perf_counter() - started
             log(f"{eval_set.name}: {len(pairs)} answer losses in {time.perf_counter() - started:.1f}s")
     finally:
