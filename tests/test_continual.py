@@ -118,6 +118,16 @@ def test_task_chain_and_retain_per_task(tiny_model, world, tmp_path):
     assert continual.task_unlearn_config(fixed, continual.plan(fixed, "NPO+GD", tasks)[2]).reference_model == str(tiny_model)
 
 
+def test_task_ids_from_the_data_stay_inside_the_output_folder(tiny_model, world, tmp_path):
+    """Task ids are data: one like "../x" must not name a folder outside the run's."""
+    config = from_dict(ContinualConfig, continual_settings(tiny_model, world, tmp_path / "out"))
+    steps = continual.plan(config, "ME+GD", ["../../escape", "2"])
+    assert steps[0].run_dir.parent == tmp_path / "out" / "ME+GD"
+    assert steps[0].run_dir.name == "task__._escape"  # no separator, no ".." left
+    with pytest.raises(UserError, match="would share the folder task_a_b"):
+        continual.plan(config, "ME+GD", ["a/b", "a b"])
+
+
 def test_every_task_by_default_and_bad_tasks(tiny_model, world, tmp_path):
     everything = from_dict(ContinualConfig, continual_settings(tiny_model, world, tmp_path, tasks=[]))
     assert continual.tasks_to_run(everything) == ["1", "2", "3", "4"]

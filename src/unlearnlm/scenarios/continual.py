@@ -30,7 +30,7 @@ from typing import Callable, Optional
 from ..config import ContinualConfig, UnlearnConfig
 from ..data.records import load_split, task_ids_of
 from ..errors import UserError
-from ..io import append_csv_row, atomic_write_json, atomic_write_text
+from ..io import append_csv_row, atomic_write_json, atomic_write_text, safe_name
 from .common import claim_output_folder
 
 TRAJECTORY = "trajectory.csv"
@@ -102,7 +102,7 @@ def check_retain_disjoint(config: ContinualConfig, tasks: list[str]) -> None:
 
 
 def method_dir(config: ContinualConfig, method: str) -> Path:
-    return Path(config.output_dir) / method.replace("/", "_")
+    return Path(config.output_dir) / safe_name(method)
 
 
 def plan(config: ContinualConfig, method: str, tasks: list[str]) -> list[TaskStep]:
@@ -111,7 +111,11 @@ def plan(config: ContinualConfig, method: str, tasks: list[str]) -> list[TaskSte
     start = config.unlearn.model.name_or_path
     previous = None
     for task in tasks:
-        run_dir = method_dir(config, method) / f"task_{task}"
+        # Task ids come from the data: made harmless as folder names, and never two in one folder.
+        run_dir = method_dir(config, method) / f"task_{safe_name(task)}"
+        if any(step.run_dir == run_dir for step in steps):
+            raise UserError(f"task ids {[s.task for s in steps if s.run_dir == run_dir][0]!r} and {task!r} "
+                            f"would share the folder {run_dir.name}; rename one of them in the data")
         steps.append(TaskStep(method, task, previous, start, run_dir))
         start, previous = str(run_dir / "model"), task
     return steps
