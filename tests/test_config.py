@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from unlearnlm.config import FinetuneConfig, RealWorldConfig, UnlearnConfig, load_config, preset_names, save_config
+from unlearnlm.config import (
+    FinetuneConfig, RealWorldConfig, TrainingConfig, UnlearnConfig, load_config, preset_names, save_config, to_dict,
+)
 from unlearnlm.errors import UserError
 
 
@@ -26,6 +28,17 @@ def test_overrides_are_typed():
     assert config.lora.enabled is True and config.mask is False and config.forget_coeff is None
     assert config.data.task_id == ["1", "3"]
     assert config.lora.target_modules == ["q_proj", "v_proj"]
+
+
+def test_the_same_config_built_in_code_or_on_the_command_line_is_equal_data():
+    """Caches and "this folder holds another run" checks compare to_dict: epochs=5 written in
+    code (an int) and epochs=5 from the command line (coerced to float) must give equal data."""
+    in_code = FinetuneConfig(training=TrainingConfig(epochs=5, lr=1e-4))
+    from_cli = load_config(FinetuneConfig, None, ["training.epochs=5", "training.lr=1e-4"])
+    assert to_dict(in_code)["training"]["epochs"] == 5.0
+    assert isinstance(to_dict(in_code)["training"]["epochs"], float)
+    assert to_dict(in_code) == to_dict(from_cli)
+    assert in_code.training.epochs == 5 and isinstance(in_code.training.epochs, int)  # the config itself is untouched
 
 
 def test_preset_then_override_then_yaml_roundtrip(tmp_path):

@@ -8,6 +8,7 @@ YAML next to its results, so ``unlearnlm unlearn --config that.yaml`` repeats it
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import types
@@ -411,7 +412,20 @@ def from_dict(cls: type[C], data: dict[str, Any], prefix: str = "") -> C:
 
 
 def to_dict(config: Any) -> dict[str, Any]:
-    return dataclasses.asdict(config)
+    """The config as plain data, each value in its declared type (``epochs=5`` in code and
+    ``epochs=5`` on the command line both give 5.0), so equal configs compare and hash equal."""
+    data = {}
+    hints = typing.get_type_hints(type(config))
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            value = to_dict(value)
+        elif _unwrap_optional(hints[f.name])[0] is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        else:
+            value = copy.deepcopy(value)
+        data[f.name] = value
+    return data
 
 
 def flatten_keys(tree: dict, prefix: str = "") -> dict[str, Any]:
