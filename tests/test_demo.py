@@ -60,6 +60,8 @@ def test_demo_runs_every_stage_and_reuses_its_cache(world_model, tmp_path, monke
     run_demo(second)
     printed = capsys.readouterr().out
     assert printed.count("already holds this finished run") == 2
+    # ... and their evaluations, which live in the cache whatever folder links to them.
+    assert printed.count("already holds this evaluation") == 2
     assert (tmp_path / "demo2" / "target").resolve() == (out / "target").resolve()
 
 

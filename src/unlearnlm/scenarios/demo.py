@@ -206,11 +206,14 @@ def run_demo(config: DemoConfig) -> Path:
     stages.begin(f"fine-tuning the retain model on {config.retain_split} (never sees the forget authors)")
     retain = _link(output / "retain", finetune_cached(config, cache, world, "retain", [config.retain_split]))
 
+    # The cached models' evaluations live in the cache too: named by their real paths, they are
+    # the same evaluation whatever OUTPUT_DIR links to them, and a second demo skips them.
+    cached_target, cached_retain = target.resolve(), retain.resolve()
     stages.begin("evaluating the retain model")
-    evaluate_once(evaluation_config(config, world, retain / "model", retain / "eval", None), judges)
-    retain_eval = retain / "eval"
+    evaluate_once(evaluation_config(config, world, cached_retain / "model", cached_retain / "eval", None), judges)
+    retain_eval = cached_retain / "eval"
     stages.begin("evaluating the target")
-    evaluate_once(evaluation_config(config, world, target / "model", target / "eval", retain_eval), judges)
+    evaluate_once(evaluation_config(config, world, cached_target / "model", cached_target / "eval", retain_eval), judges)
 
     runs = [target, retain]
     for method in config.methods:
