@@ -9,6 +9,7 @@ import zlib
 
 import numpy as np
 import pytest
+import torch
 
 from unlearnlm.cli import main
 from unlearnlm.config import EvaluateConfig, load_config
@@ -153,10 +154,11 @@ def test_batching_does_not_change_results(tiny_model, tofu_folder, tmp_path):
 
 
 def test_reference_style_inference_gives_the_same_metrics(evaluated, tiny_model, tofu_folder, tmp_path):
-    """Set-order batches and every loss sequence padded to 64 tokens (the benchmark's reference
-    mode) change the cost, not the numbers."""
+    """Set-order batches, every loss sequence padded to 64 tokens and logits at every position
+    (the benchmark's reference mode) change the cost, not the numbers."""
     output, summary, _ = evaluated
-    padded = evaluate_model(_config(tiny_model, tofu_folder, tmp_path, "group_by_length=false", "pad_to=64"),
+    padded = evaluate_model(_config(tiny_model, tofu_folder, tmp_path, "group_by_length=false", "pad_to=64",
+                                    "answer_logits_only=false"),
                             judges=Judges(FakeEmbedder(), FakeNLI()))
     for name, result in summary["sets"].items():
         assert padded["sets"][name]["metrics"] == pytest.approx(result["metrics"], abs=1e-6)
@@ -265,3 +267,26 @@ def test_judges_load_offline_without_the_network(monkeypatch, tiny_model, tmp_pa
     vectors = embedder.encode(["alice was born in paris.", "alice's birthplace is paris.", "the sky is green."])
     cosines = M.cosine_rows(vectors[[0, 0]], vectors[[1, 2]])
     assert cosines[0] > cosines[1]
+
+
+def test_answer_only_logits_give_every_sequence_loss_of_full_logits(tiny_model):
+    """The loss pass projects only the answer positions onto the vocabulary (logits_to_keep):
+    the same NLL and token count for every sequence, prompts and padding of any length."""
+    from unlearnlm.data.formatting import PromptFormat
+    from unlearnlm.evaluation.inference import _answer_positions, _takes_logits_to_keep, sequence_losses
+    from unlearnlm.config import ModelConfig
+    from unlearnlm.training.models import load_model, load_tokenizer
+
+    model, tokenizer = load_model(ModelConfig(name_or_path=str(tiny_model))), load_tokenizer(ModelConfig(name_or_path=str(tiny_model)))
+    assert _takes_logits_to_keep(model)  # else the fast path would silently not be tested
+    formatter = PromptFormat(tokenizer)
+    pairs = [("Who wrote it?", "Nobody."), ("Where was the author of the long book born, and when?", "In a town."),
+             ("Why?", "Because the long answer goes on and on for many more tokens than the others.")]
+    full = sequence_losses(model, formatter, pairs, batch_size=3, answer_logits_only=False)
+    kept = sequence_losses(model, formatter, pairs, batch_size=3, answer_logits_only=True)
+    assert [c for _, c in kept] == [c for _, c in full] and all(c > 0 for _, c in full)
+    assert [n for n, _ in kept] == pytest.approx([n for n, _ in full], rel=1e-5)
+    IGNORE = -100
+    labels = torch.tensor([[IGNORE, IGNORE, IGNORE, 5, 6, IGNORE], [IGNORE, IGNORE, 7, 8, 9, 2]])
+    assert _answer_positions(labels) == 5  # positions 1..5: the one before the first label (2) onwards
+    assert _answer_positions(torch.full((2, 4), IGNORE)) == 0

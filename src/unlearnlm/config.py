@@ -140,6 +140,8 @@ class EvaluateConfig:
     group_by_length: bool = True
     # Pad every loss sequence to this many tokens (the reference: 500); empty = per batch only.
     pad_to: Optional[int] = None
+    # Project onto the vocabulary only where answers are; false = every position (the reference).
+    answer_logits_only: bool = True
     judges: JudgesConfig = field(default_factory=JudgesConfig)
     # Forget Quality: a retain model's evaluation (its output folder or forget records file).
     retain_eval: Optional[str] = None

@@ -273,6 +273,7 @@ def evaluate_model(
         records = infer_set(
             model, formatter, eval_set, rows, config.max_length, config.generation_batch_size,
             config.loss_batch_size, inference_times, log, config.group_by_length, config.pad_to,
+            config.answer_logits_only,
         )
         judged_sets.append((eval_set, records))
     times = {"generation_s": inference_times.generation_s, "loss_s": inference_times.loss_s}

@@ -108,11 +108,13 @@ def sequence_losses(
     batch_size: int = 16,
     group_by_length: bool = True,
     pad_to: Optional[int] = None,
+    answer_logits_only: bool = True,
 ) -> list[tuple[float, int]]:
     """(NLL summed over answer tokens, number of answer tokens) of each (question, answer).
 
-    ``pad_to`` pads every sequence to that many tokens (the reference's 500): the values do not
-    change, only the cost."""
+    ``pad_to`` pads every sequence to that many tokens (the reference's 500) and
+    ``answer_logits_only=False`` projects every position onto the vocabulary (as the reference):
+    the values do not change, only the cost."""
     pad_id = formatter.tokenizer.pad_token_id
     pad_id = pad_id if pad_id is not None else formatter.eos_token_id
     # The same pair occurs more than once (real authors: the "paraphrased" answer is the answer).
@@ -123,12 +125,37 @@ def sequence_losses(
     for batch in _length_batches([len(e.input_ids) for e in encoded], batch_size, group_by_length):
         padded = pad_encoded([encoded[i] for i in batch], pad_id, mask_prompt=True, pad_to=pad_to)
         padded = {k: v.to(device) for k, v in padded.items()}
-        logits = model(input_ids=padded["input_ids"], attention_mask=padded["attention_mask"]).logits
-        nll = sequence_nll(logits, padded["labels"]).tolist()
+        labels = padded["labels"]
+        keep = _answer_positions(labels) if answer_logits_only and _takes_logits_to_keep(model) else 0
+        if keep:
+            # The vocabulary projection only over the last `keep` positions, which hold every
+            # answer token of the batch and the position before each (the prompts are not scored).
+            logits = model(input_ids=padded["input_ids"], attention_mask=padded["attention_mask"],
+                           logits_to_keep=keep).logits
+            labels = labels[:, labels.shape[1] - keep:]
+        else:
+            logits = model(input_ids=padded["input_ids"], attention_mask=padded["attention_mask"]).logits
+        nll = sequence_nll(logits, labels).tolist()
         counts = (padded["labels"][:, 1:] != IGNORE).sum(dim=-1).tolist()
         for k, i in enumerate(batch):
             results[unique[i]] = (nll[k], counts[k])
     return [results[p] for p in pairs]
+
+
+def _takes_logits_to_keep(model) -> bool:
+    import inspect
+
+    return "logits_to_keep" in inspect.signature(model.forward).parameters
+
+
+def _answer_positions(labels: torch.Tensor) -> int:
+    """How many trailing positions hold every label of the batch plus the position that predicts
+    the first one; 0 (keep all) when no row has a label."""
+    has_label = (labels != IGNORE).any(dim=0).nonzero()
+    if has_label.numel() == 0:
+        return 0
+    first = int(has_label[0])
+    return labels.shape[1] - max(first - 1, 0)
 
 
 def _avg(nll_and_count: tuple[float, int]) -> float:
@@ -148,6 +175,7 @@ def infer_set(
     log: Callable[[str], None] = lambda message: None,
     group_by_length: bool = True,
     pad_to: Optional[int] = None,
+    answer_logits_only: bool = True,
 ) -> list[dict]:
     """Per-row records of one set: generation, its tokens, and every loss the metrics need."""
     times = times if times is not None else InferenceTimes()
@@ -166,7 +194,8 @@ def infer_set(
             started = time.perf_counter()
             pairs = _loss_pairs(eval_set, rows)
             losses = sequence_losses(
-                model, formatter, [(q, a) for q, a, _ in pairs], loss_batch_size, group_by_length, pad_to
+                model, formatter, [(q, a) for q, a, _ in pairs], loss_batch_size, group_by_length, pad_to,
+                answer_logits_only,
             )
             times.loss_s += time.perf_counter() - started
             log(f"{eval_set.name}: {len(pairs)} answer losses in {time.perf_counter() - started:.1f}s")
