@@ -4,10 +4,11 @@ Both modes run ``evaluate_model`` (the code of ``unlearnlm evaluate``) on the sa
 TOFU rows and the same judges, in one process; the reference-style mode switches our
 optimisations off and does what the reference implementation does:
 
-    reference  batches in set order (30 rows), every loss sequence padded to 500 tokens, eager
-               attention, the embedder called one text at a time, the NLI judge in batches of 30
-    ours       batches grouped by length, per-batch padding, SDPA attention, batched judges
-               (the default config)
+    reference  batches in set order (30 rows), every loss sequence padded to 500 tokens and
+               projected onto the vocabulary at every position, eager attention, the embedder
+               called one text at a time, the NLI judge in batches of 30
+    ours       batches grouped by length, per-batch padding, vocabulary logits only at answer
+               positions, SDPA attention, batched judges (the default config)
 
 Sets: TOFU forget01 (perturbed; forget role) and retain_perturbed (retain role), the first
 --rows rows of each. Per mode and phase: seconds and rows per second; then every metric in
@@ -51,7 +52,7 @@ TARGET_SPEEDUP = 5.0
 MODES = {
     "ours": ([], "sdpa"),
     "reference": ([
-        "group_by_length=false", "pad_to=500", "generation_batch_size=30", "loss_batch_size=30",
+        "group_by_length=false", "pad_to=500", "answer_logits_only=false", "generation_batch_size=30", "loss_batch_size=30",
         "judges.embedder_batch_size=1", "judges.nli_batch_size=30",
     ], "eager"),
 }
