@@ -275,9 +275,11 @@ def test_answer_only_logits_give_every_sequence_loss_of_full_logits(tiny_model):
     from unlearnlm.data.formatting import PromptFormat
     from unlearnlm.evaluation.inference import _answer_positions, _takes_logits_to_keep, sequence_losses
     from unlearnlm.config import ModelConfig
+    from unlearnlm.methods.losses import IGNORE
     from unlearnlm.training.models import load_model, load_tokenizer
 
-    model, tokenizer = load_model(ModelConfig(name_or_path=str(tiny_model))), load_tokenizer(ModelConfig(name_or_path=str(tiny_model)))
+    model_config = ModelConfig(name_or_path=str(tiny_model))
+    model, tokenizer = load_model(model_config), load_tokenizer(model_config)
     assert _takes_logits_to_keep(model)  # else the fast path would silently not be tested
     formatter = PromptFormat(tokenizer)
     pairs = [("Who wrote it?", "Nobody."), ("Where was the author of the long book born, and when?", "In a town."),
@@ -286,7 +288,6 @@ def test_answer_only_logits_give_every_sequence_loss_of_full_logits(tiny_model):
     kept = sequence_losses(model, formatter, pairs, batch_size=3, answer_logits_only=True)
     assert [c for _, c in kept] == [c for _, c in full] and all(c > 0 for _, c in full)
     assert [n for n, _ in kept] == pytest.approx([n for n, _ in full], rel=1e-5)
-    IGNORE = -100
     labels = torch.tensor([[IGNORE, IGNORE, IGNORE, 5, 6, IGNORE], [IGNORE, IGNORE, 7, 8, 9, 2]])
     assert _answer_positions(labels) == 5  # positions 1..5: the one before the first label (2) onwards
     assert _answer_positions(torch.full((2, 4), IGNORE)) == 0

@@ -122,11 +122,12 @@ def sequence_losses(
     encoded: list[EncodedQA] = [formatter.encode(q, a) for q, a in unique]
     results: dict[tuple[str, str], tuple[float, int]] = {}
     device = _device(model)
+    answer_logits_only = answer_logits_only and _takes_logits_to_keep(model)
     for batch in _length_batches([len(e.input_ids) for e in encoded], batch_size, group_by_length):
         padded = pad_encoded([encoded[i] for i in batch], pad_id, mask_prompt=True, pad_to=pad_to)
         padded = {k: v.to(device) for k, v in padded.items()}
         labels = padded["labels"]
-        keep = _answer_positions(labels) if answer_logits_only and _takes_logits_to_keep(model) else 0
+        keep = _answer_positions(labels) if answer_logits_only else 0
         if keep:
             # The vocabulary projection only over the last `keep` positions, which hold every
             # answer token of the batch and the position before each (the prompts are not scored).

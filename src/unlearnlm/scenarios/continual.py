@@ -110,12 +110,14 @@ def plan(config: ContinualConfig, method: str, tasks: list[str]) -> list[TaskSte
     steps = []
     start = config.unlearn.model.name_or_path
     previous = None
+    task_of_folder: dict[Path, str] = {}
     for task in tasks:
         # Task ids come from the data: made harmless as folder names, and never two in one folder.
         run_dir = method_dir(config, method) / f"task_{safe_name(task)}"
-        if any(step.run_dir == run_dir for step in steps):
-            raise UserError(f"task ids {[s.task for s in steps if s.run_dir == run_dir][0]!r} and {task!r} "
+        if run_dir in task_of_folder:
+            raise UserError(f"task ids {task_of_folder[run_dir]!r} and {task!r} "
                             f"would share the folder {run_dir.name}; rename one of them in the data")
+        task_of_folder[run_dir] = task
         steps.append(TaskStep(method, task, previous, start, run_dir))
         start, previous = str(run_dir / "model"), task
     return steps

@@ -202,13 +202,14 @@ def run_demo(config: DemoConfig) -> Path:
     print(f"embedder: {judges.names()['embedder'] or 'none'}; nli: {judges.names()['nli'] or 'none (entailment unavailable)'}")
 
     stages.begin("fine-tuning the target on every author")
-    target = _link(output / "target", finetune_cached(config, cache, world, "target", ["full"]))
+    cached_target = finetune_cached(config, cache, world, "target", ["full"]).resolve()
+    target = _link(output / "target", cached_target)
     stages.begin(f"fine-tuning the retain model on {config.retain_split} (never sees the forget authors)")
-    retain = _link(output / "retain", finetune_cached(config, cache, world, "retain", [config.retain_split]))
+    cached_retain = finetune_cached(config, cache, world, "retain", [config.retain_split]).resolve()
+    retain = _link(output / "retain", cached_retain)
 
-    # The cached models' evaluations live in the cache too: named by their real paths, they are
+    # The cached models' evaluations live in the cache too: named by their cache paths, they are
     # the same evaluation whatever OUTPUT_DIR links to them, and a second demo skips them.
-    cached_target, cached_retain = target.resolve(), retain.resolve()
     stages.begin("evaluating the retain model")
     evaluate_once(evaluation_config(config, world, cached_retain / "model", cached_retain / "eval", None), judges)
     retain_eval = cached_retain / "eval"
