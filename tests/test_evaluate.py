@@ -168,6 +168,44 @@ def test_reference_style_inference_gives_the_same_metrics(evaluated, tiny_model,
             pytest.approx(r["perturbed_losses"], abs=1e-5) for r in ours]
 
 
+def test_one_generation_pass_covers_every_set(tiny_model, tofu_folder, tmp_path, monkeypatch):
+    """Grouped by length, the questions of all sets go through one generation call (a question
+    asked in two sets once); set by set, one call a set."""
+    from unlearnlm.evaluation import inference
+
+    calls = []
+    real = inference.generate_answers
+
+    def spy(model, formatter, questions, *args):
+        calls.append(list(questions))
+        return real(model, formatter, questions, *args)
+
+    monkeypatch.setattr(inference, "generate_answers", spy)
+    # real_authors' first question again in world_facts: asked twice, generated once.
+    shared = tmp_path / "shared"
+    shutil.copytree(tofu_folder, shared)
+    facts = _jsonl(shared / "world_facts_perturbed.json")
+    facts[0]["question"] = _jsonl(shared / "real_authors_perturbed.json")[0]["question"]
+    write_jsonl(shared / "world_facts_perturbed.json", facts)
+
+    pooled = evaluate_model(_config(tiny_model, shared, tmp_path / "pooled", "generation_batch_size=64"),
+                            judges=Judges(FakeEmbedder(), FakeNLI()))
+    asked = [r["question"] for name in pooled["rows"] for r in _jsonl(tmp_path / "pooled" / "records" / f"{name}.jsonl")]
+    assert len(calls) == 1 and sorted(calls[0]) == sorted(set(asked)) and len(asked) == sum(pooled["rows"].values())
+    calls.clear()
+    by_set = evaluate_model(_config(tiny_model, shared, tmp_path / "by_set", "generation_batch_size=64",
+                                    "group_by_length=false"), judges=Judges(FakeEmbedder(), FakeNLI()))
+    assert [len(c) for c in calls] == list(by_set["rows"].values())
+    for name in pooled["rows"]:
+        a = _jsonl(tmp_path / "pooled" / "records" / f"{name}.jsonl")
+        b = _jsonl(tmp_path / "by_set" / "records" / f"{name}.jsonl")
+        assert [r["generation"] for r in a] == [r["generation"] for r in b]
+        assert [r["truth_loss"] for r in a] == pytest.approx([r["truth_loss"] for r in b], abs=1e-5)
+    world = _jsonl(tmp_path / "pooled" / "records" / "world_facts.jsonl")
+    real_authors = _jsonl(tmp_path / "pooled" / "records" / "real_authors.jsonl")
+    assert world[0]["generation"] == real_authors[0]["generation"]
+
+
 def test_forget_quality_against_a_retain_model_and_csv_appends(evaluated, tiny_model, tofu_folder):
     output, first, _ = evaluated
     # The same model as its own "retain model": identical R values -> KS p-value 1.

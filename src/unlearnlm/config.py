@@ -136,7 +136,8 @@ class EvaluateConfig:
     max_length: int = 200
     generation_batch_size: int = 32
     loss_batch_size: int = 16
-    # Batches of similar length (less padding). false = batches in set order, as the reference.
+    # Batches of similar length drawn from every set at once (less padding, fewer generation
+    # steps). false = set by set, batches in set order, as the reference.
     group_by_length: bool = True
     # Pad every loss sequence to this many tokens (the reference: 500); empty = per batch only.
     pad_to: Optional[int] = None

@@ -254,7 +254,7 @@ def evaluate_model(
     ``csv_path`` puts the CSV row elsewhere (e.g. one file for every epoch of a run).
     """
     from ..data.formatting import PromptFormat
-    from .inference import InferenceTimes, infer_set
+    from .inference import InferenceTimes, infer_sets
 
     config = resolve_config(config)  # no-op when already resolved
     sets = build_sets(config)
@@ -268,14 +268,11 @@ def evaluate_model(
 
     started = time.perf_counter()
     inference_times = InferenceTimes()
-    judged_sets = []
-    for eval_set, rows in sets:
-        records = infer_set(
-            model, formatter, eval_set, rows, config.max_length, config.generation_batch_size,
-            config.loss_batch_size, inference_times, log, config.group_by_length, config.pad_to,
-            config.answer_logits_only,
-        )
-        judged_sets.append((eval_set, records))
+    records = infer_sets(
+        model, formatter, sets, config.max_length, config.generation_batch_size, config.loss_batch_size,
+        inference_times, log, config.group_by_length, config.pad_to, config.answer_logits_only,
+    )
+    judged_sets = [(eval_set, set_records) for (eval_set, _), set_records in zip(sets, records)]
     times = {"generation_s": inference_times.generation_s, "loss_s": inference_times.loss_s}
     judge_records(judged_sets, judges, config.judges, times)
     set_results = score_sets(judged_sets)

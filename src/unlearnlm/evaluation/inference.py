@@ -1,6 +1,7 @@
-"""One inference pass per evaluation set, producing the per-row records every metric reads.
+"""One inference pass over an evaluation's sets, producing the per-row records every metric reads.
 
-Two batched passes over the model, both under ``torch.inference_mode``:
+Two batched passes over the model, both under ``torch.inference_mode`` and both over every
+set at once (batches of similar length, drawn from all sets):
   - greedy generation: left-padded prompts, KV cache, batches of similar prompt length, at
     most ``max_length`` tokens per row in all (prompt + output, 200 as in the reference);
   - per-sequence losses of the ground truth, the "paraphrased" and every perturbed answer:
@@ -164,11 +165,10 @@ def _avg(nll_and_count: tuple[float, int]) -> float:
     return nll / max(count, 1)
 
 
-def infer_set(
+def infer_sets(
     model,
     formatter: PromptFormat,
-    eval_set: EvalSet,
-    rows: Sequence[dict],
+    sets: Sequence[tuple[EvalSet, Sequence[dict]]],
     max_length: int = 200,
     generation_batch_size: int = 32,
     loss_batch_size: int = 16,
@@ -177,32 +177,51 @@ def infer_set(
     group_by_length: bool = True,
     pad_to: Optional[int] = None,
     answer_logits_only: bool = True,
-) -> list[dict]:
-    """Per-row records of one set: generation, its tokens, and every loss the metrics need."""
+) -> list[list[dict]]:
+    """Per-row records of each set: generation, its tokens, and every loss the metrics need.
+
+    With ``group_by_length`` the questions of every set are generated in one pass, and the loss
+    sequences of every set scored in another, in batches of similar length: a generation batch
+    runs as many steps as its longest answer, so fewer, fuller batches take fewer steps. Without
+    it, set by set in set order (the reference's way)."""
     times = times if times is not None else InferenceTimes()
     was_training = model.training
     model.eval()
+    pooled = [list(range(len(sets)))] if group_by_length else [[k] for k in range(len(sets))]
+    generations: list[list[str]] = [[] for _ in sets]
+    losses: list[list[tuple[float, int]]] = [[] for _ in sets]
+    pairs = [_loss_pairs(eval_set, rows) for eval_set, rows in sets]
     try:
         with torch.inference_mode():
-            started = time.perf_counter()
-            questions = [row["question"] for row in rows]
-            generations = generate_answers(
-                model, formatter, questions, max_length, generation_batch_size, group_by_length
-            )
-            times.generation_s += time.perf_counter() - started
-            log(f"{eval_set.name}: generated {len(rows)} answers in {time.perf_counter() - started:.1f}s")
+            for group in pooled:
+                names = ", ".join(sets[k][0].name for k in group)
+                questions = [row["question"] for k in group for row in sets[k][1]]
+                unique = list(dict.fromkeys(questions))  # the same question is answered once
+                started = time.perf_counter()
+                answers = dict(zip(unique, generate_answers(
+                    model, formatter, unique, max_length, generation_batch_size, group_by_length,
+                )))
+                times.generation_s += time.perf_counter() - started
+                log(f"{names}: generated {len(questions)} answers in {time.perf_counter() - started:.1f}s")
+                for k in group:
+                    generations[k] = [answers[row["question"]] for row in sets[k][1]]
 
-            started = time.perf_counter()
-            pairs = _loss_pairs(eval_set, rows)
-            losses = sequence_losses(
-                model, formatter, [(q, a) for q, a, _ in pairs], loss_batch_size, group_by_length, pad_to,
-                answer_logits_only,
-            )
-            times.loss_s += time.perf_counter() - started
-            log(f"{eval_set.name}: {len(pairs)} answer losses in {time.perf_counter() - started:.1f}s")
+                started = time.perf_counter()
+                group_pairs = [(q, a) for k in group for q, a, _ in pairs[k]]
+                values = iter(sequence_losses(
+                    model, formatter, group_pairs, loss_batch_size, group_by_length, pad_to, answer_logits_only,
+                ))
+                for k in group:
+                    losses[k] = [next(values) for _ in pairs[k]]
+                times.loss_s += time.perf_counter() - started
+                log(f"{names}: {len(group_pairs)} answer losses in {time.perf_counter() - started:.1f}s")
     finally:
         model.train(was_training)
+    return [_records(eval_set, rows, generations[k], pairs[k], losses[k], formatter)
+            for k, (eval_set, rows) in enumerate(sets)]
 
+
+def _records(eval_set: EvalSet, rows: Sequence[dict], generations: list[str], pairs, losses, formatter) -> list[dict]:
     token_ids = formatter.tokenizer(generations, add_special_tokens=False)["input_ids"] if generations else []
     records = [_base_record(eval_set, i, row, generations[i], token_ids[i]) for i, row in enumerate(rows)]
     for (_, _, (i, part)), value in zip(pairs, losses):
