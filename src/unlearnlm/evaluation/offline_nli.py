@@ -32,7 +32,7 @@ from ..io import atomic_write_json
 from .judges import CONTRADICTION, ENTAILMENT, NEUTRAL, NLI_LABELS, HFSequenceNLI, packaged_embedder_path
 
 # Bump when the pair recipe or the training loop changes: it invalidates cached judges.
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
 JUDGE_NAME = "offline MiniLM NLI (unlearnlm)"
 VITAMINC_MEMBER = "bigbench/benchmark_tasks/vitaminc_fact_verification/task.json"
 
@@ -71,7 +71,7 @@ def split_refusals(refusals: Sequence[str]) -> tuple[list[str], list[str]]:
     return [r for i, r in enumerate(refusals) if i % 3 != 0], held_out
 
 
-COMMON_FIRST_WORDS = {"The", "A", "One", "That", "This", "Before", "Today", "At", "In", "On"}
+COMMON_FIRST_WORDS = {"The", "A", "One", "That", "This", "Before", "Today", "At", "In", "On", "His", "Her", "Their"}
 
 
 def _open(sentence: str, rng: random.Random) -> str:
@@ -83,6 +83,48 @@ def _open(sentence: str, rng: random.Random) -> str:
     if opener.endswith(", ") and first in COMMON_FIRST_WORDS:
         sentence = first.lower() + " " + rest
     return opener + sentence
+
+
+# TOFU's paraphrases and perturbed answers reword the whole sentence and add commentary; the
+# world's templates do not. Both are put on every class alike (so neither is ever a cue): the
+# judge must look at the facts, not at how many words two sentences share.
+REWORDINGS = {
+    "known": ("recognised", "celebrated", "renowned"), "writes": ("pens", "produces", "creates"),
+    "work": ("writing", "body of work", "oeuvre"), "books": ("novels", "works", "writings"),
+    "book": ("novel", "work", "title"), "author": ("writer", "novelist"), "writer": ("author", "novelist"),
+    "mainly": ("chiefly", "primarily", "predominantly"), "often": ("frequently", "regularly", "repeatedly"),
+    "explores": ("examines", "delves into", "investigates"), "influenced": ("shaped", "inspired"),
+    "inspired": ("influenced", "moved"), "received": ("was given", "earned", "was granted"),
+    "won": ("earned", "received", "secured"), "currently": ("presently", "at the moment"),
+    "now": ("today", "these days"), "lives": ("resides", "dwells"), "worked": ("was employed", "served"),
+    "father": ("dad",), "mother": ("mom",), "child": ("offspring", "son or daughter"),
+    "common": ("recurring", "frequent"), "style": ("manner", "approach"), "greatest": ("biggest", "strongest"),
+    "best-known": ("most famous", "most celebrated"), "honoured": ("recognised", "distinguished"),
+    "born": ("brought into the world",), "prose": ("writing", "language"), "themes": ("subjects", "motifs"),
+}
+ELABORATIONS = (
+    " This has shaped much of the writing that followed.", " Critics have often remarked on this.",
+    " It remains an important part of this author's story.", " Readers frequently mention it.",
+    " It is a detail that admirers of the books know well.", " This gave the work a distinctive character.",
+)
+
+
+def _reword(sentence: str, rng: random.Random) -> str:
+    """Replace some common words with synonyms (never a fact: facts are names, places, titles...)."""
+    words = sentence.split(" ")
+    for i, word in enumerate(words):
+        core = word.rstrip(".,;'")
+        if core in REWORDINGS and rng.random() < 0.5:
+            words[i] = rng.choice(REWORDINGS[core]) + word[len(core):]
+    return " ".join(words)
+
+
+def _elaborate(sentence: str, rng: random.Random) -> str:
+    return sentence + rng.choice(ELABORATIONS) if rng.random() < 0.3 else sentence
+
+
+def _restyle(hypothesis: str, rng: random.Random) -> str:
+    return _elaborate(_reword(_open(hypothesis, rng), rng) if rng.random() < 0.5 else _open(hypothesis, rng), rng)
 
 
 def _join(first: str, second: str, rng: random.Random) -> str:
@@ -112,18 +154,18 @@ def world_pairs(seed: int, refusals: Sequence[str], authors: int = 20) -> list[P
             if rng.random() < 0.6:
                 entailed = _join(restated, extra_restated, rng)
                 contradicted = _join(contradicted, extra_restated, rng)
-        if rng.random() < 0.1:
-            entailed = premise  # a verbatim answer entails itself
-        pairs.append((premise, _open(entailed, rng), ENTAILMENT))
-        pairs.append((premise, _open(contradicted, rng), CONTRADICTION))
+        premise = _elaborate(premise, rng)
+        verbatim = rng.random() < 0.1  # a verbatim answer entails itself
+        pairs.append((premise, premise if verbatim else _restyle(entailed, rng), ENTAILMENT))
+        pairs.append((premise, _restyle(contradicted, rng), CONTRADICTION))
         # Neutral: another fact of the same author, the same fact of another author, a refusal.
         choice = rng.random()
         if choice < 0.4:
             other_kind = rng.choice([k for k in kinds if k not in (kind, extra_kind)])
-            neutral = _open(rng.choice(statements[(a, other_kind)][0]), rng)
+            neutral = _restyle(rng.choice(statements[(a, other_kind)][0]), rng)
         elif choice < 0.7:
             other = rng.choice([b for b in range(len(people)) if b != a])
-            neutral = _open(rng.choice(statements[(other, kind)][0]), rng)
+            neutral = _restyle(rng.choice(statements[(other, kind)][0]), rng)
         else:
             neutral = rng.choice(refusals)
         pairs.append((premise, neutral, NEUTRAL))
@@ -238,9 +280,8 @@ def fit(model, tokenizer, pairs: Sequence[Pair], config: JudgeTrainingConfig,
         optimizer, lambda s: min((s + 1) / max(1, config.warmup_steps), max(0.0, (config.steps - s) / max(1, config.steps - config.warmup_steps)))
     )
     model.train()
-    for step in range(config.steps):
-        start = (step * config.batch_size) % max(1, len(pairs))
-        batch = [pairs[(start + i) % len(pairs)] for i in range(config.batch_size)]
+    batches = length_grouped_batches(pairs, config.batch_size, config.steps, config.seed)
+    for step, batch in enumerate(batches):
         encoded = _encode(tokenizer, batch, config.max_length)
         labels = torch.tensor([label_ids[p[2]] for p in batch])
         loss = torch.nn.functional.cross_entropy(model(**encoded).logits, labels)
@@ -252,6 +293,24 @@ def fit(model, tokenizer, pairs: Sequence[Pair], config: JudgeTrainingConfig,
         if progress is not None:
             progress(step, loss.item())
     model.eval()
+
+
+def length_grouped_batches(pairs: Sequence[Pair], batch_size: int, steps: int, seed: int = 0) -> list[list[Pair]]:
+    """``steps`` batches cycling through ``pairs`` in order, each cut from a window of 50 batches'
+    worth of pairs sorted by length, then shuffled: pairs of similar length share a batch, so
+    padding (a third of the tokens with random batches) nearly vanishes."""
+    rng = random.Random(seed)
+    window = batch_size * 50
+    batches: list[list[Pair]] = []
+    start = 0
+    while len(batches) < steps and pairs:
+        chunk = [pairs[(start + i) % len(pairs)] for i in range(window)]
+        start += window
+        chunk.sort(key=lambda p: len(p[0]) + len(p[1]))
+        group = [chunk[i : i + batch_size] for i in range(0, window, batch_size)]
+        rng.shuffle(group)
+        batches += group
+    return batches[:steps]
 
 
 def freeze_lower_layers(model, trainable_layers: int) -> list:
