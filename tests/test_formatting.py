@@ -122,3 +122,15 @@ def test_padding_respects_pad_to(chat_tokenizer):
     assert batch["input_ids"].shape == (1, 40)
     assert int(batch["attention_mask"].sum()) == len(encoded.input_ids)
     assert torch.equal(batch["labels"][0, len(encoded.input_ids):], torch.full((40 - len(encoded.input_ids),), -100))
+
+
+def test_the_default_system_message_is_dropped_from_a_chat_template():
+    from unlearnlm.training.models import without_default_system_message
+
+    template = ("{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+                "{{ '<|im_start|>system\nYou are SmolLM<|im_end|>\n' }}{% endif %}"
+                "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n'}}{% endfor %}")
+    stripped = without_default_system_message(template)
+    assert stripped == ("{% for message in messages %}"
+                        "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n'}}{% endfor %}")
+    assert without_default_system_message(stripped) == stripped  # nothing to drop: unchanged

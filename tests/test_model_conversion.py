@@ -37,8 +37,8 @@ def test_embedded_model_converts_once_and_answers(tmp_path, monkeypatch):
 
     monkeypatch.setenv("UNLEARNLM_CACHE", str(tmp_path))
     folder = models.resolve_model_path("smollm2-135m")
-    assert folder == str(tmp_path / "models" / "smollm2-135m")
-    assert (tmp_path / "models" / "smollm2-135m" / "model.safetensors").exists()
+    assert folder == str(tmp_path / "models" / f"smollm2-135m-v{models.CONVERSION_VERSION}")
+    assert (tmp_path / "models" / f"smollm2-135m-v{models.CONVERSION_VERSION}" / "model.safetensors").exists()
     assert not [p for p in (tmp_path / "models").iterdir() if p.name.startswith(".")]  # no staging left
 
     config = ModelConfig(name_or_path="SmolLM2-135M-Instruct")  # an alias, any case
@@ -48,6 +48,11 @@ def test_embedded_model_converts_once_and_answers(tmp_path, monkeypatch):
     prompt = tokenizer.apply_chat_template(
         [{"role": "user", "content": "What is the capital of France?"}], add_generation_prompt=True, tokenize=False
     )
+    # No default system message (the reference's prompts have none): only the user turn.
+    assert prompt == "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
+    with_system = tokenizer.apply_chat_template(
+        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}], tokenize=False)
+    assert with_system.startswith("<|im_start|>system\nBe brief.<|im_end|>")
     batch = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
     with torch.inference_mode():
         output = model.generate(**batch, max_new_tokens=12, do_sample=False, pad_token_id=tokenizer.pad_token_id)

