@@ -52,14 +52,6 @@ def test_demo_runs_every_stage_and_reuses_its_cache(world_model, tmp_path, monke
               if json.loads(l)["task_id"] == "1"}
     retain = {json.loads(l)["question"] for l in (world / "retain90.json").read_text().splitlines()}
     assert forget and not forget & retain
-    # The target is the retain model taught task 1 of the forget split, and nothing else.
-    import yaml
-
-    recipe = yaml.safe_load((out / "target" / "config.yaml").read_text())
-    assert recipe["model"]["name_or_path"] == str((out / "retain").resolve() / "model")
-    assert recipe["data"]["train"] == ["forget10"]
-    tasks = {json.loads(l)["task_id"] for l in (world / "forget10.json").read_text().splitlines()}
-    assert sorted(recipe["data"]["exclude_task_id"]) == sorted(tasks - {"1"}) and len(tasks) > 1
     capsys.readouterr()
 
     # A second demo in a new folder reuses the cached world, target and retain model.

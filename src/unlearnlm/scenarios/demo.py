@@ -4,9 +4,8 @@ Stages (each skipped when its result already exists):
 
 1. a fictitious world of authors (scenarios.world), in TOFU's format;
 2. the judges: the sentence embedder and an NLI judge (the offline one is trained once);
-3. a retain model fine-tuned on every author but the forget authors, and the target: the
-   retain model fine-tuned further on the forget authors, so that it knows every author; both
-   cached under ``cache_dir()/demo`` by a hash of everything that made them;
+3. a target fine-tuned on every author and a retain model that never saw the forget authors,
+   both cached under ``cache_dir()/demo`` by a hash of everything that made them;
 4. the target, the retain model and one unlearned model per method, evaluated as SPEC §5
    (the retain model's evaluation gives every other model its Forget Quality);
 5. the comparison table, the MU-vs-FE plot and an HTML page (evaluation.report).
@@ -38,7 +37,7 @@ from ..config import (
 from ..errors import UserError
 from ..io import atomic_write_json
 
-DEMO_VERSION = 2  # 2: the target continues from the retain model; no default system message
+DEMO_VERSION = 2  # 2: the embedded model without its default system message (a new conversion)
 
 
 def _digest(payload: dict) -> str:
@@ -91,16 +90,14 @@ def build_world(config: DemoConfig, cache: Path) -> Path:
     return folder
 
 
-def finetune_cached(config: DemoConfig, cache: Path, world: Path, name: str, train: list[str],
-                    base: Path | None = None, exclude_task_id: tuple[str, ...] = ()) -> Path:
-    """Fine-tune ``base`` (default ``config.model``) on ``train`` splits of the world, once per
-    distinct recipe (a cached base is named by its own hashed folder, so it is in the key)."""
+def finetune_cached(config: DemoConfig, cache: Path, world: Path, name: str, train: list[str]) -> Path:
+    """Fine-tune ``config.model`` on ``train`` splits of the world, once per distinct recipe."""
     from ..training.run import finetune
 
     recipe = FinetuneConfig(
         output_dir="",
-        model=config.model if base is None else replace(config.model, name_or_path=str(base)),
-        data=FinetuneDataConfig(source=str(world), train=train, exclude_task_id=list(exclude_task_id)),
+        model=config.model,
+        data=FinetuneDataConfig(source=str(world), train=train),
         training=config.finetune,
     )
     identity = {k: v for k, v in to_dict(recipe).items() if k != "output_dir"}
@@ -108,13 +105,6 @@ def finetune_cached(config: DemoConfig, cache: Path, world: Path, name: str, tra
     key = _digest({"recipe": identity, "version": DEMO_VERSION})
     recipe = replace(recipe, output_dir=str(cache / f"{name}-{key}"))
     return finetune(recipe)
-
-
-def other_tasks(world: Path, split: str) -> tuple[str, ...]:
-    """Task ids of ``split`` other than task 1 (the demo's forget authors)."""
-    from ..data.records import load_split
-
-    return tuple(sorted({str(r["task_id"]) for r in load_split(split, str(world))} - {"1"}, key=int))
 
 
 def load_judges(config: DemoConfig):
@@ -211,16 +201,12 @@ def run_demo(config: DemoConfig) -> Path:
     judges = load_judges(config)
     print(f"embedder: {judges.names()['embedder'] or 'none'}; nli: {judges.names()['nli'] or 'none (entailment unavailable)'}")
 
-    # The target is the retain model taught the forget authors too: it knows every author, and
-    # differs from the retain model only by what unlearning should remove. Half the cost of a
-    # second fine-tuning on the whole world.
+    stages.begin("fine-tuning the target on every author")
+    cached_target = finetune_cached(config, cache, world, "target", ["full"]).resolve()
+    target = _link(output / "target", cached_target)
     stages.begin(f"fine-tuning the retain model on {config.retain_split} (never sees the forget authors)")
     cached_retain = finetune_cached(config, cache, world, "retain", [config.retain_split]).resolve()
     retain = _link(output / "retain", cached_retain)
-    stages.begin("fine-tuning the target: the retain model, taught the forget authors")
-    cached_target = finetune_cached(config, cache, world, "target", [config.forget_split], base=cached_retain / "model",
-                                    exclude_task_id=other_tasks(world, config.forget_split)).resolve()
-    target = _link(output / "target", cached_target)
 
     # The cached models' evaluations live in the cache too: named by their cache paths, they are
     # the same evaluation whatever OUTPUT_DIR links to them, and a second demo skips them.
