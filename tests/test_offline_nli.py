@@ -91,3 +91,16 @@ def test_vitaminc_examples_parse_to_pairs():
                "target_scores": {"True": 0, "False": 1, "Neither": 0}}
     assert _parse_vitaminc(example) == ("Lima: Lima has 10 million people .", "Lima has under 5 million people .", "contradiction")
     assert _parse_vitaminc({"input": "no claim here", "target_scores": {"True": 1}}) is None
+
+
+def test_length_grouped_batches_cover_every_pair_once_per_pass():
+    from unlearnlm.evaluation.offline_nli import length_grouped_batches
+
+    pairs = [("p" * (i % 37), "h" * (i % 11), "neutral") for i in range(3 * 50 * 4)]  # 3 windows of batch 4
+    batches = length_grouped_batches(pairs, batch_size=4, steps=150)
+    assert len(batches) == 150 and all(len(b) == 4 for b in batches)
+    assert sorted(p for b in batches for p in b) == sorted(pairs)  # one pass = every pair once
+    # Inside a batch lengths are close: the spread is far below the data's (0..46 characters).
+    spread = [max(len(a) + len(b) for a, b, _ in batch) - min(len(a) + len(b) for a, b, _ in batch) for batch in batches]
+    assert max(spread) <= 2
+    assert length_grouped_batches(pairs, 4, 10) == length_grouped_batches(pairs, 4, 10)  # seeded
