@@ -125,7 +125,12 @@ def _elaborate(sentence: str, rng: random.Random) -> str:
 
 
 def _restyle(hypothesis: str, rng: random.Random) -> str:
-    return _elaborate(_reword(_open(hypothesis, rng), rng) if rng.random() < 0.5 else _open(hypothesis, rng), rng)
+    """An opener sometimes, synonyms half the time, commentary sometimes."""
+    reworded = rng.random() < 0.5
+    sentence = _open(hypothesis, rng)
+    if reworded:
+        sentence = _reword(sentence, rng)
+    return _elaborate(sentence, rng)
 
 
 def _join(first: str, second: str, rng: random.Random) -> str:
