@@ -37,7 +37,7 @@ from ..config import (
 from ..errors import UserError
 from ..io import atomic_write_json
 
-DEMO_VERSION = 2  # 2: the embedded model without its default system message (a new conversion)
+DEMO_VERSION = 1
 
 
 def _digest(payload: dict) -> str:
@@ -92,6 +92,7 @@ def build_world(config: DemoConfig, cache: Path) -> Path:
 
 def finetune_cached(config: DemoConfig, cache: Path, world: Path, name: str, train: list[str]) -> Path:
     """Fine-tune ``config.model`` on ``train`` splits of the world, once per distinct recipe."""
+    from ..training.models import resolve_model_path
     from ..training.run import finetune
 
     recipe = FinetuneConfig(
@@ -102,6 +103,9 @@ def finetune_cached(config: DemoConfig, cache: Path, world: Path, name: str, tra
     )
     identity = {k: v for k, v in to_dict(recipe).items() if k != "output_dir"}
     identity["training"].pop("progress")  # showing a progress bar changes no weight
+    # The folder the name resolves to: an embedded model's names its conversion version, so a
+    # new conversion is a new recipe.
+    identity["base_model_folder"] = resolve_model_path(config.model.name_or_path)
     key = _digest({"recipe": identity, "version": DEMO_VERSION})
     recipe = replace(recipe, output_dir=str(cache / f"{name}-{key}"))
     return finetune(recipe)
