@@ -311,14 +311,14 @@ def test_answer_only_logits_give_every_sequence_loss_of_full_logits(tiny_model):
     """The loss pass projects only the answer positions onto the vocabulary (logits_to_keep):
     the same NLL and token count for every sequence, prompts and padding of any length."""
     from unlearnlm.data.formatting import PromptFormat
-    from unlearnlm.evaluation.inference import _answer_positions, _takes_logits_to_keep, sequence_losses
+    from unlearnlm.evaluation.inference import sequence_losses
     from unlearnlm.config import ModelConfig
-    from unlearnlm.methods.losses import IGNORE
+    from unlearnlm.methods.losses import IGNORE, answer_positions, takes_logits_to_keep
     from unlearnlm.training.models import load_model, load_tokenizer
 
     model_config = ModelConfig(name_or_path=str(tiny_model))
     model, tokenizer = load_model(model_config), load_tokenizer(model_config)
-    assert _takes_logits_to_keep(model)  # else the fast path would silently not be tested
+    assert takes_logits_to_keep(model)  # else the fast path would silently not be tested
     formatter = PromptFormat(tokenizer)
     pairs = [("Who wrote it?", "Nobody."), ("Where was the author of the long book born, and when?", "In a town."),
              ("Why?", "Because the long answer goes on and on for many more tokens than the others.")]
@@ -327,5 +327,5 @@ def test_answer_only_logits_give_every_sequence_loss_of_full_logits(tiny_model):
     assert [c for _, c in kept] == [c for _, c in full] and all(c > 0 for _, c in full)
     assert [n for n, _ in kept] == pytest.approx([n for n, _ in full], rel=1e-5)
     labels = torch.tensor([[IGNORE, IGNORE, IGNORE, 5, 6, IGNORE], [IGNORE, IGNORE, 7, 8, 9, 2]])
-    assert _answer_positions(labels) == 5  # positions 1..5: the one before the first label (2) onwards
-    assert _answer_positions(torch.full((2, 4), IGNORE)) == 0
+    assert answer_positions(labels) == 5  # positions 1..5: the one before the first label (2) onwards
+    assert answer_positions(torch.full((2, 4), IGNORE)) == 0

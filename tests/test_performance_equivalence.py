@@ -9,7 +9,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from conftest import qa_rows
 from unlearnlm.config import UnlearnConfig, from_dict
-from unlearnlm.data.batches import LengthGroupedSampler, UnlearningCollator, UnlearningDataset
+from unlearnlm.data.batches import LengthGroupedSampler, answer_positions, UnlearningCollator, UnlearningDataset
 from unlearnlm.data.formatting import PromptFormat
 from unlearnlm.data.refusals import load_refusals
 from unlearnlm.methods import LossContext, Reference, get_method
@@ -163,3 +163,54 @@ def test_first_loss_same_in_reference_style_and_fast_modes(tiny_model, qa_folder
         with torch.no_grad():
             losses.append(trainer.objective(trainer.model, trainer.data_collator(examples))[0])
     assert_close(losses[0], losses[1])
+
+
+@pytest.mark.parametrize("method", ["GA+GD", "NPO+AP", "IDK+GD", "DPO+KL", "ME+GD", "GA+KL"])
+@pytest.mark.parametrize("fuse", [False, True])
+def test_answer_only_logits_give_the_losses_and_gradients_of_full_logits(setup, method, fuse):
+    """Objectives read logits of the positions that carry labels only (logits_to_keep); KL,
+    which reads every position, keeps them all. Same loss, same gradient as full logits."""
+    tokenizer, policy, reference = setup
+    m = get_method(method)
+    dataset = dataset_for(tokenizer, method)
+    batch = UnlearningCollator(tokenizer.pad_token_id, mask=m.forget.default_mask)([dataset[i] for i in range(5)])
+
+    def loss_and_grad(answer_logits_only):
+        policy.zero_grad()
+        ctx = LossContext(policy, batch, reference=Reference(reference), answer_logits_only=answer_logits_only)
+        if fuse:
+            ctx.prefetch(m.inputs)
+        loss = m.forget.fn(ctx) + m.regularizer.fn(ctx)
+        loss.backward()
+        widths = {kind: ctx.logits(kind).shape[1] for kind in m.inputs}
+        return loss.detach(), [p.grad.clone() for p in policy.parameters()], widths
+
+    full, full_grads, full_widths = loss_and_grad(answer_logits_only=())
+    kept, kept_grads, kept_widths = loss_and_grad(answer_logits_only=m.answer_logits_only)
+    assert_close(kept, full)
+    for got, expected in zip(kept_grads, full_grads):
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6)
+    assert full_widths == {k: batch[k]["input_ids"].shape[1] for k in m.inputs}
+    trimmed = {k for k in m.inputs if kept_widths[k] < full_widths[k]}
+    # Masked prompts are skipped; KL's kinds and ME's unmasked forget questions keep every
+    # position, and a fused forward is trimmed only when each of its kinds may be.
+    expected = {k for k in m.answer_logits_only if answer_positions(batch[k]["labels"]) > 0}
+    if fuse and len(expected) < len(m.inputs):
+        expected = set()
+    assert trimmed == expected
+    assert expected or (fuse and method in ("ME+GD", "DPO+KL", "GA+KL"))
+
+
+def test_finetuning_batches_with_answer_logits_only_give_the_full_loss(setup):
+    from unlearnlm.data.batches import QACollator
+
+    tokenizer, policy, _ = setup
+    formatter = PromptFormat(tokenizer)
+    examples = [formatter.encode(r["question"], r["answer"]) for r in qa_rows()[:6]]
+    full = QACollator(tokenizer.pad_token_id)(examples)
+    kept = QACollator(tokenizer.pad_token_id, answer_logits_only=True)(examples)
+    assert kept["logits_to_keep"] < full["input_ids"].shape[1]
+    assert kept["labels"].shape[1] == kept["logits_to_keep"]
+    assert (kept["labels"] != -100).sum() == (full["labels"] != -100).sum()
+    with torch.no_grad():
+        assert_close(policy(**kept).loss, policy(**full).loss)

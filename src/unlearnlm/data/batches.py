@@ -149,6 +149,20 @@ class QADataset(torch.utils.data.Dataset):
         return self.items[index]
 
 
+IGNORE = -100  # the label of a position no loss scores
+
+
+def answer_positions(labels: torch.Tensor) -> int:
+    """How many trailing positions of a right-padded batch hold every label plus the position
+    that predicts the first one; 0 (keep all) when no row has a label or the first token is one.
+    A model's vocabulary projection is needed there only (``logits_to_keep``)."""
+    has_label = (labels != IGNORE).any(dim=0).nonzero()
+    if has_label.numel() == 0:
+        return 0
+    first = int(has_label[0])
+    return labels.shape[1] - first + 1 if first > 0 else 0
+
+
 def pad_encoded(
     items: Sequence[EncodedQA], pad_token_id: int, mask_prompt: bool = True, pad_to: int | None = None
 ) -> dict[str, torch.Tensor]:
@@ -159,7 +173,7 @@ def pad_encoded(
         length = max(length, pad_to)
     input_ids = torch.full((len(items), length), pad_token_id, dtype=torch.long)
     attention_mask = torch.zeros((len(items), length), dtype=torch.long)
-    labels = torch.full((len(items), length), -100, dtype=torch.long)
+    labels = torch.full((len(items), length), IGNORE, dtype=torch.long)
     for row, item in enumerate(items):
         n = len(item.input_ids)
         ids = torch.tensor(item.input_ids, dtype=torch.long)
@@ -207,9 +221,20 @@ class UnlearningCollator:
 
 
 class QACollator:
-    def __init__(self, pad_token_id: int, pad_to: int | None = None):
+    """Fine-tuning batches. With ``answer_logits_only`` (for a model whose forward takes
+    ``logits_to_keep``) a batch asks the model for the logits of its answer positions only and
+    carries the labels of those positions: the same loss, without projecting every prompt token
+    onto the vocabulary."""
+
+    def __init__(self, pad_token_id: int, pad_to: int | None = None, answer_logits_only: bool = False):
         self.pad_token_id = pad_token_id
         self.pad_to = pad_to
+        self.answer_logits_only = answer_logits_only
 
-    def __call__(self, examples: Sequence[EncodedQA]) -> dict[str, torch.Tensor]:
-        return pad_encoded(examples, self.pad_token_id, mask_prompt=True, pad_to=self.pad_to)
+    def __call__(self, examples: Sequence[EncodedQA]) -> dict:
+        batch = pad_encoded(examples, self.pad_token_id, mask_prompt=True, pad_to=self.pad_to)
+        keep = answer_positions(batch["labels"]) if self.answer_logits_only else 0
+        if keep:
+            batch["labels"] = batch["labels"][:, -keep:]
+            batch["logits_to_keep"] = keep
+        return batch

@@ -21,7 +21,7 @@ import torch
 
 from ..data.batches import pad_encoded
 from ..data.formatting import EncodedQA, PromptFormat
-from ..methods.losses import IGNORE, sequence_nll
+from ..methods.losses import IGNORE, answer_logits, sequence_nll
 from .sets import EvalSet
 
 
@@ -123,41 +123,14 @@ def sequence_losses(
     encoded: list[EncodedQA] = [formatter.encode(q, a) for q, a in unique]
     results: dict[tuple[str, str], tuple[float, int]] = {}
     device = _device(model)
-    answer_logits_only = answer_logits_only and _takes_logits_to_keep(model)
     for batch in _length_batches([len(e.input_ids) for e in encoded], batch_size, group_by_length):
         padded = pad_encoded([encoded[i] for i in batch], pad_id, mask_prompt=True, pad_to=pad_to)
         padded = {k: v.to(device) for k, v in padded.items()}
-        labels = padded["labels"]
-        keep = _answer_positions(labels) if answer_logits_only else 0
-        if keep:
-            # The vocabulary projection only over the last `keep` positions, which hold every
-            # answer token of the batch and the position before each (the prompts are not scored).
-            logits = model(input_ids=padded["input_ids"], attention_mask=padded["attention_mask"],
-                           logits_to_keep=keep).logits
-            labels = labels[:, labels.shape[1] - keep:]
-        else:
-            logits = model(input_ids=padded["input_ids"], attention_mask=padded["attention_mask"]).logits
-        nll = sequence_nll(logits, labels).tolist()
+        nll = sequence_nll(*answer_logits(model, padded, trim=answer_logits_only)).tolist()
         counts = (padded["labels"][:, 1:] != IGNORE).sum(dim=-1).tolist()
         for k, i in enumerate(batch):
             results[unique[i]] = (nll[k], counts[k])
     return [results[p] for p in pairs]
-
-
-def _takes_logits_to_keep(model) -> bool:
-    import inspect
-
-    return "logits_to_keep" in inspect.signature(model.forward).parameters
-
-
-def _answer_positions(labels: torch.Tensor) -> int:
-    """How many trailing positions hold every label of the batch plus the position that predicts
-    the first one; 0 (keep all) when no row has a label."""
-    has_label = (labels != IGNORE).any(dim=0).nonzero()
-    if has_label.numel() == 0:
-        return 0
-    first = int(has_label[0])
-    return labels.shape[1] - max(first - 1, 0)
 
 
 def _avg(nll_and_count: tuple[float, int]) -> float:

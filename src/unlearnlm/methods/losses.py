@@ -17,7 +17,7 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
-IGNORE = -100
+from ..data.batches import IGNORE, answer_positions
 
 
 def shift(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -46,6 +46,29 @@ def mean_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return nll.sum() / mask.sum().clamp(min=1)
 
 
+def takes_logits_to_keep(model) -> bool:
+    """Whether the model under any wrapper (DDP, DeepSpeed, FSDP, peft) can project only some
+    positions onto the vocabulary; the wrappers pass the keyword through."""
+    import inspect
+
+    while hasattr(model, "module"):
+        model = model.module
+    if hasattr(model, "get_base_model"):
+        model = model.get_base_model()
+    return "logits_to_keep" in inspect.signature(model.forward).parameters
+
+
+def answer_logits(model, seq: dict[str, torch.Tensor], trim: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, labels) of a right-padded batch, both cut to the trailing positions that carry
+    labels: the vocabulary projection (the largest matrix product of a small model) and its
+    softmax skip the prompts, which no label scores. The values are those of a full forward."""
+    keep = answer_positions(seq["labels"]) if trim and takes_logits_to_keep(model) else 0
+    if not keep:
+        return model(input_ids=seq["input_ids"], attention_mask=seq["attention_mask"]).logits, seq["labels"]
+    logits = model(input_ids=seq["input_ids"], attention_mask=seq["attention_mask"], logits_to_keep=keep).logits
+    return logits, seq["labels"][:, -keep:]
+
+
 class Reference:
     """A frozen reference model: logits and per-sequence NLLs without gradients."""
 
@@ -58,18 +81,25 @@ class Reference:
 
     @torch.no_grad()
     def nll(self, seq: dict[str, torch.Tensor]) -> torch.Tensor:
-        return sequence_nll(self.logits(seq), seq["labels"])
+        return sequence_nll(*answer_logits(self.model, seq))
 
 
 class LossContext:
-    """One training step's view of the model, the batch and the reference."""
+    """One training step's view of the model, the batch and the reference.
 
-    def __init__(self, model, batch: dict, reference: Optional[Reference] = None, beta: float = 0.1):
+    ``logits(kind)`` and ``labels(kind)`` cover the same positions: every position, or for the
+    kinds in ``answer_logits_only`` only the trailing ones that carry labels (see
+    ``answer_logits``; the method says which kinds no objective reads elsewhere, KL reads every
+    position). An objective reads both through the context."""
+
+    def __init__(self, model, batch: dict, reference: Optional[Reference] = None, beta: float = 0.1,
+                 answer_logits_only: tuple[str, ...] = ()):
         self.model = model
         self.batch = batch
         self.reference = reference
         self.beta = beta
-        self._logits: dict[str, torch.Tensor] = {}
+        self.answer_logits_only = set(answer_logits_only)
+        self._logits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def prefetch(self, kinds) -> None:
         """Run one forward over several kinds at once (padded to a common length).
@@ -86,21 +116,28 @@ class LossContext:
         def padded(name: str, value: int) -> torch.Tensor:
             return torch.cat([F.pad(s[name], (0, length - s[name].shape[1]), value=value) for s in seqs])
 
-        logits = self.model(input_ids=padded("input_ids", 0), attention_mask=padded("attention_mask", 0)).logits
+        fused = {"input_ids": padded("input_ids", 0), "attention_mask": padded("attention_mask", 0),
+                 "labels": padded("labels", IGNORE)}
+        # Trimmed to the answers if every kind may be and each has a label.
+        trim = self.answer_logits_only.issuperset(kinds) and all(bool((q["labels"] != IGNORE).any()) for q in seqs)
+        logits, _ = answer_logits(self.model, fused, trim=trim)
+        offset = length - logits.shape[1]  # the first position kept
         start = 0
         for kind, seq in zip(kinds, seqs):
             rows, width = seq["input_ids"].shape
-            self._logits[kind] = logits[start : start + rows, :width]
+            self._logits[kind] = (logits[start : start + rows, : width - offset], seq["labels"][:, offset:])
             start += rows
 
-    def logits(self, kind: str) -> torch.Tensor:
+    def _forward(self, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
         if kind not in self._logits:
-            seq = self.batch[kind]
-            self._logits[kind] = self.model(input_ids=seq["input_ids"], attention_mask=seq["attention_mask"]).logits
+            self._logits[kind] = answer_logits(self.model, self.batch[kind], trim=kind in self.answer_logits_only)
         return self._logits[kind]
 
+    def logits(self, kind: str) -> torch.Tensor:
+        return self._forward(kind)[0]
+
     def labels(self, kind: str) -> torch.Tensor:
-        return self.batch[kind]["labels"]
+        return self._forward(kind)[1]
 
     def nll(self, kind: str) -> torch.Tensor:
         return sequence_nll(self.logits(kind), self.labels(kind))

@@ -18,6 +18,8 @@ class Objective:
     # Whether the reference is only needed for per-sequence NLLs (which can be precomputed
     # once per task) rather than full logits.
     reference_nll_only: bool = True
+    # Whether it reads the logits of every position (KL), not only those that carry labels.
+    every_position: bool = False
     # Paper defaults (SPEC §3): ME trains with the question unmasked and forget_coeff 0.1.
     default_mask: bool = True
     default_forget_coeff: float = 1.0
@@ -34,7 +36,8 @@ FORGET_LOSSES: dict[str, Objective] = {
 
 REGULARIZERS: dict[str, Objective] = {
     "GD": Objective(losses.gradient_descent, ("retain",)),
-    "KL": Objective(losses.kl_to_reference, ("retain",), needs_reference=True, reference_nll_only=False),
+    "KL": Objective(losses.kl_to_reference, ("retain",), needs_reference=True, reference_nll_only=False,
+                    every_position=True),
     "AP": Objective(losses.answer_preservation, ("retain", "retain_idk")),
 }
 
@@ -56,6 +59,13 @@ class Method:
         if self.regularizer:
             kinds += [k for k in self.regularizer.inputs if k not in kinds]
         return tuple(kinds)
+
+    @property
+    def answer_logits_only(self) -> tuple[str, ...]:
+        """The kinds whose logits are read only where they carry labels (not KL's)."""
+        objectives = [self.forget] + ([self.regularizer] if self.regularizer else [])
+        every = {k for o in objectives if o.every_position for k in o.inputs}
+        return tuple(k for k in self.inputs if k not in every)
 
     @property
     def needs_reference(self) -> bool:

@@ -387,6 +387,7 @@ def finetune(config: FinetuneConfig) -> Path:
 
     from ..data.batches import QACollator, QADataset
     from ..data.formatting import PromptFormat
+    from ..methods.losses import takes_logits_to_keep
     from .models import apply_lora, load_model, load_tokenizer
     from .trainer import JsonlLogCallback, training_arguments
 
@@ -405,7 +406,7 @@ def finetune(config: FinetuneConfig) -> Path:
         model=model,
         args=args,
         train_dataset=dataset,
-        data_collator=QACollator(tokenizer.pad_token_id),
+        data_collator=QACollator(tokenizer.pad_token_id, answer_logits_only=takes_logits_to_keep(model)),
         processing_class=tokenizer,
         callbacks=[JsonlLogCallback(output_dir / "log.jsonl")],
     )

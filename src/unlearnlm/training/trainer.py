@@ -264,7 +264,8 @@ class UnlearningTrainer(Trainer):
 
     def objective(self, model, inputs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(loss, forget loss, regulariser) of one batch."""
-        ctx = LossContext(model, inputs, reference=self.reference, beta=self.beta)
+        ctx = LossContext(model, inputs, reference=self.reference, beta=self.beta,
+                          answer_logits_only=self.method.answer_logits_only)
         if self.fuse_forward:
             ctx.prefetch(self.method.inputs)
         forget_loss = self.method.forget.fn(ctx)
