@@ -71,3 +71,51 @@ def test_demo_rejects_a_retain_split_holding_forget_authors(world_model, tmp_pat
                                     "model": {"name_or_path": str(world_model)}})
     with pytest.raises(UserError, match="holds .* questions of forget10 task 1"):
         run_demo(config)
+
+
+def test_the_judge_trains_in_a_background_process_while_the_models_fine_tune(world_model, tmp_path, monkeypatch):
+    """With a judge to train and models to fine-tune, the judge's process runs beside the
+    fine-tuning, which uses one thread; the evaluations wait for the judge and use them all."""
+    import sys
+
+    import torch
+
+    from unlearnlm.scenarios import demo
+
+    monkeypatch.setenv("UNLEARNLM_CACHE", str(tmp_path / "cache"))
+    events = []
+
+    class FakeJudge:
+        def __init__(self, log, command=None):
+            self.log = log
+            events.append(("started", torch.get_num_threads()))
+
+        def wait(self):
+            events.append(("waited", torch.get_num_threads()))
+
+        def stop(self):
+            events.append(("stopped", None))
+
+    from unlearnlm.training import run as run_module
+
+    real_finetune = run_module.finetune
+
+    def finetune_recording(recipe):
+        events.append(("finetune", torch.get_num_threads()))
+        return real_finetune(recipe)
+
+    real_background = demo.JudgeInBackground
+    monkeypatch.setattr(demo, "JudgeInBackground", FakeJudge)
+    monkeypatch.setattr(demo, "judge_needs_training", lambda config: True)
+    monkeypatch.setattr(run_module, "finetune", finetune_recording, raising=True)
+    before = torch.get_num_threads()
+    config = from_dict(DemoConfig, {**SMALL, "output_dir": str(tmp_path / "demo"), "methods": ["GA+GD"],
+                                    "model": {"name_or_path": str(world_model)}})
+    run_demo(config)
+    assert [e[0] for e in events] == ["started", "finetune", "finetune", "waited", "stopped"]
+    assert events[1][1] == events[2][1] == 1 and events[3][1] == before == torch.get_num_threads()
+
+    # A child that fails stops the demo with the end of its log.
+    failing = real_background(tmp_path / "judge.log", [sys.executable, "-c", "print('no weights'); raise SystemExit(3)"])
+    with pytest.raises(UserError, match="exit code 3(.|\n)*no weights"):
+        failing.wait()

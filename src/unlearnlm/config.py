@@ -325,8 +325,10 @@ class DemoConfig:
     # Rows of each utility set scored (the forget and retain sets are smaller than this).
     ds_size: int = 20
     judges: JudgesConfig = field(default_factory=JudgesConfig)
-    # Train the offline NLI judge if no judge loads (a few CPU minutes, cached).
+    # Train the offline NLI judge if no judge loads (a few CPU minutes, cached), in a background
+    # process while the target and retain models fine-tune (faster on a small CPU).
     train_judge: bool = True
+    judge_in_background: bool = True
 
 
 C = TypeVar("C")

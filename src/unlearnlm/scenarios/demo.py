@@ -22,6 +22,7 @@ import os
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Optional
 
 from ..config import (
     DemoConfig,
@@ -90,10 +91,10 @@ def build_world(config: DemoConfig, cache: Path) -> Path:
     return folder
 
 
-def finetune_cached(config: DemoConfig, cache: Path, world: Path, name: str, train: list[str]) -> Path:
-    """Fine-tune ``config.model`` on ``train`` splits of the world, once per distinct recipe."""
+def finetune_recipe(config: DemoConfig, cache: Path, world: Path, name: str, train: list[str]) -> FinetuneConfig:
+    """Fine-tuning ``config.model`` on ``train`` splits of the world, in a cache folder named by
+    a hash of everything that makes the model."""
     from ..training.models import resolve_model_path
-    from ..training.run import finetune
 
     recipe = FinetuneConfig(
         output_dir="",
@@ -107,21 +108,72 @@ def finetune_cached(config: DemoConfig, cache: Path, world: Path, name: str, tra
     # new conversion is a new recipe.
     identity["base_model_folder"] = resolve_model_path(config.model.name_or_path)
     key = _digest({"recipe": identity, "version": DEMO_VERSION})
-    recipe = replace(recipe, output_dir=str(cache / f"{name}-{key}"))
-    return finetune(recipe)
+    return replace(recipe, output_dir=str(cache / f"{name}-{key}"))
 
 
-def load_judges(config: DemoConfig):
+def is_finished(recipe: FinetuneConfig) -> bool:
+    from ..training.run import SUMMARY
+
+    return (Path(recipe.output_dir) / SUMMARY).exists()
+
+
+def load_judges(config: DemoConfig, background: Optional["JudgeInBackground"] = None):
     from ..evaluation.evaluate import Judges
     from ..evaluation.judges import load_embedder, load_nli_judge
 
     embedder = load_embedder(config.judges.embedder)
+    if background is not None:
+        background.wait()
     nli = load_nli_judge(config.judges.nli)
     if nli is None and config.train_judge and config.judges.nli in ("auto", "offline"):
         from ..evaluation.offline_nli import load_offline_nli_judge
 
         nli = load_offline_nli_judge(train_if_missing=True)
     return Judges(embedder, nli)
+
+
+def judge_needs_training(config: DemoConfig) -> bool:
+    """Whether the offline NLI judge will be trained: no NLI judge loads and none is cached."""
+    from ..evaluation.judges import load_nli_judge
+
+    return config.train_judge and config.judges.nli in ("auto", "offline") and load_nli_judge(config.judges.nli) is None
+
+
+class JudgeInBackground:
+    """``unlearnlm train-judge`` in a child process, while this one fine-tunes the models.
+
+    On a 2-core CPU two single-threaded jobs get more done than one job on both cores (small
+    matrices parallelise poorly: measured, two one-thread fine-tunes side by side ran 1.2x the
+    steps of one two-thread fine-tune), and the judge is needed only at the first evaluation."""
+
+    def __init__(self, log: Path, command: Optional[list[str]] = None):
+        import subprocess
+        import sys
+
+        log.parent.mkdir(parents=True, exist_ok=True)
+        self.log = log
+        self._output = open(log, "w", encoding="utf-8")
+        command = command or [sys.executable, "-m", "unlearnlm", "train-judge", "--threads", "1"]
+        self.process = subprocess.Popen(command, stdout=self._output, stderr=subprocess.STDOUT)
+
+    def wait(self) -> None:
+        if self.process.poll() is None:
+            print(f"waiting for the offline NLI judge to finish training (log: {self.log})", flush=True)
+        code = self.process.wait()
+        self._output.close()
+        if code != 0:
+            tail = self.log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-5:]
+            raise UserError(f"training the offline NLI judge failed (exit code {code}); the end of {self.log}:\n"
+                            + "\n".join(tail))
+        print("the offline NLI judge is trained: " + self.log.read_text(encoding="utf-8", errors="replace")
+              .rsplit("\r", 1)[-1].strip().replace("\n", "\n  "), flush=True)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait()
+        if not self._output.closed:
+            self._output.close()
 
 
 def evaluation_config(config: DemoConfig, world: Path, model_dir: Path, output: Path,
@@ -184,8 +236,11 @@ def check_disjoint(world: Path, config: DemoConfig) -> None:
 
 
 def run_demo(config: DemoConfig) -> Path:
+    import torch
+
     from ..evaluation.report import write_report
     from ..training.models import cache_dir, resolve_model_path
+    from ..training.run import finetune
 
     validate_config(FinetuneConfig(training=config.finetune))
     for method in config.methods:
@@ -201,16 +256,33 @@ def run_demo(config: DemoConfig) -> Path:
     world = build_world(config, cache)  # every config names the cached folder: stable hashes
     _link(output / "world", world)
     check_disjoint(world, config)
+    target_recipe = finetune_recipe(config, cache, world, "target", ["full"])
+    retain_recipe = finetune_recipe(config, cache, world, "retain", [config.retain_split])
     stages.begin("the judges (the offline NLI judge is trained once, a few minutes)")
-    judges = load_judges(config)
+    background, threads = None, torch.get_num_threads()
+    fine_tuning = not (is_finished(target_recipe) and is_finished(retain_recipe))
+    if config.judge_in_background and fine_tuning and judge_needs_training(config):
+        background = JudgeInBackground(cache / "judge-training.log")
+        torch.set_num_threads(1)  # one core each: the judge's process and this one
+        print(f"the offline NLI judge trains in a background process while the models fine-tune (log: {background.log})")
+        judges = None
+    else:
+        judges = load_judges(config)
+    try:
+        stages.begin("fine-tuning the target on every author")
+        cached_target = finetune(target_recipe).resolve()
+        target = _link(output / "target", cached_target)
+        stages.begin(f"fine-tuning the retain model on {config.retain_split} (never sees the forget authors)")
+        cached_retain = finetune(retain_recipe).resolve()
+        retain = _link(output / "retain", cached_retain)
+        if background is not None:
+            torch.set_num_threads(threads)
+            judges = load_judges(config, background)
+    finally:
+        torch.set_num_threads(threads)
+        if background is not None:
+            background.stop()  # only does something when this process is interrupted
     print(f"embedder: {judges.names()['embedder'] or 'none'}; nli: {judges.names()['nli'] or 'none (entailment unavailable)'}")
-
-    stages.begin("fine-tuning the target on every author")
-    cached_target = finetune_cached(config, cache, world, "target", ["full"]).resolve()
-    target = _link(output / "target", cached_target)
-    stages.begin(f"fine-tuning the retain model on {config.retain_split} (never sees the forget authors)")
-    cached_retain = finetune_cached(config, cache, world, "retain", [config.retain_split]).resolve()
-    retain = _link(output / "retain", cached_retain)
 
     # The cached models' evaluations live in the cache too: named by their cache paths, they are
     # the same evaluation whatever OUTPUT_DIR links to them, and a second demo skips them.
