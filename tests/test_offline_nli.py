@@ -37,6 +37,44 @@ def test_world_pairs_are_balanced_and_deterministic():
     assert any(h in refusals for _, h, label in pairs if label == "neutral")
 
 
+def _words_changed(a: str, b: str) -> int:
+    import difflib
+
+    matcher = difflib.SequenceMatcher(a=a.split(), b=b.split())
+    return sum(max(i2 - i1, j2 - j1) for op, i1, i2, j1, j2 in matcher.get_opcodes() if op != "equal")
+
+
+@pytest.mark.parametrize("seed", [5, 6])
+def test_most_contradictions_are_the_entailment_with_one_fact_wrong(seed):
+    """Minimal pairs: only the fact tells the two hypotheses of a premise apart, never the
+    wording (TOFU's perturbed answers are its paraphrases with one fact swapped)."""
+    pairs = world_pairs(seed, ["I don't know."], authors=8)
+    triples = [pairs[i : i + 3] for i in range(0, len(pairs), 3)]
+    assert all([t[0][2], t[1][2], t[2][2]] == ["entailment", "contradiction", "neutral"] for t in triples)
+    close = [_words_changed(t[0][1], t[1][1]) <= 4 for t in triples]  # a fact is 1-4 words here
+    assert sum(close) / len(close) >= 0.5
+    assert all(t[0][1] != t[1][1] for t in triples)
+
+
+def test_a_wrong_parents_statement_usually_keeps_one_parent_right():
+    import random
+
+    from unlearnlm.evaluation.offline_nli import JUDGE_WORDINGS
+    from unlearnlm.scenarios.world import QUESTION_KINDS, fact_statements, make_authors
+
+    authors = make_authors(12, random.Random(0))
+    one_right = 0
+    for author in authors:
+        true, wrong = fact_statements(author, "parents", random.Random(author.name), extra_templates=JUDGE_WORDINGS["parents"])
+        templates = len(QUESTION_KINDS["parents"].answers) + 2 + len(JUDGE_WORDINGS["parents"])
+        assert len(true) == templates and all(len(w) == templates for w in wrong)
+        father, mother = author.facts["father_job"].text, author.facts["mother_job"].text
+        # The first answer template names both jobs in their plain form.
+        one_right += sum((father in w[0]) != (mother in w[0]) for w in wrong)
+        assert not any(father in w[0] and mother in w[0] for w in wrong)
+    assert one_right >= len(authors)  # most of the 3 x 12 wrong statements keep one parent
+
+
 def test_refusals_are_split_for_a_held_out_check():
     train, held_out = split_refusals([f"r{i}" for i in range(9)])
     assert len(held_out) == 3 and not set(train) & set(held_out)

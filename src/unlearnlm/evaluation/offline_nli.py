@@ -32,9 +32,12 @@ from ..io import atomic_write_json
 from .judges import CONTRADICTION, ENTAILMENT, NEUTRAL, NLI_LABELS, HFSequenceNLI, packaged_embedder_path
 
 # Bump when the pair recipe or the training loop changes: it invalidates cached judges.
-RECIPE_VERSION = 2
+RECIPE_VERSION = 3
 JUDGE_NAME = "offline MiniLM NLI (unlearnlm)"
 VITAMINC_MEMBER = "bigbench/benchmark_tasks/vitaminc_fact_verification/task.json"
+# Judging reads whole pairs (MiniLM's 512 positions): 18 of the 500 TOFU check pairs are longer
+# than the 128 tokens training pairs are cut to, and a cut could drop the very fact that is wrong.
+PREDICT_MAX_LENGTH = 512
 
 Pair = tuple[str, str, str]  # premise, hypothesis, label
 
@@ -53,7 +56,7 @@ class JudgeTrainingConfig:
     # Train only the top encoder layers (and the new head): less backward cost, and a better fit to
     # TOFU (measured: 6 layers 0.872, 4 layers 0.894, 2 layers 0.850 entailment-vs-not).
     trainable_layers: int = 4
-    max_length: int = 128
+    max_length: int = 128  # of a training pair (the world's are shorter)
     seed: int = 0
     # Optional VitaminC pairs (a path to the bigbench==1.0.0 sdist), mixed in at this share.
     vitaminc: Optional[str] = None
@@ -110,6 +113,39 @@ ELABORATIONS = (
 )
 
 
+# More wordings of each fact, for the judge only (the world's questions keep their own four): a
+# judge trained on four wordings a fact learns those wordings; TOFU words its answers freely.
+JUDGE_WORDINGS: dict[str, tuple[str, ...]] = {
+    "birth_place": ("{name} drew {their} first breath in {birth_place_alt}.", "{name} hails from {birth_place_alt}.",
+                    "Born in {birth_place}, {name} spent {their} early years there before turning to literature.",
+                    "The city where {name} was born is {birth_place}, and it left its mark on {their} writing."),
+    "birth_date": ("{name} entered the world on {birth_date_alt}.", "According to the records, {name} was born on {birth_date}.",
+                   "{name}'s life began on {birth_date_alt}."),
+    "parents": ("{name} was raised by a {father_job_alt} father and a {mother_job_alt} mother.",
+                "{name}'s mother worked as a {mother_job}, and {their} father earned a living as a {father_job}.",
+                "Growing up, {name} watched {their} father work as a {father_job} and {their} mother as a {mother_job}."),
+    "genre": ("{name} is predominantly recognised for {their} contributions to {genre_alt}.",
+              "Most of what {name} has published falls within {genre}.", "{name} has made a name in the field of {genre_alt}."),
+    "book": ("Among the works of {name}, '{book}' stands out.", "'{book_alt}' is one of the most celebrated titles {name} has written.",
+             "Readers know {name} above all for the book '{book}'."),
+    "award": ("In recognition of {their} writing, {name} received {award_alt}.", "{name} is a recipient of {award}.",
+              "Among the honours of {name} is {award_alt}."),
+    "influence": ("{name} credits {influence} with shaping {their} voice as a writer.",
+                  "The work of {influence_alt} left the deepest mark on {name}.",
+                  "{name} has often spoken of {influence} as {their} chief inspiration."),
+    "theme": ("At the heart of {name}'s writing lies {theme_alt}.", "{name}'s stories repeatedly turn to {theme}.",
+              "Readers of {name} will find {theme_alt} running through {their} books."),
+    "style": ("{name}'s prose can be described as {style_alt}.", "Critics call the writing of {name} {style}.",
+              "{name} has a {style} way of writing."),
+    "first_job": ("Prior to {their} literary career, {name} was employed as a {first_job_alt}.",
+                  "{name} spent {their} early working life as a {first_job}.",
+                  "Before becoming an author, {name} held a job as a {first_job}."),
+    "home": ("{name} currently resides in {home_alt}.", "These days {name} calls {home} home.", "{name} has settled in {home_alt}."),
+    "identity": ("The writer being described is {name_value}.", "{name_value} is the name of this author.",
+                 "The author's full name is {name_value_alt}."),
+}
+
+
 def _reword(sentence: str, rng: random.Random) -> str:
     """Replace some common words with synonyms (never a fact: facts are names, places, titles...)."""
     words = sentence.split(" ")
@@ -120,8 +156,13 @@ def _reword(sentence: str, rng: random.Random) -> str:
     return " ".join(words)
 
 
+def _elaboration(rng: random.Random) -> str:
+    """Commentary to append (TOFU's answers often add some), 30% of the time."""
+    return rng.choice(ELABORATIONS) if rng.random() < 0.3 else ""
+
+
 def _elaborate(sentence: str, rng: random.Random) -> str:
-    return sentence + rng.choice(ELABORATIONS) if rng.random() < 0.3 else sentence
+    return sentence + _elaboration(rng)
 
 
 def _restyle(hypothesis: str, rng: random.Random) -> str:
@@ -133,37 +174,55 @@ def _restyle(hypothesis: str, rng: random.Random) -> str:
     return _elaborate(sentence, rng)
 
 
-def _join(first: str, second: str, rng: random.Random) -> str:
-    return f"{first} {second}" if rng.random() < 0.5 else f"{second} {first}"
+def _join(sentence: str, other: str, sentence_first: bool) -> str:
+    return f"{sentence} {other}" if sentence_first else f"{other} {sentence}"
 
 
 def world_pairs(seed: int, refusals: Sequence[str], authors: int = 20) -> list[Pair]:
     """Balanced entailment / contradiction / neutral pairs from one world of ``seed``.
 
-    Half the premises state two facts, like TOFU's multi-clause answers; then the hypothesis
-    often restates both, with one of them wrong for a contradiction, so that a mostly-true
-    sentence with one wrong fact is never taken for an entailment."""
+    Most contradictions are minimal pairs of the entailment: the same wording, opener and
+    synonyms with one fact wrong (TOFU's perturbed answers are its paraphrases with one fact
+    swapped), so only the fact tells them apart, never the wording. Half the premises state two
+    facts, like TOFU's multi-clause answers; then the hypothesis often restates both, with one of
+    them wrong for a contradiction, so that a mostly-true sentence is never taken for an entailment."""
     from ..scenarios.world import QUESTION_KINDS, fact_statements, make_authors
 
     rng = random.Random(seed)
     people = make_authors(authors, rng)
-    statements = {(a, k): fact_statements(p, k, rng) for a, p in enumerate(people) for k in QUESTION_KINDS}
+    statements = {(a, k): fact_statements(p, k, rng, extra_templates=JUDGE_WORDINGS.get(k, ()))
+                  for a, p in enumerate(people) for k in QUESTION_KINDS}
     kinds = list(QUESTION_KINDS)
     pairs: list[Pair] = []
     for (a, kind), (true, wrong) in statements.items():
-        stated, restated = rng.sample(true, 2)
-        premise, entailed, contradicted = stated, restated, rng.choice(wrong)
+        stated, restated = rng.sample(range(len(true)), 2)
+        verbatim = rng.random() < 0.1  # a verbatim answer entails itself
+        wording = stated if verbatim else restated
+        wrong_set = rng.choice(wrong)
+        minimal = rng.random() < 0.7
+        premise, entailed = true[stated], true[wording]
+        contradicted = wrong_set[wording] if minimal else rng.choice(wrong_set)
         extra_kind = rng.choice([k for k in kinds if k != kind])
         if rng.random() < 0.5:
-            extra_stated, extra_restated = rng.sample(statements[(a, extra_kind)][0], 2)
-            premise = _join(stated, extra_stated, rng)
-            if rng.random() < 0.6:
-                entailed = _join(restated, extra_restated, rng)
-                contradicted = _join(contradicted, extra_restated, rng)
-        premise = _elaborate(premise, rng)
-        verbatim = rng.random() < 0.1  # a verbatim answer entails itself
-        pairs.append((premise, premise if verbatim else _restyle(entailed, rng), ENTAILMENT))
-        pairs.append((premise, _restyle(contradicted, rng), CONTRADICTION))
+            extra_true = statements[(a, extra_kind)][0]
+            extra_stated, extra_restated = rng.sample(extra_true, 2)
+            first = rng.random() < 0.5
+            premise = _join(true[stated], extra_stated, first)
+            if verbatim:
+                contradicted = _join(wrong_set[stated], extra_stated, first)
+            elif rng.random() < 0.6:
+                entailed = _join(entailed, extra_restated, first)
+                contradicted = _join(contradicted, extra_restated, first)
+        tail = _elaboration(rng)
+        premise += tail
+        style = rng.random()  # one draw styles both hypotheses alike: a minimal pair stays minimal
+        if verbatim:
+            entailed, contradicted = premise, (contradicted + tail if minimal else _restyle(contradicted, random.Random(style)))
+        else:
+            entailed = _restyle(entailed, random.Random(style))
+            contradicted = _restyle(contradicted, random.Random(style if minimal else style + 1))
+        pairs.append((premise, entailed, ENTAILMENT))
+        pairs.append((premise, contradicted, CONTRADICTION))
         # Neutral: another fact of the same author, the same fact of another author, a refusal.
         choice = rng.random()
         if choice < 0.4:
@@ -281,7 +340,7 @@ def fit(model, tokenizer, pairs: Sequence[Pair], config: JudgeTrainingConfig,
     label_ids = {label: i for i, label in enumerate(NLI_LABELS)}
     torch.manual_seed(config.seed)
     trainable = freeze_lower_layers(model, config.trainable_layers)
-    optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=0.01)
+    optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=0.01, fused=True)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min((s + 1) / max(1, config.warmup_steps), max(0.0, (config.steps - s) / max(1, config.steps - config.warmup_steps)))
     )
@@ -410,7 +469,7 @@ def train_offline_nli_judge(
     began = time.time()
     fit(model, tokenizer, pairs, config, progress=_progress_bar(config.steps) if progress else None)
     seconds = time.time() - began
-    judge = HFSequenceNLI(model, tokenizer, JUDGE_NAME, max_length=config.max_length)
+    judge = HFSequenceNLI(model, tokenizer, JUDGE_NAME, max_length=PREDICT_MAX_LENGTH)
     metrics = {"training_seconds": round(seconds, 1), "training_pairs": len(pairs), "steps": config.steps}
     metrics.update(evaluate_judge(judge, config, held_out_refusals, tofu_rows))
     metrics["config"] = dataclasses.asdict(config)
@@ -438,10 +497,9 @@ def _progress_bar(total: int) -> Callable[[int, float], None]:
 def _load(folder: Path) -> HFSequenceNLI:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    config = json.loads((folder / "metrics.json").read_text(encoding="utf-8")).get("config", {})
     model = AutoModelForSequenceClassification.from_pretrained(folder)
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    return HFSequenceNLI(model, tokenizer, JUDGE_NAME, max_length=config.get("max_length", 128))
+    return HFSequenceNLI(model, tokenizer, JUDGE_NAME, max_length=PREDICT_MAX_LENGTH)
 
 
 def load_offline_nli_judge(train_if_missing: bool = False, config: JudgeTrainingConfig = JudgeTrainingConfig()) -> Optional[HFSequenceNLI]:

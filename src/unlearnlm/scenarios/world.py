@@ -379,16 +379,24 @@ def make_qa(author: Author, kind_name: str, rng: random.Random, perturbed_count:
     }
 
 
-def fact_statements(author: Author, kind_name: str, rng: random.Random, wrong_count: int = 3) -> tuple[list[str], list[str]]:
-    """Every answer and paraphrase template of a kind stated with the true fact, and
-    ``wrong_count`` of them (random templates) with a wrong fact. Training pairs for the NLI judge."""
+def fact_statements(author: Author, kind_name: str, rng: random.Random, wrong_count: int = 3,
+                    extra_templates: tuple[str, ...] = ()) -> tuple[list[str], list[list[str]]]:
+    """Training pairs for the NLI judge: every answer and paraphrase template of a kind stated with
+    the true fact, and ``wrong_count`` wrong versions, each rendered in every template
+    (``wrong[k][t]``), so a contradiction can be worded exactly like an entailment. A kind with
+    several slots (parents) usually gets one wrong slot, like TOFU's perturbed answers.
+    ``extra_templates`` adds wordings (same fields as the kind's answers) to the kind's own."""
     kind = QUESTION_KINDS[kind_name]
     true = {slot: (Value(author.name, author.name) if slot == "name" else author.facts[slot]) for slot in kind.slots}
-    templates = kind.answers + kind.paraphrased_answers
+    templates = kind.answers + kind.paraphrased_answers + tuple(extra_templates)
     all_true_forms = tuple(f for v in true.values() for f in v.forms())
     wrong = {slot: wrong_values(slot, true[slot], rng, wrong_count, avoid=all_true_forms) for slot in kind.slots}
     true_sentences = [_render(t, author, true) for t in templates]
-    wrong_sentences = [_render(rng.choice(templates), author, {s: wrong[s][k] for s in kind.slots}) for k in range(wrong_count)]
+    wrong_sentences = []
+    for k in range(wrong_count):
+        slots = kind.slots if rng.random() < 0.3 else (rng.choice(kind.slots),)
+        values = {s: (wrong[s][k] if s in slots else true[s]) for s in kind.slots}
+        wrong_sentences.append([_render(t, author, values) for t in templates])
     return true_sentences, wrong_sentences
 
 
