@@ -75,7 +75,8 @@ def test_demo_rejects_a_retain_split_holding_forget_authors(world_model, tmp_pat
 
 def test_the_judge_trains_in_a_background_process_while_the_models_fine_tune(world_model, tmp_path, monkeypatch):
     """With a judge to train and models to fine-tune, the judge's process runs beside the
-    fine-tuning, which uses one thread; the evaluations wait for the judge and use them all."""
+    fine-tuning and unlearning, which use one thread; the evaluations wait for the judge and use
+    every thread."""
     import sys
 
     import torch
@@ -93,6 +94,9 @@ def test_the_judge_trains_in_a_background_process_while_the_models_fine_tune(wor
         def wait(self):
             events.append(("waited", torch.get_num_threads()))
 
+        def finished(self):
+            return False
+
         def stop(self):
             events.append(("stopped", None))
 
@@ -100,20 +104,28 @@ def test_the_judge_trains_in_a_background_process_while_the_models_fine_tune(wor
 
     real_finetune = run_module.finetune
 
+    real_unlearn = run_module.unlearn
+
     def finetune_recording(recipe):
         events.append(("finetune", torch.get_num_threads()))
         return real_finetune(recipe)
 
+    def unlearn_recording(config):
+        events.append(("unlearn", torch.get_num_threads()))
+        return real_unlearn(config)
+
     real_background = demo.JudgeInBackground
     monkeypatch.setattr(demo, "JudgeInBackground", FakeJudge)
     monkeypatch.setattr(demo, "judge_needs_training", lambda config: True)
-    monkeypatch.setattr(run_module, "finetune", finetune_recording, raising=True)
+    monkeypatch.setattr(run_module, "finetune", finetune_recording)
+    monkeypatch.setattr(run_module, "unlearn", unlearn_recording)
     before = torch.get_num_threads()
     config = from_dict(DemoConfig, {**SMALL, "output_dir": str(tmp_path / "demo"), "methods": ["GA+GD"],
                                     "model": {"name_or_path": str(world_model)}})
     run_demo(config)
-    assert [e[0] for e in events] == ["started", "finetune", "finetune", "waited", "stopped"]
-    assert events[1][1] == events[2][1] == 1 and events[3][1] == before == torch.get_num_threads()
+    assert [e[0] for e in events] == ["started", "finetune", "finetune", "unlearn", "waited", "stopped"]
+    assert events[1][1] == events[2][1] == events[3][1] == 1
+    assert events[4][1] == before == torch.get_num_threads()
 
     # A child that fails stops the demo with the end of its log.
     failing = real_background(tmp_path / "judge.log", [sys.executable, "-c", "print('no weights'); raise SystemExit(3)"])

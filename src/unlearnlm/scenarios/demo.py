@@ -3,12 +3,14 @@
 Stages (each skipped when its result already exists):
 
 1. a fictitious world of authors (scenarios.world), in TOFU's format;
-2. the judges: the sentence embedder and an NLI judge (the offline one is trained once);
+2. the judges: the sentence embedder and an NLI judge (the offline one is trained once, in a
+   background process while stages 3 and 4 run);
 3. a target fine-tuned on every author and a retain model that never saw the forget authors,
    both cached under ``cache_dir()/demo`` by a hash of everything that made them;
-4. the target, the retain model and one unlearned model per method, evaluated as SPEC §5
-   (the retain model's evaluation gives every other model its Forget Quality);
-5. the comparison table, the MU-vs-FE plot and an HTML page (evaluation.report).
+4. one unlearned model per method, from the target;
+5. the target, the retain model and every unlearned model evaluated as SPEC §5 (the retain
+   model's evaluation gives every other model its Forget Quality);
+6. the comparison table, the MU-vs-FE plot and an HTML page (evaluation.report).
 
 Layout of OUTPUT_DIR: ``world`` and ``target`` / ``retain`` (links into the cache), ``unlearn/<METHOD>/``
 (run folders, each with ``eval/``), ``report/``.
@@ -140,11 +142,11 @@ def judge_needs_training(config: DemoConfig) -> bool:
 
 
 class JudgeInBackground:
-    """``unlearnlm train-judge`` in a child process, while this one fine-tunes the models.
+    """``unlearnlm train-judge`` in a child process, while this one fine-tunes and unlearns.
 
     On a 2-core CPU two single-threaded jobs get more done than one job on both cores (small
     matrices parallelise poorly: measured, two one-thread fine-tunes side by side ran 1.2x the
-    steps of one two-thread fine-tune), and the judge is needed only at the first evaluation."""
+    steps of one two-thread fine-tune), and the judge is needed only by the evaluations."""
 
     def __init__(self, log: Path, command: Optional[list[str]] = None):
         import subprocess
@@ -167,6 +169,9 @@ class JudgeInBackground:
                             + "\n".join(tail))
         print("the offline NLI judge is trained: " + self.log.read_text(encoding="utf-8", errors="replace")
               .rsplit("\r", 1)[-1].strip().replace("\n", "\n  "), flush=True)
+
+    def finished(self) -> bool:
+        return self.process.poll() is not None
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -262,12 +267,16 @@ def run_demo(config: DemoConfig) -> Path:
     background, threads = None, torch.get_num_threads()
     fine_tuning = not (is_finished(target_recipe) and is_finished(retain_recipe))
     if config.judge_in_background and fine_tuning and judge_needs_training(config):
+        # The judge is needed only by the evaluations, which come last: it trains beside the
+        # fine-tuning and unlearning, one core each.
         background = JudgeInBackground(cache / "judge-training.log")
-        torch.set_num_threads(1)  # one core each: the judge's process and this one
-        print(f"the offline NLI judge trains in a background process while the models fine-tune (log: {background.log})")
+        torch.set_num_threads(1)
+        print(f"the offline NLI judge trains in a background process meanwhile (log: {background.log})")
         judges = None
     else:
         judges = load_judges(config)
+    from ..training.run import unlearn
+
     try:
         stages.begin("fine-tuning the target on every author")
         cached_target = finetune(target_recipe).resolve()
@@ -275,8 +284,16 @@ def run_demo(config: DemoConfig) -> Path:
         stages.begin(f"fine-tuning the retain model on {config.retain_split} (never sees the forget authors)")
         cached_retain = finetune(retain_recipe).resolve()
         retain = _link(output / "retain", cached_retain)
+        unlearned = []
+        for method in config.methods:
+            if background is not None and background.finished():
+                torch.set_num_threads(threads)  # the judge is done: both cores for this process
+            run_dir = output / "unlearn" / method_slug(method)
+            stages.begin(f"unlearning with {method}")
+            unlearn(unlearn_config(config, world, target / "model", method, run_dir))
+            unlearned.append((method, run_dir))
+        torch.set_num_threads(threads)
         if background is not None:
-            torch.set_num_threads(threads)
             judges = load_judges(config, background)
     finally:
         torch.set_num_threads(threads)
@@ -291,14 +308,8 @@ def run_demo(config: DemoConfig) -> Path:
     retain_eval = cached_retain / "eval"
     stages.begin("evaluating the target")
     evaluate_once(evaluation_config(config, world, cached_target / "model", cached_target / "eval", retain_eval), judges)
-
     runs = [target, retain]
-    for method in config.methods:
-        run_dir = output / "unlearn" / method_slug(method)
-        stages.begin(f"unlearning with {method}")
-        from ..training.run import unlearn
-
-        unlearn(unlearn_config(config, world, target / "model", method, run_dir))
+    for method, run_dir in unlearned:
         stages.begin(f"evaluating {method}")
         evaluate_once(evaluation_config(config, world, run_dir / "model", run_dir / "eval", retain_eval), judges)
         runs.append(run_dir)
