@@ -5,9 +5,10 @@ same model, data and seed; the reference-style mode switches our optimisations o
 the reference implementation does:
 
     reference  pad every sequence to 500 tokens, a reference-model forward every step, unsorted
-               fixed-size batches, one forward per sequence kind
+               fixed-size batches, one forward per sequence kind, logits at every position
     ours       per-batch padding of length-grouped batches, reference NLLs computed once
-               before training (NPO/DPO) and the reference freed (the default config)
+               before training (NPO/DPO) and the reference freed, logits only where a loss
+               reads them, fused AdamW (the default config)
 
 Each (method, mode) runs in a fresh subprocess, so its peak RSS is its own. Reported per run:
 seconds per unlearning epoch (one pass over the forget set), real (unpadded) tokens per second,
@@ -54,10 +55,12 @@ EQUAL_LOSS = 1e-5
 # Mode -> config overrides. "ours" is the default config; the ablations switch one thing off.
 MODES = {
     "ours": {},
-    "reference": {"data.pad_to": REFERENCE_PAD, "training.fuse_forward": False,
+    "reference": {"data.pad_to": REFERENCE_PAD, "training.fuse_forward": False, "training.answer_logits_only": False,
                   "training.group_by_length": False, "training.precompute_reference_nll": False},
     "pad500": {"data.pad_to": REFERENCE_PAD, "training.group_by_length": False},
     "unsorted": {"training.group_by_length": False},
+    "full-logits": {"training.answer_logits_only": False},
+    "foreach-adamw": {"training.optimizer": "adamw_torch"},
     "fused": {"training.fuse_forward": True},
     "live-ref": {"training.precompute_reference_nll": False},
 }

@@ -89,6 +89,9 @@ class TrainingConfig:
     group_by_length: bool = True
     # NPO/DPO: compute the frozen reference's per-sequence NLLs once before training, then free it.
     precompute_reference_nll: bool = True
+    # Project onto the vocabulary only the positions a loss reads (the answers; every position for
+    # KL and ME's unmasked questions): the same losses, less work. false = every position.
+    answer_logits_only: bool = True
     progress: bool = True
     # Checkpoints let a killed run resume where it was (rerun the same command): one is kept, written
     # every `save_steps` optimiser steps (0 = never by count) and whenever `save_minutes` have

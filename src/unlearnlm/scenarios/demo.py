@@ -105,7 +105,10 @@ def finetune_recipe(config: DemoConfig, cache: Path, world: Path, name: str, tra
         training=config.finetune,
     )
     identity = {k: v for k, v in to_dict(recipe).items() if k != "output_dir"}
-    identity["training"].pop("progress")  # showing a progress bar changes no weight
+    # Settings that change how the same numbers are computed, not which: a progress bar, and
+    # projecting only the answers onto the vocabulary.
+    for key in ("progress", "answer_logits_only"):
+        identity["training"].pop(key, None)
     # The folder the name resolves to: an embedded model's names its conversion version, so a
     # new conversion is a new recipe.
     identity["base_model_folder"] = resolve_model_path(config.model.name_or_path)

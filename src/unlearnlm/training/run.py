@@ -319,6 +319,7 @@ def build_unlearning_trainer(config: UnlearnConfig, method: Method, data: Unlear
         beta=config.beta,
         reference_model=reference,
         fuse_forward=config.training.fuse_forward,
+        answer_logits_only=config.training.answer_logits_only,
         group_by_length=config.training.group_by_length,
         stop_forget_loss_below=config.training.stop_forget_loss_below,
         stop_forget_loss_above=config.training.stop_forget_loss_above,
@@ -406,7 +407,9 @@ def finetune(config: FinetuneConfig) -> Path:
         model=model,
         args=args,
         train_dataset=dataset,
-        data_collator=QACollator(tokenizer.pad_token_id, answer_logits_only=takes_logits_to_keep(model)),
+        data_collator=QACollator(
+            tokenizer.pad_token_id, answer_logits_only=config.training.answer_logits_only and takes_logits_to_keep(model)
+        ),
         processing_class=tokenizer,
         callbacks=[JsonlLogCallback(output_dir / "log.jsonl")],
     )

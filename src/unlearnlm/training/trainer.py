@@ -212,6 +212,7 @@ class UnlearningTrainer(Trainer):
         beta: float,
         reference_model: Optional[torch.nn.Module] = None,
         fuse_forward: bool = True,
+        answer_logits_only: bool = True,
         group_by_length: bool = False,
         stop_forget_loss_below: Optional[float] = None,
         stop_forget_loss_above: Optional[float] = None,
@@ -223,6 +224,7 @@ class UnlearningTrainer(Trainer):
         self.regularization_coeff = regularization_coeff
         self.beta = beta
         self.fuse_forward = fuse_forward
+        self.answer_logits_only = method.answer_logits_only if answer_logits_only else ()
         self.group_by_length = group_by_length
         self.stop_below = stop_forget_loss_below
         self.stop_above = stop_forget_loss_above
@@ -265,7 +267,7 @@ class UnlearningTrainer(Trainer):
     def objective(self, model, inputs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(loss, forget loss, regulariser) of one batch."""
         ctx = LossContext(model, inputs, reference=self.reference, beta=self.beta,
-                          answer_logits_only=self.method.answer_logits_only)
+                          answer_logits_only=self.answer_logits_only)
         if self.fuse_forward:
             ctx.prefetch(self.method.inputs)
         forget_loss = self.method.forget.fn(ctx)
