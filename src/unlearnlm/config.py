@@ -139,7 +139,9 @@ class EvaluateConfig:
     ds_size: int = 300
     # Prompt + generated tokens, at most (the reference: 200).
     max_length: int = 200
-    generation_batch_size: int = 32
+    # A greedy batch runs as many steps as its longest answer: fewer, larger batches take fewer
+    # steps (the demo's 59 questions: one batch of 64, 9.6 s, against 12.6 s in batches of 32).
+    generation_batch_size: int = 64
     loss_batch_size: int = 16
     # Batches of similar length drawn from every set at once (less padding, fewer generation
     # steps). false = set by set, batches in set order, as the reference.

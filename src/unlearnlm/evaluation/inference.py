@@ -143,7 +143,7 @@ def infer_sets(
     formatter: PromptFormat,
     sets: Sequence[tuple[EvalSet, Sequence[dict]]],
     max_length: int = 200,
-    generation_batch_size: int = 32,
+    generation_batch_size: int = 64,
     loss_batch_size: int = 16,
     times: Optional[InferenceTimes] = None,
     log: Callable[[str], None] = lambda message: None,
