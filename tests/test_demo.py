@@ -106,13 +106,14 @@ def test_the_judge_trains_in_a_background_process_while_the_models_fine_tune(wor
 
     real_unlearn = run_module.unlearn
 
-    def finetune_recording(recipe):
+    def finetune_recording(recipe, callbacks=()):
         events.append(("finetune", torch.get_num_threads()))
-        return real_finetune(recipe)
+        assert [type(c).__name__ for c in callbacks] == ["ReclaimCores"]
+        return real_finetune(recipe, callbacks)
 
-    def unlearn_recording(config):
+    def unlearn_recording(config, callbacks=()):
         events.append(("unlearn", torch.get_num_threads()))
-        return real_unlearn(config)
+        return real_unlearn(config, callbacks)
 
     real_background = demo.JudgeInBackground
     monkeypatch.setattr(demo, "JudgeInBackground", FakeJudge)
@@ -131,3 +132,28 @@ def test_the_judge_trains_in_a_background_process_while_the_models_fine_tune(wor
     failing = real_background(tmp_path / "judge.log", [sys.executable, "-c", "print('no weights'); raise SystemExit(3)"])
     with pytest.raises(UserError, match="exit code 3(.|\n)*no weights"):
         failing.wait()
+
+
+def test_training_takes_every_core_back_once_the_judge_is_done():
+    import torch
+
+    from unlearnlm.scenarios.demo import ReclaimCores
+
+    class Background:
+        done = False
+
+        def finished(self):
+            return self.done
+
+    before = torch.get_num_threads()
+    background = Background()
+    callback = ReclaimCores(background, threads=3)
+    try:
+        torch.set_num_threads(1)
+        callback.on_step_begin(None, None, None)
+        assert torch.get_num_threads() == 1  # the judge still trains
+        background.done = True
+        callback.on_step_begin(None, None, None)
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)

@@ -26,6 +26,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
+from transformers import TrainerCallback
+
 from ..config import (
     DemoConfig,
     EvalDataConfig,
@@ -184,6 +186,20 @@ class JudgeInBackground:
             self._output.close()
 
 
+class ReclaimCores(TrainerCallback):
+    """Once the background judge is done, the next step runs on ``threads``
+    threads again (set here, on the training thread: a thread count is per thread)."""
+
+    def __init__(self, background: Optional[JudgeInBackground], threads: int):
+        self.background, self.threads = background, threads
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        import torch
+
+        if self.background is not None and torch.get_num_threads() != self.threads and self.background.finished():
+            torch.set_num_threads(self.threads)
+
+
 def evaluation_config(config: DemoConfig, world: Path, model_dir: Path, output: Path,
                       retain_eval: Path | None) -> EvaluateConfig:
     return EvaluateConfig(
@@ -280,20 +296,20 @@ def run_demo(config: DemoConfig) -> Path:
         judges = load_judges(config)
     from ..training.run import unlearn
 
+    # Once the judge is done, the next training step takes every core back.
+    callbacks = [ReclaimCores(background, threads)] if background is not None else []
     try:
         stages.begin("fine-tuning the target on every author")
-        cached_target = finetune(target_recipe).resolve()
+        cached_target = finetune(target_recipe, callbacks).resolve()
         target = _link(output / "target", cached_target)
         stages.begin(f"fine-tuning the retain model on {config.retain_split} (never sees the forget authors)")
-        cached_retain = finetune(retain_recipe).resolve()
+        cached_retain = finetune(retain_recipe, callbacks).resolve()
         retain = _link(output / "retain", cached_retain)
         unlearned = []
         for method in config.methods:
-            if background is not None and background.finished():
-                torch.set_num_threads(threads)  # the judge is done: both cores for this process
             run_dir = output / "unlearn" / method_slug(method)
             stages.begin(f"unlearning with {method}")
-            unlearn(unlearn_config(config, world, target / "model", method, run_dir))
+            unlearn(unlearn_config(config, world, target / "model", method, run_dir), callbacks)
             unlearned.append((method, run_dir))
         torch.set_num_threads(threads)
         if background is not None:

@@ -21,7 +21,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import yaml
 
@@ -331,8 +331,9 @@ def build_unlearning_trainer(config: UnlearnConfig, method: Method, data: Unlear
     return trainer, tokenizer
 
 
-def unlearn(config: UnlearnConfig) -> Path:
-    """Unlearn ``config.data``'s forget set from ``config.model``; returns the run folder."""
+def unlearn(config: UnlearnConfig, callbacks: Sequence = ()) -> Path:
+    """Unlearn ``config.data``'s forget set from ``config.model``; returns the run folder.
+    ``callbacks``: more transformers TrainerCallbacks for the run."""
     validate_config(config)
     method = get_method(config.method)
     data = load_unlearning_data(config, method)
@@ -345,6 +346,8 @@ def unlearn(config: UnlearnConfig) -> Path:
     output_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, output_dir / "config.yaml")
     trainer, tokenizer = build_unlearning_trainer(config, method, data, output_dir)
+    for callback in callbacks:
+        trainer.add_callback(callback)
     metrics, resumed_from = _train(trainer, output_dir, config.training)
     summary = {
         "method": method.name,
@@ -374,8 +377,9 @@ def load_finetune_data(config: FinetuneConfig) -> list[dict]:
     return rows
 
 
-def finetune(config: FinetuneConfig) -> Path:
-    """Plain supervised fine-tuning on QA records (a target that knows them, or a retain model)."""
+def finetune(config: FinetuneConfig, callbacks: Sequence = ()) -> Path:
+    """Plain supervised fine-tuning on QA records (a target that knows them, or a retain model).
+    ``callbacks``: more transformers TrainerCallbacks for the run."""
     validate_config(config)
     rows = load_finetune_data(config)
     output_dir = Path(config.output_dir)
@@ -411,7 +415,7 @@ def finetune(config: FinetuneConfig) -> Path:
             tokenizer.pad_token_id, answer_logits_only=config.training.answer_logits_only and takes_logits_to_keep(model)
         ),
         processing_class=tokenizer,
-        callbacks=[JsonlLogCallback(output_dir / "log.jsonl")],
+        callbacks=[JsonlLogCallback(output_dir / "log.jsonl"), *callbacks],
     )
     metrics, resumed_from = _train(trainer, output_dir, config.training)
     summary = {"rows": len(rows), "steps": trainer.state.global_step, "resumed_from": resumed_from, **metrics}
