@@ -134,3 +134,32 @@ def test_lora_run_merges_into_plain_weights(tiny_model, qa_folder, tmp_path):
     original = AutoModelForCausalLM.from_pretrained(tiny_model)
     changed = [not torch.equal(a, b) for a, b in zip(model.parameters(), original.parameters())]
     assert any(changed)
+
+
+def test_finetuning_steps_hold_rows_of_similar_length(tiny_model, tmp_path):
+    """group_by_length in fine-tuning: every row once an epoch, and steps that pad far less than
+    a plain shuffle's."""
+    import random
+
+    from unlearnlm.config import TrainingConfig
+    from unlearnlm.data.batches import QADataset
+    from unlearnlm.training.trainer import FinetuneTrainer, training_arguments
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    rng = random.Random(0)
+    rows = [{"question": "q " * rng.randint(1, 30), "answer": "a " * rng.randint(1, 30)} for _ in range(60)]
+    dataset = QADataset(rows, PromptFormat(tokenizer))
+    config = TrainingConfig(per_device_batch_size=6, gradient_accumulation_steps=1, progress=False)
+    trainer = FinetuneTrainer(model=AutoModelForCausalLM.from_pretrained(tiny_model),
+                              args=training_arguments(config, tmp_path, len(dataset)), train_dataset=dataset)
+    order = list(trainer._get_train_sampler())
+    assert sorted(order) == list(range(60))
+    lengths = [len(item.input_ids) for item in dataset]
+
+    def padding(sequence):
+        steps = [[lengths[i] for i in sequence[k : k + 6]] for k in range(0, 60, 6)]
+        return sum(max(s) * len(s) - sum(s) for s in steps) / sum(max(s) * len(s) for s in steps)
+
+    shuffled = list(range(60))
+    random.Random(1).shuffle(shuffled)
+    assert padding(order) < 0.5 * padding(shuffled)

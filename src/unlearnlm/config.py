@@ -85,7 +85,8 @@ class TrainingConfig:
     # Forward forget, retain and refusal sequences of a step as one batch (same numbers). Off by
     # default: on CPU it measured slower (the kinds pad to a common length); see docs/performance.md.
     fuse_forward: bool = False
-    # Batch forget rows of similar length together (less padding; same rows per optimiser step).
+    # Less padding. Unlearning: a step's rows (a random set, as without it) are ordered by length
+    # so its micro-batches pad little. Fine-tuning: rows of similar length share a step.
     group_by_length: bool = True
     # NPO/DPO: compute the frozen reference's per-sequence NLLs once before training, then free it.
     precompute_reference_nll: bool = True

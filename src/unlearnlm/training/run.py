@@ -394,7 +394,7 @@ def finetune(config: FinetuneConfig, callbacks: Sequence = ()) -> Path:
     from ..data.formatting import PromptFormat
     from ..methods.losses import takes_logits_to_keep
     from .models import apply_lora, load_model, load_tokenizer
-    from .trainer import JsonlLogCallback, training_arguments
+    from .trainer import FinetuneTrainer, JsonlLogCallback, training_arguments
 
     tokenizer = load_tokenizer(config.model)
     model = load_model(config.model)
@@ -407,7 +407,7 @@ def finetune(config: FinetuneConfig, callbacks: Sequence = ()) -> Path:
     output_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, output_dir / "config.yaml")
     args = training_arguments(config.training, output_dir / "checkpoints", len(dataset), _world_size())
-    trainer = Trainer(
+    trainer = (FinetuneTrainer if config.training.group_by_length else Trainer)(
         model=model,
         args=args,
         train_dataset=dataset,
