@@ -332,7 +332,8 @@ class DemoConfig:
     ds_size: int = 20
     judges: JudgesConfig = field(default_factory=JudgesConfig)
     # Train the offline NLI judge if no judge loads (a few CPU minutes, cached), in a background
-    # process while the target and retain models fine-tune (faster on a small CPU).
+    # process while the target and retain models fine-tune and the methods unlearn (faster on a
+    # small CPU; the evaluations wait for it).
     train_judge: bool = True
     judge_in_background: bool = True
 

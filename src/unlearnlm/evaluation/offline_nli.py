@@ -163,17 +163,13 @@ def _elaboration(rng: random.Random) -> str:
     return rng.choice(ELABORATIONS) if rng.random() < 0.3 else ""
 
 
-def _elaborate(sentence: str, rng: random.Random) -> str:
-    return sentence + _elaboration(rng)
-
-
 def _restyle(hypothesis: str, rng: random.Random) -> str:
     """An opener sometimes, synonyms half the time, commentary sometimes."""
     reworded = rng.random() < 0.5
     sentence = _open(hypothesis, rng)
     if reworded:
         sentence = _reword(sentence, rng)
-    return _elaborate(sentence, rng)
+    return sentence + _elaboration(rng)
 
 
 def _join(sentence: str, other: str, sentence_first: bool) -> str:
