@@ -215,3 +215,19 @@ def test_paper_defaults_per_method():
 def test_unknown_method_lists_valid_ones(name):
     with pytest.raises(UserError, match="forget losses: GA, NPO, ME, IDK, DPO"):
         get_method(name)
+
+
+def test_token_nll_over_a_large_vocabulary_is_close_to_float64():
+    """SmolLM2's 49,152-token vocabulary: float32 cross-entropy summed over many logits drifts;
+    computed over contiguous vocabulary rows it stays within 3e-5 of float64 (over a [B, V, T]
+    view it drifted 8e-5 on these logits)."""
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(4, 40, 49152, generator=generator) * 5
+    labels = torch.randint(0, 49152, (4, 40), generator=generator)
+    labels[:, :10] = -100
+    nll, mask = losses.token_nll(logits, labels)
+    exact = torch.nn.functional.cross_entropy(
+        logits[:, :-1].double().reshape(-1, 49152), labels[:, 1:].clamp(min=0).reshape(-1), reduction="none"
+    ).view(4, 39) * mask
+    assert mask.sum() == 4 * 30  # labels at positions 10..39, each predicted from the position before
+    assert (nll.double() - exact).abs().max().item() < 3e-5
