@@ -8,7 +8,10 @@ optimisations off and does what the reference implementation does:
                projected onto the vocabulary at every position, eager attention, the embedder
                called one text at a time, the NLI judge in batches of 30
     ours       batches grouped by length, per-batch padding, vocabulary logits only at answer
-               positions, SDPA attention, batched judges (the default config)
+               positions, each question's prompt run once for all its answers, SDPA attention,
+               batched judges (the default config)
+
+A third mode, whole-sequences, is ours with one whole sequence per answer (share_prompts=false).
 
 Sets: TOFU forget01 (perturbed; forget role) and retain_perturbed (retain role), the first
 --rows rows of each. Per mode and phase: seconds and rows per second; then every metric in
@@ -22,6 +25,7 @@ same. Phases:
 
     python benchmarks/bench_evaluation.py                        # both modes, 20 + 20 rows, ~15 min
     python benchmarks/bench_evaluation.py --modes ours --rows 100   # our speed alone
+    python benchmarks/bench_evaluation.py --modes ours,whole-sequences   # what sharing prompts saves
     python benchmarks/bench_evaluation.py --fast                 # a random 4-layer model, ~1 min
 
 Workers use one torch thread by default: on a shared 2-core machine OpenMP's spin-waiting makes
@@ -51,6 +55,8 @@ TARGET_SPEEDUP = 5.0
 # Mode -> (evaluation config overrides, attention implementation).
 MODES = {
     "ours": ([], "sdpa"),
+    # Ours with every loss sequence run whole (a question's prompt once per answer).
+    "whole-sequences": (["share_prompts=false"], "sdpa"),
     "reference": ([
         "group_by_length=false", "pad_to=500", "answer_logits_only=false", "generation_batch_size=30", "loss_batch_size=30",
         "judges.embedder_batch_size=1", "judges.nli_batch_size=30",

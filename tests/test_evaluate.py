@@ -17,7 +17,7 @@ from unlearnlm.errors import UserError
 from unlearnlm.evaluation import metrics as M
 from unlearnlm.evaluation.evaluate import Judges, evaluate_model
 
-from conftest import write_jsonl
+from conftest import qa_rows, write_jsonl
 
 
 class FakeEmbedder:
@@ -329,3 +329,52 @@ def test_answer_only_logits_give_every_sequence_loss_of_full_logits(tiny_model):
     labels = torch.tensor([[IGNORE, IGNORE, IGNORE, 5, 6, IGNORE], [IGNORE, IGNORE, 7, 8, 9, 2]])
     assert answer_positions(labels) == 5  # positions 1..5: the one before the first label (2) onwards
     assert answer_positions(torch.full((2, 4), IGNORE)) == 0
+
+
+def test_shared_prompts_give_the_loss_of_each_whole_sequence(tiny_model):
+    """Each question's prompt run once, its answers packed behind it (a mask hides the others):
+    every (question, answer) gets the NLL and token count of its own prompt + answer sequence,
+    whatever the batch, duplicates included."""
+    from unlearnlm.data.formatting import PromptFormat
+    from unlearnlm.evaluation.inference import sequence_losses, shared_prompt_losses, supports_shared_prompts
+    from unlearnlm.config import ModelConfig
+    from unlearnlm.training.models import load_model, load_tokenizer
+
+    model_config = ModelConfig(name_or_path=str(tiny_model))
+    model, tokenizer = load_model(model_config), load_tokenizer(model_config)
+    model.set_attn_implementation("sdpa")
+    assert supports_shared_prompts(model)
+    formatter = PromptFormat(tokenizer)
+    rows = qa_rows()[:4]
+    pairs = [(r["question"], a) for r in rows for a in [r["answer"], r["paraphrased_answer"], *r["perturbed_answer"]]]
+    pairs += [("Why?", "Because."), (rows[0]["question"], rows[0]["answer"])]  # a short prompt; a repeat
+    alone = sequence_losses(model, formatter, pairs, batch_size=1)
+    for batch_size in (1, 5, 64):
+        shared = shared_prompt_losses(model, formatter, pairs, batch_size)
+        assert [c for _, c in shared] == [c for _, c in alone]
+        assert [n for n, _ in shared] == pytest.approx([n for n, _ in alone], rel=1e-5)
+    # By hand for one pair: -sum log p(answer token | everything before it), in float64.
+    question, answer = pairs[1]
+    encoded = formatter.encode(question, answer)
+    ids = torch.tensor([encoded.input_ids])
+    with torch.no_grad():
+        log_probs = torch.log_softmax(model(input_ids=ids).logits[0, :-1].double(), dim=-1)
+    by_hand = -sum(log_probs[t - 1, ids[0, t]].item() for t in range(encoded.prompt_length, ids.shape[1]))
+    assert shared[1][0] == pytest.approx(by_hand, rel=1e-5)
+    assert shared[1][1] == ids.shape[1] - encoded.prompt_length
+
+    class Flash:
+        config = type("Config", (), {"_attn_implementation": "flash_attention_2"})()
+
+        def forward(self, input_ids, attention_mask=None, position_ids=None):
+            pass
+
+    assert not supports_shared_prompts(Flash())  # takes no 4D mask: the evaluation runs whole sequences
+
+
+def test_shared_prompts_are_the_evaluations_default_and_change_no_metric(evaluated, tiny_model, tofu_folder, tmp_path):
+    output, summary, _ = evaluated
+    whole = evaluate_model(_config(tiny_model, tofu_folder, tmp_path, "share_prompts=false"),
+                           judges=Judges(FakeEmbedder(), FakeNLI()))
+    for name, result in summary["sets"].items():
+        assert whole["sets"][name]["metrics"] == pytest.approx(result["metrics"], abs=1e-6)

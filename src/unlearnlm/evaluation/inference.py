@@ -5,8 +5,9 @@ set at once (batches of similar length, drawn from all sets):
   - greedy generation: left-padded prompts, KV cache, batches of similar prompt length, at
     most ``max_length`` tokens per row in all (prompt + output, 200 as in the reference);
   - per-sequence losses of the ground truth, the "paraphrased" and every perturbed answer:
-    right-padded question+answer sequences (the training format), NLL summed over the answer
-    tokens (EOS included) and divided by their number.
+    question+answer sequences (the training format), NLL summed over the answer tokens (EOS
+    included) and divided by their number. By default a question's prompt is run once for all
+    its answers (``shared_prompt_losses``); ``share_prompts=false`` runs each sequence whole.
 Prompts use the engine's ``PromptFormat``, so a model is scored on exactly the format it was
 trained on.
 """
@@ -21,7 +22,7 @@ import torch
 
 from ..data.batches import pad_encoded
 from ..data.formatting import EncodedQA, PromptFormat
-from ..methods.losses import IGNORE, answer_logits, sequence_nll
+from ..methods.losses import IGNORE, answer_logits, sequence_nll, takes_logits_to_keep
 from .sets import EvalSet
 
 
@@ -133,6 +134,112 @@ def sequence_losses(
     return [results[p] for p in pairs]
 
 
+def supports_shared_prompts(model) -> bool:
+    """Whether ``shared_prompt_losses`` can run on ``model``: it passes its own 4D float mask and
+    position ids, which eager and SDPA attention honour (flash attention does not take a mask)."""
+    import inspect
+
+    config = getattr(model, "config", None)
+    forward = getattr(model, "forward", None)
+    takes_positions = forward is not None and "position_ids" in inspect.signature(forward).parameters
+    return takes_positions and getattr(config, "_attn_implementation", None) in ("eager", "sdpa")
+
+
+def shared_prompt_losses(
+    model,
+    formatter: PromptFormat,
+    pairs: Sequence[tuple[str, str]],
+    batch_size: int = 16,
+) -> list[tuple[float, int]]:
+    """What ``sequence_losses`` returns, computed with each question's prompt run once.
+
+    A question and all its answers (truth, paraphrase, perturbed: up to seven) become one row,
+    prompt + answer 1 + answer 2 + ...; a 4D mask lets each answer see the prompt and itself
+    only, and position ids restart every answer where the prompt ends. Every answer token then
+    sees exactly the tokens, at the positions, it sees in its own prompt + answer sequence, so
+    the values are those of the separate sequences up to float rounding; the prompt (most of a
+    short QA pair) is computed once instead of once per answer. ``batch_size`` counts answers,
+    as ``sequence_losses``'s counts sequences."""
+    pad_id = formatter.tokenizer.pad_token_id
+    pad_id = pad_id if pad_id is not None else formatter.eos_token_id
+    answers_of: dict[str, list[str]] = {}
+    for question, answer in dict.fromkeys(pairs):
+        answers_of.setdefault(question, []).append(answer)
+    questions = list(answers_of)
+    prompts = [formatter.prompt_ids(q) for q in questions]
+    answer_ids = [[formatter.answer_ids(a) for a in answers_of[q]] for q in questions]
+    lengths = [len(p) + sum(len(a) for a in answers) for p, answers in zip(prompts, answer_ids)]
+    results: dict[tuple[str, str], tuple[float, int]] = {}
+    device = _device(model)
+    order = sorted(range(len(questions)), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    for i in order:  # fill each batch with about batch_size answers
+        if not batches or sum(len(answer_ids[j]) for j in batches[-1]) >= batch_size:
+            batches.append([])
+        batches[-1].append(i)
+    for batch in batches:
+        packed = _pack_shared_prompts([prompts[i] for i in batch], [answer_ids[i] for i in batch], pad_id)
+        nll = _packed_nll(model, packed, device)
+        for k, (i, n) in enumerate(packed["answer_of"]):
+            answer = answers_of[questions[batch[i]]][n]
+            results[(questions[batch[i]], answer)] = (nll[k], len(answer_ids[batch[i]][n]))
+    return [results[p] for p in pairs]
+
+
+def _pack_shared_prompts(prompts: Sequence[Sequence[int]], answers: Sequence[Sequence[Sequence[int]]],
+                         pad_id: int) -> dict:
+    """Rows of prompt + answers with segment ids (0 prompt, k answer k, -1 padding), position ids,
+    and for every answer token: its row, the position whose logits predict it, and its id."""
+    width = max(len(p) + sum(len(a) for a in row) for p, row in zip(prompts, answers))
+    input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    segments = torch.full((len(prompts), width), -1, dtype=torch.long)
+    positions = torch.zeros((len(prompts), width), dtype=torch.long)
+    rows, sources, targets, owners, answer_of = [], [], [], [], []
+    for r, (prompt, row_answers) in enumerate(zip(prompts, answers)):
+        m = len(prompt)
+        input_ids[r, :m] = torch.tensor(prompt)
+        segments[r, :m] = 0
+        positions[r, :m] = torch.arange(m)
+        start = m
+        for n, answer in enumerate(row_answers):
+            k = len(answer)
+            input_ids[r, start : start + k] = torch.tensor(answer)
+            segments[r, start : start + k] = n + 1
+            positions[r, start : start + k] = torch.arange(m, m + k)
+            # Token t is predicted from the prompt's last position (t = 0) or the answer's own t - 1.
+            rows += [r] * k
+            sources += [m - 1] + list(range(start, start + k - 1))
+            targets += list(answer)
+            owners += [len(answer_of)] * k
+            answer_of.append((r, n))
+            start += k
+    return {"input_ids": input_ids, "segments": segments, "positions": positions,
+            "rows": torch.tensor(rows), "sources": torch.tensor(sources), "targets": torch.tensor(targets),
+            "owners": torch.tensor(owners), "answer_of": answer_of,
+            "first_source": min(len(p) for p in prompts) - 1}
+
+
+def _packed_nll(model, packed: dict, device) -> list[float]:
+    segments = packed["segments"]
+    width = segments.shape[1]
+    query, key = segments[:, :, None], segments[:, None, :]
+    causal = torch.ones(width, width, dtype=torch.bool).tril()
+    allowed = causal & ((key == 0) | (key == query)) & (query >= 0)
+    allowed |= torch.eye(width, dtype=torch.bool)  # padding rows see themselves: no empty softmax
+    dtype = next(model.parameters()).dtype
+    mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)
+    inputs = {"input_ids": packed["input_ids"].to(device), "position_ids": packed["positions"].to(device),
+              "attention_mask": mask[:, None].to(device)}
+    offset = packed["first_source"] if takes_logits_to_keep(model) else 0
+    if offset:
+        inputs["logits_to_keep"] = width - offset  # no label is predicted before the shortest prompt ends
+    logits = model(**inputs).logits
+    picked = logits[packed["rows"].to(device), packed["sources"].to(device) - offset].float()
+    token_nll = torch.nn.functional.cross_entropy(picked, packed["targets"].to(device), reduction="none")
+    totals = torch.zeros(len(packed["answer_of"]), device=device).index_add_(0, packed["owners"].to(device), token_nll)
+    return totals.tolist()
+
+
 def _avg(nll_and_count: tuple[float, int]) -> float:
     nll, count = nll_and_count
     return nll / max(count, 1)
@@ -150,6 +257,7 @@ def infer_sets(
     group_by_length: bool = True,
     pad_to: Optional[int] = None,
     answer_logits_only: bool = True,
+    share_prompts: bool = True,
 ) -> list[list[dict]]:
     """Per-row records of each set: generation, its tokens, and every loss the metrics need.
 
@@ -181,9 +289,12 @@ def infer_sets(
 
                 started = time.perf_counter()
                 group_pairs = [(q, a) for k in group for q, a, _ in pairs[k]]
-                values = iter(sequence_losses(
-                    model, formatter, group_pairs, loss_batch_size, group_by_length, pad_to, answer_logits_only,
-                ))
+                if share_prompts and pad_to is None and supports_shared_prompts(model):
+                    values = iter(shared_prompt_losses(model, formatter, group_pairs, loss_batch_size))
+                else:
+                    values = iter(sequence_losses(
+                        model, formatter, group_pairs, loss_batch_size, group_by_length, pad_to, answer_logits_only,
+                    ))
                 for k in group:
                     losses[k] = [next(values) for _ in pairs[k]]
                 times.loss_s += time.perf_counter() - started
