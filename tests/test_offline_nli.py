@@ -142,3 +142,26 @@ def test_length_grouped_batches_cover_every_pair_once_per_pass():
     spread = [max(len(a) + len(b) for a, b, _ in batch) - min(len(a) + len(b) for a, b, _ in batch) for batch in batches]
     assert max(spread) <= 2
     assert length_grouped_batches(pairs, 4, 10) == length_grouped_batches(pairs, 4, 10)  # seeded
+
+
+def test_dates_are_restated_in_tofus_forms_with_the_same_day_month_and_year():
+    """The world writes "24 April 1941" and "April 24, 1941"; TOFU's answers also write "the
+    24th of April, 1941": the judge sees every form, each date keeping its values."""
+    from unlearnlm.evaluation.offline_nli import DATE_FORMS, _redate
+
+    class Pick:  # rng.choice -> always the form at index
+        def __init__(self, index):
+            self.index, self.draws = index, 0
+
+        def choice(self, options):
+            self.draws += 1
+            return options[self.index]
+
+    sentence = "Ann was born on 24 April 1941; Bob on March 3, 1950, Cy on 11 May 1962, Di on 22 June 1971. Room 12, 1999."
+    rng = Pick(DATE_FORMS.index("the {nth} of {month}, {year}"))
+    assert _redate(sentence, rng) == ("Ann was born on the 24th of April, 1941; Bob on the 3rd of March, 1950, "
+                                      "Cy on the 11th of May, 1962, Di on the 22nd of June, 1971. Room 12, 1999.")
+    assert rng.draws == 4  # one draw per date, none for "Room 12, 1999"
+    assert _redate(sentence, Pick(DATE_FORMS.index("{month} {nth}, {year}"))).startswith(
+        "Ann was born on April 24th, 1941; Bob on March 3rd, 1950, Cy on May 11th, 1962, Di on June 22nd, 1971.")
+    assert _redate("On 1 May 1960.", Pick(DATE_FORMS.index("{month} {day}, {year}"))) == "On May 1, 1960."

@@ -21,6 +21,7 @@ import dataclasses
 import hashlib
 import json
 import random
+import re
 import tarfile
 import time
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ from ..io import atomic_write_json
 from .judges import CONTRADICTION, ENTAILMENT, NEUTRAL, NLI_LABELS, HFSequenceNLI, packaged_embedder_path
 
 # Bump when the pair recipe or the training loop changes: it invalidates cached judges.
-RECIPE_VERSION = 3
+RECIPE_VERSION = 4
 JUDGE_NAME = "offline MiniLM NLI (unlearnlm)"
 VITAMINC_MEMBER = "bigbench/benchmark_tasks/vitaminc_fact_verification/task.json"
 # Judging reads whole pairs (MiniLM's 512 positions): 18 of the 500 TOFU check pairs are longer
@@ -163,12 +164,36 @@ def _elaboration(rng: random.Random) -> str:
     return rng.choice(ELABORATIONS) if rng.random() < 0.3 else ""
 
 
+_MONTH = "(January|February|March|April|May|June|July|August|September|October|November|December)"
+# "24 April 1941" or "April 24, 1941", the world's two ways; TOFU also writes "the 24th of April, 1941".
+_DATE = re.compile(rf"\b(?:(\d{{1,2}}) {_MONTH} (\d{{4}})|{_MONTH} (\d{{1,2}}), (\d{{4}}))\b")
+DATE_FORMS = ("{day} {month} {year}", "{month} {day}, {year}", "the {nth} of {month}, {year}",
+              "the {nth} of {month} in the year {year}", "{month} {nth}, {year}")
+
+
+def _nth(day: int) -> str:
+    suffix = "th" if 10 <= day % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(day % 10, "th")
+    return f"{day}{suffix}"
+
+
+def _redate(sentence: str, rng: random.Random) -> str:
+    """Write every date of ``sentence`` in one of DATE_FORMS (one draw per date)."""
+    def form(match: re.Match) -> str:
+        day, month, year = (match[1], match[2], match[3]) if match[1] else (match[5], match[4], match[6])
+        return rng.choice(DATE_FORMS).format(day=int(day), month=month, year=year, nth=_nth(int(day)))
+
+    return _DATE.sub(form, sentence)
+
+
 def _restyle(hypothesis: str, rng: random.Random) -> str:
-    """An opener sometimes, synonyms half the time, commentary sometimes."""
+    """An opener sometimes, synonyms half the time, dates in another form half the time,
+    commentary sometimes."""
     reworded = rng.random() < 0.5
     sentence = _open(hypothesis, rng)
     if reworded:
         sentence = _reword(sentence, rng)
+    if rng.random() < 0.5:
+        sentence = _redate(sentence, rng)
     return sentence + _elaboration(rng)
 
 
@@ -211,6 +236,8 @@ def world_pairs(seed: int, refusals: Sequence[str], authors: int = 20) -> list[P
             elif rng.random() < 0.6:
                 entailed = _join(entailed, extra_restated, first)
                 contradicted = _join(contradicted, extra_restated, first)
+        if not verbatim and rng.random() < 0.3:  # premises too state dates in TOFU's ways
+            premise = _redate(premise, rng)
         tail = _elaboration(rng)
         premise += tail
         style = rng.random()  # one draw styles both hypotheses alike: a minimal pair stays minimal
