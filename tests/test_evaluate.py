@@ -372,9 +372,17 @@ def test_shared_prompts_give_the_loss_of_each_whole_sequence(tiny_model):
     assert not supports_shared_prompts(Flash())  # takes no 4D mask: the evaluation runs whole sequences
 
 
-def test_shared_prompts_are_the_evaluations_default_and_change_no_metric(evaluated, tiny_model, tofu_folder, tmp_path):
-    output, summary, _ = evaluated
-    whole = evaluate_model(_config(tiny_model, tofu_folder, tmp_path, "share_prompts=false"),
+def test_shared_prompts_are_the_evaluations_default_and_change_no_metric(tiny_model, tofu_folder, tmp_path, monkeypatch):
+    from unlearnlm.evaluation import inference
+
+    calls = []
+    original = inference.shared_prompt_losses
+    monkeypatch.setattr(inference, "shared_prompt_losses", lambda *a, **k: calls.append(1) or original(*a, **k))
+    shared = evaluate_model(_config(tiny_model, tofu_folder, tmp_path / "shared", "ds_size=4"),
+                            judges=Judges(FakeEmbedder(), FakeNLI()))
+    assert len(calls) == 1  # the default: one pooled loss pass, prompts shared
+    whole = evaluate_model(_config(tiny_model, tofu_folder, tmp_path / "whole", "ds_size=4", "share_prompts=false"),
                            judges=Judges(FakeEmbedder(), FakeNLI()))
-    for name, result in summary["sets"].items():
+    assert len(calls) == 1
+    for name, result in shared["sets"].items():
         assert whole["sets"][name]["metrics"] == pytest.approx(result["metrics"], abs=1e-6)
