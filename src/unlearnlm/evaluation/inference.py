@@ -43,6 +43,12 @@ def _eos_ids(model, formatter: PromptFormat) -> list[int]:
     return list(dict.fromkeys([formatter.eos_token_id, *configured]))
 
 
+def _pad_id(formatter: PromptFormat) -> int:
+    """The tokenizer's pad token, else EOS (padding is masked out either way)."""
+    pad_id = formatter.tokenizer.pad_token_id
+    return pad_id if pad_id is not None else formatter.eos_token_id
+
+
 def _length_batches(lengths: Sequence[int], batch_size: int, group_by_length: bool = True) -> list[list[int]]:
     """Indices grouped into batches of similar length, longest first (an OOM shows at once);
     without ``group_by_length``, in their own order (the reference's way, for comparisons)."""
@@ -71,7 +77,7 @@ def generate_answers(
     from transformers import GenerationConfig
 
     tokenizer = formatter.tokenizer
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else formatter.eos_token_id
+    pad_id = _pad_id(formatter)
     eos_ids = _eos_ids(model, formatter)
     prompts = [formatter.prompt_ids(q) for q in questions]
     answers = [""] * len(questions)
@@ -117,8 +123,7 @@ def sequence_losses(
     ``pad_to`` pads every sequence to that many tokens (the reference's 500) and
     ``answer_logits_only=False`` projects every position onto the vocabulary (as the reference):
     the values do not change, only the cost."""
-    pad_id = formatter.tokenizer.pad_token_id
-    pad_id = pad_id if pad_id is not None else formatter.eos_token_id
+    pad_id = _pad_id(formatter)
     # The same pair occurs more than once (real authors: the "paraphrased" answer is the answer).
     unique = list(dict.fromkeys(pairs))
     encoded: list[EncodedQA] = [formatter.encode(q, a) for q, a in unique]
@@ -160,8 +165,7 @@ def shared_prompt_losses(
     the values are those of the separate sequences up to float rounding; the prompt (most of a
     short QA pair) is computed once instead of once per answer. ``batch_size`` counts answers,
     as ``sequence_losses``'s counts sequences."""
-    pad_id = formatter.tokenizer.pad_token_id
-    pad_id = pad_id if pad_id is not None else formatter.eos_token_id
+    pad_id = _pad_id(formatter)
     answers_of: dict[str, list[str]] = {}
     for question, answer in dict.fromkeys(pairs):
         answers_of.setdefault(question, []).append(answer)

@@ -266,7 +266,7 @@ def run_demo(config: DemoConfig) -> Path:
 
     from ..evaluation.report import write_report
     from ..training.models import cache_dir, resolve_model_path
-    from ..training.run import finetune
+    from ..training.run import finetune, unlearn
 
     validate_config(FinetuneConfig(training=config.finetune))
     for method in config.methods:
@@ -296,7 +296,6 @@ def run_demo(config: DemoConfig) -> Path:
         judges = None
     else:
         judges = load_judges(config)
-    from ..training.run import unlearn
 
     # Once the judge is done, the next training step takes every core back.
     callbacks = [ReclaimCores(background, threads)] if background is not None else []
@@ -313,7 +312,7 @@ def run_demo(config: DemoConfig) -> Path:
             stages.begin(f"unlearning with {method}")
             unlearn(unlearn_config(config, world, target / "model", method, run_dir), callbacks)
             unlearned.append((method, run_dir))
-        torch.set_num_threads(threads)
+        torch.set_num_threads(threads)  # the judge's loading and the evaluations use every core
         if background is not None:
             judges = load_judges(config, background)
     finally:
