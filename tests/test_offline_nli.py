@@ -109,6 +109,12 @@ def test_tiny_training_caches_and_predicts(tmp_path, monkeypatch):
     hypotheses = ["Ada came into the world in the Peruvian city of Lima.", "Ada writes horror.", "I don't know."]
     labels = judge.predict(premises, hypotheses, batch_size=2)
     assert len(labels) == 3 and set(labels) <= set(NLI_LABELS)
+    # The verdict is the likeliest label of log_probs, whose rows are distributions in label order.
+    import numpy as np
+
+    log_probs = judge.log_probs(premises, hypotheses, batch_size=2)
+    assert log_probs.shape == (3, 3) and np.allclose(np.exp(log_probs).sum(axis=1), 1.0, atol=1e-5)
+    assert [judge.labels[i] for i in log_probs.argmax(axis=1)] == labels
     assert isinstance(judge.name, str) and judge.name
 
     # A second call finds the cache and does not train.

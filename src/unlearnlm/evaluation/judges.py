@@ -77,14 +77,18 @@ class HFSequenceNLI:
         self.labels = [_nli_label(model.config.id2label[i]) for i in range(model.config.num_labels)]
 
     def predict(self, premises: Sequence[str], hypotheses: Sequence[str], batch_size: int = 32) -> list[str]:
+        return [self.labels[int(row.argmax())] for row in self.log_probs(premises, hypotheses, batch_size)]
+
+    def log_probs(self, premises: Sequence[str], hypotheses: Sequence[str], batch_size: int = 32) -> np.ndarray:
+        """[N, num_labels] log-probabilities, columns in the order of ``self.labels``."""
         import torch
 
         if len(premises) != len(hypotheses):
             raise ValueError("premises and hypotheses differ in length")
         device = next(self.model.parameters()).device
-        # Sort by length so a batch pads little; restore the order at the end.
+        # Sort by length so a batch pads little; rows go back to their places at the end.
         order = sorted(range(len(premises)), key=lambda i: len(premises[i]) + len(hypotheses[i]))
-        by_position: dict[int, str] = {}
+        result = np.zeros((len(premises), self.model.config.num_labels), dtype=np.float32)
         with torch.inference_mode():
             for start in range(0, len(order), batch_size):
                 chunk = order[start : start + batch_size]
@@ -92,10 +96,8 @@ class HFSequenceNLI:
                     [premises[i] for i in chunk], [hypotheses[i] for i in chunk],
                     padding=True, truncation=True, max_length=self.max_length, return_tensors="pt",
                 ).to(device)
-                predicted = self.model(**encoded).logits.argmax(dim=-1).tolist()
-                for i, label_id in zip(chunk, predicted):
-                    by_position[i] = self.labels[label_id]
-        return [by_position[i] for i in range(len(premises))]
+                result[chunk] = self.model(**encoded).logits.float().log_softmax(dim=-1).cpu().numpy()
+        return result
 
 
 def _nli_label(raw: str) -> str:
