@@ -18,12 +18,12 @@ set, 500 TOFU retain pairs (never fitted on).
 
 Measured at stop 14 on the demo's judge (benchmarks/results/offline_judge_with_cosine.json): the
 cosine alone ranks TOFU pairs better than the cross-encoder (AUC 0.972 against 0.947 on the retain
-pairs), and on those pairs the fitted rule reaches 0.928 entailment-vs-not, the cosine alone cut at
-0.853 0.918, the cross-encoder 0.874; on held-out world pairs the rule loses (0.879 against 0.896). It is not shipped: the cosine measures how fully one sentence restates the
-other, not entailment, and on the demo's real-authors set it turned correct short answers ("The
-author in question is J.K. Rowling." against "'Harry Potter and the Philosopher's Stone' was
-written by J. K. Rowling.") into "not entailed": the target's entailed share there fell from 0.68
-to 0.42.
+pairs); there the fitted rule reaches 0.928 entailment-vs-not, the cosine alone (cut at 0.853)
+0.918, the cross-encoder 0.874; on held-out world pairs the rule loses (0.879 against 0.896).
+It is not shipped: the cosine measures how fully one sentence restates the other, not
+entailment, and on the demo's real-authors set it turned correct short answers ("The author in
+question is J.K. Rowling." against "'Harry Potter and the Philosopher's Stone' was written by
+J. K. Rowling.") into "not entailed": the target's entailed share there fell from 0.68 to 0.42.
 
     UNLEARNLM_CACHE=<cache> python benchmarks/offline_judge_with_cosine.py   # trains the judge if not cached
 
