@@ -171,3 +171,21 @@ def test_dates_are_restated_in_tofus_forms_with_the_same_day_month_and_year():
     assert _redate(sentence, Pick(DATE_FORMS.index("{month} {nth}, {year}"))).startswith(
         "Ann was born on April 24th, 1941; Bob on March 3rd, 1950, Cy on May 11th, 1962, Di on June 22nd, 1971.")
     assert _redate("On 1 May 1960.", Pick(DATE_FORMS.index("{month} {day}, {year}"))) == "On May 1, 1960."
+
+
+def test_train_judge_command_takes_key_value_settings(monkeypatch, capsys):
+    from unlearnlm.cli import main
+
+    seen = {}
+
+    def fake_training(config, tofu_rows=None, force=False, threads=2):
+        seen["config"] = config
+        return None, {"steps": config.steps, "training_pairs": 0, "training_seconds": 0.0, "world_pairs": 0,
+                      "world_accuracy": 0.0, "world_entailment_vs_not": 0.0, "refusals_not_entailed": 1.0, "refusal_pairs": 0}
+
+    monkeypatch.setattr(offline_nli, "train_offline_nli_judge", fake_training)
+    monkeypatch.setattr(offline_nli, "judge_folder", lambda config: "somewhere")
+    assert main(["train-judge", "steps=7", "trainable_layers=6", "lr=2e-4"]) == 0
+    assert (seen["config"].steps, seen["config"].trainable_layers, seen["config"].lr) == (7, 6, 2e-4)
+    assert main(["train-judge", "no_such_setting=1"]) == 2
+    assert "no_such_setting" in capsys.readouterr().err

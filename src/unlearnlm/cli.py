@@ -145,7 +145,9 @@ def cmd_train_judge(args: argparse.Namespace) -> None:
         source = args.tofu
         tofu_rows = load_split(source if source.endswith((".json", ".jsonl")) else "retain_perturbed",
                                None if source.endswith((".json", ".jsonl")) else source, required=required)
-    config = JudgeTrainingConfig()
+    from .config import from_dict, parse_overrides
+
+    config = from_dict(JudgeTrainingConfig, parse_overrides(args.settings))
     _, metrics = train_offline_nli_judge(config, tofu_rows=tofu_rows, force=args.force, threads=args.threads)
     print(format_metrics(metrics))
     if not tofu_rows:
@@ -154,6 +156,8 @@ def cmd_train_judge(args: argparse.Namespace) -> None:
 
 
 def _train_judge_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("settings", nargs="*", metavar="key=value",
+                        help="JudgeTrainingConfig fields, e.g. steps=420 trainable_layers=6 (the demo uses the defaults)")
     parser.add_argument("--tofu", help="TOFU folder, hub name or retain_perturbed file, for the held-out check (never trained on)")
     parser.add_argument("--force", action="store_true", help="train again even when a cached judge exists")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for training (default 2; on a busy machine 1 can be faster)")
