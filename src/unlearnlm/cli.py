@@ -136,18 +136,17 @@ def _make_world_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_train_judge(args: argparse.Namespace) -> None:
+    from .config import from_dict, parse_overrides
     from .data.records import load_split
     from .evaluation.offline_nli import JudgeTrainingConfig, format_metrics, judge_folder, train_offline_nli_judge
 
+    config = from_dict(JudgeTrainingConfig, parse_overrides(args.settings))  # a bad setting fails before any work
     tofu_rows = None
     if args.tofu:
         required = ("question", "answer", "paraphrased_answer", "perturbed_answer")
         source = args.tofu
         tofu_rows = load_split(source if source.endswith((".json", ".jsonl")) else "retain_perturbed",
                                None if source.endswith((".json", ".jsonl")) else source, required=required)
-    from .config import from_dict, parse_overrides
-
-    config = from_dict(JudgeTrainingConfig, parse_overrides(args.settings))
     _, metrics = train_offline_nli_judge(config, tofu_rows=tofu_rows, force=args.force, threads=args.threads)
     print(format_metrics(metrics))
     if not tofu_rows:
