@@ -30,6 +30,7 @@ from typing import Callable, Optional, Sequence
 
 from ..errors import UserError
 from ..io import atomic_write_json
+from ..scenarios.world import MONTHS, QUESTION_KINDS, fact_statements, make_authors
 from .judges import CONTRADICTION, ENTAILMENT, NEUTRAL, NLI_LABELS, HFSequenceNLI, packaged_embedder_path
 
 # Bump when the pair recipe or the training loop changes: it invalidates cached judges.
@@ -164,7 +165,7 @@ def _elaboration(rng: random.Random) -> str:
     return rng.choice(ELABORATIONS) if rng.random() < 0.3 else ""
 
 
-_MONTH = "(January|February|March|April|May|June|July|August|September|October|November|December)"
+_MONTH = "(" + "|".join(MONTHS) + ")"
 # "24 April 1941" or "April 24, 1941", the world's two ways; TOFU also writes "the 24th of April, 1941".
 _DATE = re.compile(rf"\b(?:(\d{{1,2}}) {_MONTH} (\d{{4}})|{_MONTH} (\d{{1,2}}), (\d{{4}}))\b")
 DATE_FORMS = ("{day} {month} {year}", "{month} {day}, {year}", "the {nth} of {month}, {year}",
@@ -209,8 +210,6 @@ def world_pairs(seed: int, refusals: Sequence[str], authors: int = 20) -> list[P
     swapped), so only the fact tells them apart, never the wording. Half the premises state two
     facts, like TOFU's multi-clause answers; then the hypothesis often restates both, with one of
     them wrong for a contradiction, so that a mostly-true sentence is never taken for an entailment."""
-    from ..scenarios.world import QUESTION_KINDS, fact_statements, make_authors
-
     rng = random.Random(seed)
     people = make_authors(authors, rng)
     statements = {(a, k): fact_statements(p, k, rng, extra_templates=JUDGE_WORDINGS.get(k, ()))
