@@ -66,17 +66,19 @@ def accuracy(scores: np.ndarray, gold: np.ndarray) -> float:
 
 def features(judge, embedder, pairs) -> np.ndarray:
     """[N, 2]: the cross-encoder's entailment logit and the two sentences' cosine."""
+    from unlearnlm.evaluation.metrics import cosine_rows
+
     premises, hypotheses = [p[0] for p in pairs], [p[1] for p in pairs]
     log_probs = judge.log_probs(premises, hypotheses)
     entail = judge.labels.index("entailment")
     others = [i for i in range(log_probs.shape[1]) if i != entail]
     logit = log_probs[:, entail] - np.logaddexp.reduce(log_probs[:, others], axis=1)
-    texts = sorted(set(premises) | set(hypotheses))
-    vectors = np.asarray(embedder.encode(texts), dtype=np.float64)
-    vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    texts = sorted(set(premises) | set(hypotheses))  # a premise is often judged against several hypotheses
+    vectors = np.asarray(embedder.encode(texts))
     row = {text: i for i, text in enumerate(texts)}
-    cosine = np.einsum("nd,nd->n", vectors[[row[p] for p in premises]], vectors[[row[h] for h in hypotheses]])
-    return np.stack([logit, cosine], axis=1)
+    # The Cosine metric's own function (max(0, cos)).
+    cosine = cosine_rows(vectors[[row[p] for p in premises]], vectors[[row[h] for h in hypotheses]])
+    return np.stack([logit, np.array(cosine)], axis=1)
 
 
 def fit(sets: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
