@@ -15,7 +15,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, TypeVar, Union
+from typing import Any, Callable, Optional, TypeVar, Union
 
 import yaml
 
@@ -25,12 +25,28 @@ PRESET_DIR = Path(__file__).parent / "configs"
 
 
 @dataclass
+class PromptFormatConfig:
+    """How a QA pair becomes tokens (data.formatting). ``auto``: the format recorded in the model
+    folder (finetune and unlearn write it), else the preset of a known hub target
+    (locuslab/tofu_ft_llama2-7b, meta-llama/Meta-Llama-3-8B-Instruct), else the tokenizer's chat
+    template, else ``Question: … / Answer:`` (question_answer)."""
+
+    # auto | chat_template | question_answer | tags | a preset: tofu-llama2, llama3-instruct
+    kind: str = "auto"
+    # kind=tags only: text = question_start + question + question_end + answer_start + answer.
+    question_start: Optional[str] = None
+    question_end: Optional[str] = None
+    answer_start: Optional[str] = None
+
+
+@dataclass
 class ModelConfig:
     # A hub name, a local folder, or an alias of an embedded model (see training.models).
     name_or_path: str = "smollm2-135m"
     trust_remote_code: bool = False
     # "auto" keeps the checkpoint's dtype on CPU and uses bf16 where the hardware has it.
     dtype: str = "auto"
+    prompt_format: PromptFormatConfig = field(default_factory=PromptFormatConfig)
 
 
 @dataclass
@@ -590,6 +606,37 @@ def _needs_missing_bitsandbytes(optimizer: str) -> bool:
     return optimizer in {o.value for o in _BITSANDBYTES_OPTIMIZERS} and not is_bitsandbytes_available()
 
 
+def validate_prompt_format(p: PromptFormatConfig, prefix: str = "model.prompt_format.") -> None:
+    from .data.formatting import validate_format_setting
+
+    validate_format_setting(p.kind, dataclasses.asdict(p), prefix)
+
+
+def without_default_sections(identity: dict, config: Any) -> dict:
+    """``identity`` (a ``to_dict``) minus the model's prompt format when it has its default, so
+    hashes and saved configs made before the setting existed still match."""
+    model = getattr(config, "model", None)
+    if isinstance(model, ModelConfig) and model.prompt_format == PromptFormatConfig():
+        identity = copy.deepcopy(identity)
+        identity.get("model", {}).pop("prompt_format", None)
+    return identity
+
+
+def differing_keys(previous: dict, config: Any, ignore: Callable[[str], bool] = lambda key: False) -> list[str]:
+    """Dotted keys whose value in a saved config differs from ``config``'s; a key the saved one
+    lacks (a setting added since) counts only when ``config`` gives it a value other than its default."""
+    before, now = flatten_keys(previous), flatten_keys(to_dict(config))
+    defaults = flatten_keys(to_dict(type(config)())) if dataclasses.is_dataclass(config) else {}
+    differing = []
+    for key in sorted(set(before) | set(now)):
+        if ignore(key) or before.get(key) == now.get(key):
+            continue
+        if key not in before and key in defaults and defaults[key] == now.get(key):
+            continue
+        differing.append(key)
+    return differing
+
+
 MODEL_DTYPES = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16")
 
 
@@ -599,6 +646,7 @@ def validate_config(config: Any) -> None:
         _require(bool(config.model.name_or_path.strip()), "model.name_or_path is empty")
         _require(config.model.dtype in MODEL_DTYPES,
                  f"unknown model.dtype '{config.model.dtype}'; valid: {', '.join(MODEL_DTYPES)}")
+        validate_prompt_format(config.model.prompt_format)
     if hasattr(config, "training"):
         validate_training(config.training)
     if hasattr(config, "lora") and config.lora.enabled:  # lora options without LoRA are ignored
@@ -612,9 +660,10 @@ def validate_config(config: Any) -> None:
         pad_to = getattr(config.data, "pad_to", None)
         _require(pad_to is None or pad_to >= 1, f"data.pad_to must be at least 1, got {pad_to}")
     if hasattr(config, "output_dir"):
+        from .io import check_output_path
+
         _require(bool(str(config.output_dir).strip()), "output_dir is empty")
-        output = Path(config.output_dir).expanduser()
-        _require(not output.exists() or output.is_dir(), f"output_dir {config.output_dir} is a file, not a folder")
+        check_output_path(config.output_dir)
     if isinstance(config, UnlearnConfig):
         from .methods.registry import get_method
 

@@ -11,12 +11,43 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
+from .errors import UserError
+
+
+def check_output_path(path: str | Path, key: str = "output_dir") -> None:
+    """An output folder that cannot be made or written is a one-line error before any work:
+    ``path`` (or its nearest existing parent) must be a writable folder."""
+    path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{key} {path} is a file, not a folder")
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"{key} {path} cannot be created: {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"{key} {path} cannot be created or written: {existing} is not writable")
+
+
+def make_output_dir(path: str | Path, key: str = "output_dir") -> Path:
+    """``mkdir -p`` whose failure is a one-line error naming the folder."""
+    path = Path(path).expanduser()
+    check_output_path(path, key)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"{key} {path} cannot be created: {err.strerror or err}") from None
+    return path
+
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write to a temporary file in the same folder, fsync, then rename over ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    make_output_dir(path.parent, "folder")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise UserError(f"cannot write {path}: {err.strerror or err}") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)

@@ -40,17 +40,16 @@ class UnlearningDataset(torch.utils.data.Dataset):
         self.seed = seed
         self.epoch = 0
         self.max_length = max_length
-        self.forget = [(formatter.prompt_ids(r["question"]), formatter.answer_ids(r["answer"])) for r in forget]
+        self.formatter = formatter
+        # (question, answer) texts: a sequence is encoded as a whole (the tags format tokenises
+        # question and answer together), once, by the formatter's cache.
+        self.forget = [(r["question"], r["answer"]) for r in forget]
         needs_retain = {"retain", "retain_idk", "mismatch"} & set(self.kinds)
-        self.retain = (
-            [(formatter.prompt_ids(r["question"]), formatter.answer_ids(r["answer"])) for r in retain]
-            if needs_retain
-            else []
-        )
+        self.retain = [(r["question"], r["answer"]) for r in retain] if needs_retain else []
         if needs_retain and not self.retain:
             raise ValueError("this objective needs a retain set, and it is empty")
         needs_refusal = {"forget_idk", "retain_idk"} & set(self.kinds)
-        self.refusals = [formatter.answer_ids(a) for a in refusals] if needs_refusal else []
+        self.refusals = list(refusals) if needs_refusal else []
 
     def __len__(self) -> int:
         return len(self.forget)
@@ -58,11 +57,8 @@ class UnlearningDataset(torch.utils.data.Dataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def _join(self, prompt: tuple[int, ...], answer: tuple[int, ...]) -> EncodedQA:
-        ids = prompt + answer
-        if self.max_length is not None and len(ids) > self.max_length:
-            ids = ids[: self.max_length]
-        return EncodedQA(ids, min(len(prompt), len(ids)))
+    def _join(self, question: str, answer: str) -> EncodedQA:
+        return self.formatter.encode(question, answer, self.max_length)
 
     def __getitem__(self, index: int) -> dict[str, EncodedQA]:
         return self.example(index, self.epoch)
@@ -74,19 +70,19 @@ class UnlearningDataset(torch.utils.data.Dataset):
         mismatch_index = rng.randrange(len(self.retain)) if self.retain else None
         forget_refusal = rng.randrange(len(self.refusals)) if self.refusals else None
         retain_refusal = rng.randrange(len(self.refusals)) if self.refusals else None
-        forget_prompt, forget_answer = self.forget[index]
+        forget_question, forget_answer = self.forget[index]
         example = {}
         for kind in self.kinds:
             if kind == "forget":
-                example[kind] = self._join(forget_prompt, forget_answer)
+                example[kind] = self._join(forget_question, forget_answer)
             elif kind == "retain":
                 example[kind] = self._join(*self.retain[retain_index])
             elif kind == "forget_idk":
-                example[kind] = self._join(forget_prompt, self.refusals[forget_refusal])
+                example[kind] = self._join(forget_question, self.refusals[forget_refusal])
             elif kind == "retain_idk":
                 example[kind] = self._join(self.retain[retain_index][0], self.refusals[retain_refusal])
             elif kind == "mismatch":
-                example[kind] = self._join(forget_prompt, self.retain[mismatch_index][1])
+                example[kind] = self._join(forget_question, self.retain[mismatch_index][1])
         return example
 
     def lengths(self, epoch: int) -> list[int]:

@@ -83,6 +83,18 @@ def build_sets(config: EvaluateConfig) -> list[tuple[EvalSet, list[dict]]]:
     return [load_set_rows(s, data.source, data.task_id, config.ds_size) for s in sets]
 
 
+def check_prompt_lengths(formatter, sets: Sequence[tuple[EvalSet, list[dict]]], max_length: int) -> None:
+    """A question whose prompt fills the generation budget would get no answer: refused."""
+    for eval_set, rows in sets:
+        for index, row in enumerate(rows):
+            length = len(formatter.prompt_ids(row["question"]))
+            if length >= max_length:
+                line = row.get("_line")
+                where = f"line {line}" if line is not None else f"row {index + 1}"
+                raise UserError(f"evaluation set {eval_set.name}: {where}: the prompt alone is {length} tokens, "
+                                f"so max_length={max_length} leaves no token to generate; raise max_length")
+
+
 # ---- judges ------------------------------------------------------------------------------------
 
 
@@ -220,12 +232,12 @@ def flat_numbers(summary: dict) -> dict[str, Any]:
 # ---- the command -------------------------------------------------------------------------------
 
 
-def _device_model(config: ModelConfig):
+def _device_model(config: ModelConfig, tokenizer=None):
     import torch
 
     from ..training.models import load_model, load_tokenizer
 
-    tokenizer = load_tokenizer(config)
+    tokenizer = tokenizer if tokenizer is not None else load_tokenizer(config)
     model = load_model(config)
     if torch.cuda.is_available():
         if config.dtype == "auto" and torch.cuda.is_bf16_supported():
@@ -253,18 +265,20 @@ def evaluate_model(
     ``extra`` adds columns to the CSV row and keys to the summary (e.g. {"epoch": 2});
     ``csv_path`` puts the CSV row elsewhere (e.g. one file for every epoch of a run).
     """
-    from ..data.formatting import PromptFormat
+    from ..training.models import load_prompt_format, load_tokenizer
     from .inference import InferenceTimes, infer_sets
 
     config = resolve_config(config)  # no-op when already resolved
     sets = build_sets(config)
     retain_ratios = read_retain_ratios(config.retain_eval) if config.retain_eval else None
+    if model is not None and tokenizer is None:
+        raise ValueError("evaluate_model: a model was given without its tokenizer")
+    tokenizer = tokenizer if tokenizer is not None else load_tokenizer(config.model)
+    formatter = load_prompt_format(config.model, tokenizer)
+    check_prompt_lengths(formatter, sets, config.max_length)
     judges = judges if judges is not None else Judges.load(config.judges)
     if model is None:
-        model, tokenizer = _device_model(config.model)
-    elif tokenizer is None:
-        raise ValueError("evaluate_model: a model was given without its tokenizer")
-    formatter = PromptFormat(tokenizer)
+        model, tokenizer = _device_model(config.model, tokenizer)
 
     started = time.perf_counter()
     inference_times = InferenceTimes()

@@ -166,16 +166,19 @@ def shared_prompt_losses(
     short QA pair) is computed once instead of once per answer. ``batch_size`` counts answers,
     as ``sequence_losses``'s counts sequences."""
     pad_id = _pad_id(formatter)
-    answers_of: dict[str, list[str]] = {}
-    for question, answer in dict.fromkeys(pairs):
-        answers_of.setdefault(question, []).append(answer)
-    questions = list(answers_of)
-    prompts = [formatter.prompt_ids(q) for q in questions]
-    answer_ids = [[formatter.answer_ids(a) for a in answers_of[q]] for q in questions]
+    # Grouped by the prompt's token ids as each whole sequence encodes them (the tags format
+    # tokenises question and answer together; its prompt tokens are shared when they agree).
+    answers_of: dict[tuple[int, ...], list[tuple[tuple[str, str], tuple[int, ...]]]] = {}
+    for pair in dict.fromkeys(pairs):
+        encoded = formatter.encode(*pair)
+        prompt = encoded.input_ids[: encoded.prompt_length]
+        answers_of.setdefault(prompt, []).append((pair, encoded.input_ids[encoded.prompt_length :]))
+    prompts = list(answers_of)
+    answer_ids = [[ids for _, ids in answers_of[p]] for p in prompts]
     lengths = [len(p) + sum(len(a) for a in answers) for p, answers in zip(prompts, answer_ids)]
     results: dict[tuple[str, str], tuple[float, int]] = {}
     device = _device(model)
-    order = sorted(range(len(questions)), key=lambda i: -lengths[i])
+    order = sorted(range(len(prompts)), key=lambda i: -lengths[i])
     batches: list[list[int]] = []
     for i in order:  # fill each batch with about batch_size answers
         if not batches or sum(len(answer_ids[j]) for j in batches[-1]) >= batch_size:
@@ -185,8 +188,8 @@ def shared_prompt_losses(
         packed = _pack_shared_prompts([prompts[i] for i in batch], [answer_ids[i] for i in batch], pad_id)
         nll = _packed_nll(model, packed, device)
         for k, (i, n) in enumerate(packed["answer_of"]):
-            answer = answers_of[questions[batch[i]]][n]
-            results[(questions[batch[i]], answer)] = (nll[k], len(answer_ids[batch[i]][n]))
+            pair, ids = answers_of[prompts[batch[i]]][n]
+            results[pair] = (nll[k], len(ids))
     return [results[p] for p in pairs]
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import flatten_keys, save_config, to_dict
+from ..config import differing_keys, save_config
 from ..errors import UserError
 
 
@@ -29,8 +29,7 @@ def claim_output_folder(output_dir: Path, config, what: str) -> None:
         previous = None
     if not isinstance(previous, dict):
         raise UserError(f"{saved} is unreadable; delete {output_dir} or choose another output_dir")
-    before, now = flatten_keys(previous), flatten_keys(to_dict(config))
-    differing = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k) and not _operational(k))
+    differing = differing_keys(previous, config, ignore=_operational)
     if differing:
         raise UserError(
             f"{output_dir} holds a {what} run with another config (differs in: {', '.join(differing)}); "

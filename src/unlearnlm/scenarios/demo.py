@@ -36,8 +36,10 @@ from ..config import (
     FinetuneDataConfig,
     UnlearnConfig,
     DataConfig,
+    differing_keys,
     to_dict,
     validate_config,
+    without_default_sections,
 )
 from ..errors import UserError
 from ..io import atomic_write_json
@@ -108,7 +110,7 @@ def finetune_recipe(config: DemoConfig, cache: Path, world: Path, name: str, tra
         data=FinetuneDataConfig(source=str(world), train=train),
         training=config.finetune,
     )
-    identity = {k: v for k, v in to_dict(recipe).items() if k != "output_dir"}
+    identity = {k: v for k, v in without_default_sections(to_dict(recipe), recipe).items() if k != "output_dir"}
     # Settings that change how the same numbers are computed, not which: a progress bar, and
     # projecting only the answers onto the vocabulary.
     for key in ("progress", "answer_logits_only"):
@@ -225,7 +227,8 @@ def evaluate_once(config: EvaluateConfig, judges) -> dict:
     folder = Path(config.output_dir)
     saved = folder / "config.yaml"
     if (folder / "summary.json").exists() and saved.exists():
-        if yaml.safe_load(saved.read_text(encoding="utf-8")) == to_dict(config):
+        previous = yaml.safe_load(saved.read_text(encoding="utf-8"))
+        if isinstance(previous, dict) and not differing_keys(previous, config):
             print(f"{folder} already holds this evaluation")
             return load_summary(folder)
     return evaluate_model(config, judges=judges)

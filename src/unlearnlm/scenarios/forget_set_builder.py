@@ -89,17 +89,16 @@ def collect_questions(config: BuildForgetSetConfig) -> list[Question]:
 # ---- asking the model ----------------------------------------------------------------------------
 
 
-def ask_model(model, tokenizer, questions: list[str], max_length: int, batch_size: int) -> list[str]:
+def ask_model(model, formatter, questions: list[str], max_length: int, batch_size: int) -> list[str]:
     """Greedy answers through the evaluation's own generation (left padding, batches by length),
     so evaluating the target with the same ``max_length`` regenerates exactly these answers."""
     import torch
 
-    from ..data.formatting import PromptFormat
     from ..evaluation.inference import generate_answers
 
     model.eval()
     with torch.inference_mode():
-        return generate_answers(model, PromptFormat(tokenizer), questions, max_length=max_length, batch_size=batch_size)
+        return generate_answers(model, formatter, questions, max_length=max_length, batch_size=batch_size)
 
 
 def build_rows(questions: list[Question], answers: list[str]) -> tuple[list[dict], list[dict], int]:
@@ -124,16 +123,24 @@ def build_forget_set(config: BuildForgetSetConfig) -> Path:
     """Ask the model, write forget.json and neighbor.json into ``config.output_dir``; returns it."""
     import torch
 
-    from ..training.models import load_model, load_tokenizer
+    from ..io import make_output_dir
+    from ..training.models import load_model, load_prompt_format, load_tokenizer
 
     questions = collect_questions(config)  # every input checked before the model loads
     if config.max_length < 2 or config.batch_size < 1:
         raise UserError("max_length must be at least 2 and batch_size at least 1")
     tokenizer = load_tokenizer(config.model)
+    formatter = load_prompt_format(config.model, tokenizer)
+    for question in questions:
+        length = len(formatter.prompt_ids(question.question))
+        if length >= config.max_length:
+            raise UserError(f"the prompt of '{question.question[:60]}' is {length} tokens, so max_length="
+                            f"{config.max_length} leaves no token to generate; raise max_length")
+    make_output_dir(config.output_dir)
     model = load_model(config.model)
     if torch.cuda.is_available():
         model = model.to("cuda")
-    answers = ask_model(model, tokenizer, [q.question for q in questions], config.max_length, config.batch_size)
+    answers = ask_model(model, formatter, [q.question for q in questions], config.max_length, config.batch_size)
     forget, neighbors, dropped = build_rows(questions, answers)
     if not forget:
         raise UserError("the model answered none of the forget questions (every answer was empty)")

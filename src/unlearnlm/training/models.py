@@ -140,17 +140,72 @@ def load_tokenizer(config: ModelConfig):
     return tokenizer
 
 
+def _first(names, count: int = 3) -> str:
+    names = sorted(names)
+    return ", ".join(names[:count]) + (f" (+{len(names) - count} more)" if len(names) > count else "")
+
+
 def load_model(config: ModelConfig, dtype: Optional[str] = None):
+    """The model of ``config``, refused unless every weight came from its files: missing
+    (newly initialised), unexpected or size-mismatched weights and corrupt files are one-line
+    errors naming the folder. Weights load from safetensors, or from a .bin with torch's
+    ``weights_only`` unpickler (transformers' own loaders)."""
     from transformers import AutoModelForCausalLM
 
+    from transformers.utils import logging as hf_logging
+
     path = resolve_model_path(config.name_or_path)
+    bar = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a bar per load says nothing, and would precede an error line
     try:
-        model = AutoModelForCausalLM.from_pretrained(
-            path, dtype=_dtype(dtype or config.dtype), trust_remote_code=config.trust_remote_code
+        model, info = AutoModelForCausalLM.from_pretrained(
+            path, dtype=_dtype(dtype or config.dtype), trust_remote_code=config.trust_remote_code,
+            output_loading_info=True, ignore_mismatched_sizes=True,  # mismatches are reported below, not loaded
         )
-    except (OSError, ValueError) as err:
-        raise UserError(f"cannot load model '{config.name_or_path}': {str(err).splitlines()[0][:200]}") from None
+    except UserError:
+        raise
+    except (OSError, ValueError, RuntimeError) as err:
+        raise UserError(f"cannot load model '{config.name_or_path}' ({path}): {_one_line(err)}") from None
+    except Exception as err:  # a corrupt file: safetensors' and the unpickler's own error types
+        module = type(err).__module__
+        if module.startswith(("pickle", "_pickle")):
+            raise UserError(f"cannot load model '{config.name_or_path}' ({path}): its .bin weights are not a "
+                            "plain tensor file (only weights are ever unpickled)") from None
+        if not module.startswith("safetensors"):
+            raise
+        raise UserError(f"cannot load model '{config.name_or_path}' ({path}): corrupt weights ({_one_line(err)})") from None
+    finally:
+        if bar:
+            hf_logging.enable_progress_bar()
+    problems = [(label, info.get(key) or []) for key, label in
+                (("missing_keys", "missing (would be newly initialised)"), ("unexpected_keys", "unexpected"),
+                 ("mismatched_keys", "of mismatched size"))]
+    for label, names in problems:
+        if names:
+            names = [n[0] if isinstance(n, tuple) else n for n in names]
+            raise UserError(f"model '{config.name_or_path}' ({path}) does not match its config: "
+                            f"{len(names)} weights {label}: {_first(names)}")
+    if info.get("error_msgs"):
+        raise UserError(f"cannot load model '{config.name_or_path}': {_one_line(info['error_msgs'][0])}")
     return model
+
+
+def _one_line(err) -> str:
+    text = str(err).strip() or type(err).__name__
+    return text.splitlines()[0][:200]
+
+
+def load_prompt_format(config: ModelConfig, tokenizer):
+    """The PromptFormat of ``config``'s model: its prompt_format setting, else the format recorded
+    in the model folder, else the preset of a known hub target, else the tokenizer's own rule."""
+    import dataclasses
+
+    from ..data.formatting import PromptFormat, resolve_format, spec_from_setting
+
+    setting = spec_from_setting(config.prompt_format.kind, dataclasses.asdict(config.prompt_format))
+    path = resolve_model_path(config.name_or_path) if setting is None else config.name_or_path
+    folder = path if Path(path).is_dir() else None
+    return PromptFormat(tokenizer, spec=resolve_format(setting, config.name_or_path, folder, tokenizer))
 
 
 def apply_lora(model, config: LoraConfig):
@@ -172,8 +227,10 @@ def apply_lora(model, config: LoraConfig):
         raise UserError(f"LoRA: {str(err).splitlines()[0][:200]}") from None
 
 
-def save_model(model, tokenizer, folder: str | Path, merge_lora: bool = True, state_dict=None) -> Path:
-    """Save weights (safetensors) and tokenizer into ``folder``, replacing it atomically.
+def save_model(model, tokenizer, folder: str | Path, merge_lora: bool = True, state_dict=None,
+               prompt_format=None) -> Path:
+    """Save weights (safetensors) and tokenizer into ``folder``, replacing it atomically;
+    ``prompt_format`` (a FormatSpec) is recorded beside them, for every later command.
 
     ``state_dict`` carries gathered weights of a sharded model; a LoRA model trained sharded
     is saved as its adapter (merge it afterwards), since its unwrapped layers hold no weights.
@@ -186,6 +243,10 @@ def save_model(model, tokenizer, folder: str | Path, merge_lora: bool = True, st
     try:
         model.save_pretrained(staging, state_dict=state_dict)
         tokenizer.save_pretrained(staging)
+        if prompt_format is not None:
+            from ..data.formatting import write_format
+
+            write_format(staging, prompt_format)
         if folder.exists():
             shutil.rmtree(folder)
         os.replace(staging, folder)

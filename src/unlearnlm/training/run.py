@@ -25,7 +25,7 @@ from typing import Optional, Sequence
 
 import yaml
 
-from ..config import FinetuneConfig, TrainingConfig, UnlearnConfig, flatten_keys, save_config, to_dict, validate_config
+from ..config import FinetuneConfig, TrainingConfig, UnlearnConfig, differing_keys, save_config, validate_config
 from ..data.records import (
     default_retain_split,
     load_split,
@@ -34,7 +34,7 @@ from ..data.records import (
 )
 from ..data.refusals import load_refusals
 from ..errors import UserError
-from ..io import atomic_write_json, atomic_write_jsonl
+from ..io import atomic_write_json, atomic_write_jsonl, make_output_dir
 from ..methods import Method, get_method
 
 SUMMARY = "train_summary.json"
@@ -83,8 +83,7 @@ def _check_run_folder(output_dir: Path, config) -> bool:
         previous = None
     if not isinstance(previous, dict):
         raise UserError(f"{saved} is unreadable; delete {output_dir} or choose another output_dir")
-    before, now = flatten_keys(previous), flatten_keys(to_dict(config))
-    differing = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k) and k not in OPERATIONAL_KEYS)
+    differing = differing_keys(previous, config, ignore=lambda key: key in OPERATIONAL_KEYS)
     if differing:
         raise UserError(
             f"{output_dir} holds a run with another config (differs in: {', '.join(differing)}); "
@@ -218,7 +217,7 @@ def _broadcast(trainer, value):
     return box[0]
 
 
-def _finish(trainer, tokenizer, output_dir: Path, lora_merge: bool, summary: dict) -> Path:
+def _finish(trainer, tokenizer, output_dir: Path, lora_merge: bool, summary: dict, prompt_format) -> Path:
     trainer.accelerator.wait_for_everyone()
     model = trainer.accelerator.unwrap_model(trainer.model)
     # Sharded weights (ZeRO-3, FSDP) are gathered into one full state dict on the main process.
@@ -227,7 +226,8 @@ def _finish(trainer, tokenizer, output_dir: Path, lora_merge: bool, summary: dic
     if trainer.is_world_process_zero():
         from .models import save_model
 
-        save_model(model, tokenizer, output_dir / "model", merge_lora=lora_merge, state_dict=state_dict)
+        save_model(model, tokenizer, output_dir / "model", merge_lora=lora_merge, state_dict=state_dict,
+                   prompt_format=prompt_format)
         atomic_write_json(output_dir / SUMMARY, summary)
         shutil.rmtree(output_dir / "checkpoints", ignore_errors=True)
     trainer.accelerator.wait_for_everyone()
@@ -255,7 +255,24 @@ def _needs_reference_logits(method: Method) -> bool:
                for o in (method.forget, method.regularizer))
 
 
-def build_unlearning_trainer(config: UnlearnConfig, method: Method, data: UnlearningData, output_dir: Path):
+def unlearning_formatter(config: UnlearnConfig, data: UnlearningData):
+    """The tokenizer and prompt format of the run, with the data's lengths checked against
+    data.max_length (a row left without any answer token is refused)."""
+    from ..data.formatting import check_truncation
+    from ..data.records import default_retain_split
+    from .models import load_prompt_format, load_tokenizer
+
+    tokenizer = load_tokenizer(config.model)
+    formatter = load_prompt_format(config.model, tokenizer)
+    check_truncation(formatter, data.forget, config.data.max_length, config.data.forget)
+    if data.retain:
+        retain_name = config.data.retain or default_retain_split(config.data.forget) or "retain set"
+        check_truncation(formatter, data.retain, config.data.max_length, retain_name)
+    return tokenizer, formatter
+
+
+def build_unlearning_trainer(config: UnlearnConfig, method: Method, data: UnlearningData, output_dir: Path,
+                             tokenizer=None, formatter=None):
     """The model, the reference (or its precomputed NLLs), the batches and the loss, as a Trainer.
 
     Returns (trainer, tokenizer). Shared by ``unlearn`` and the benchmarks.
@@ -264,8 +281,7 @@ def build_unlearning_trainer(config: UnlearnConfig, method: Method, data: Unlear
     import math
 
     from ..data.batches import UnlearningCollator, UnlearningDataset
-    from ..data.formatting import PromptFormat
-    from .models import apply_lora, load_model, load_tokenizer
+    from .models import apply_lora, load_model
     from .trainer import (
         EpochCallback,
         JsonlLogCallback,
@@ -274,7 +290,8 @@ def build_unlearning_trainer(config: UnlearnConfig, method: Method, data: Unlear
         training_arguments,
     )
 
-    tokenizer = load_tokenizer(config.model)
+    if tokenizer is None or formatter is None:
+        tokenizer, formatter = unlearning_formatter(config, data)
     model = load_model(config.model)
     reference = _load_reference(config) if method.needs_reference else None
     if config.lora.enabled:
@@ -285,7 +302,6 @@ def build_unlearning_trainer(config: UnlearnConfig, method: Method, data: Unlear
     if config.training.gradient_checkpointing:
         model.config.use_cache = False
 
-    formatter = PromptFormat(tokenizer)
     dataset = UnlearningDataset(
         data.forget, data.retain, data.refusals, formatter, method.inputs,
         seed=config.training.seed, max_length=config.data.max_length,
@@ -343,9 +359,10 @@ def unlearn(config: UnlearnConfig, callbacks: Sequence = ()) -> Path:
         print(f"{output_dir} already holds this finished run; nothing to do")
         return output_dir
 
-    output_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer, formatter = unlearning_formatter(config, data)
+    make_output_dir(output_dir)
     save_config(config, output_dir / "config.yaml")
-    trainer, tokenizer = build_unlearning_trainer(config, method, data, output_dir)
+    trainer, tokenizer = build_unlearning_trainer(config, method, data, output_dir, tokenizer, formatter)
     for callback in callbacks:
         trainer.add_callback(callback)
     metrics, resumed_from = _train(trainer, output_dir, config.training)
@@ -361,7 +378,7 @@ def unlearn(config: UnlearnConfig, callbacks: Sequence = ()) -> Path:
         "resumed_from": resumed_from,
         **metrics,
     }
-    return _finish(trainer, tokenizer, output_dir, config.lora.merge_on_save, summary)
+    return _finish(trainer, tokenizer, output_dir, config.lora.merge_on_save, summary, formatter.spec)
 
 
 def load_finetune_data(config: FinetuneConfig) -> list[dict]:
@@ -391,20 +408,22 @@ def finetune(config: FinetuneConfig, callbacks: Sequence = ()) -> Path:
     from transformers import Trainer
 
     from ..data.batches import QACollator, QADataset
-    from ..data.formatting import PromptFormat
+    from ..data.formatting import check_truncation
     from ..methods.losses import takes_logits_to_keep
-    from .models import apply_lora, load_model, load_tokenizer
+    from .models import apply_lora, load_model, load_prompt_format, load_tokenizer
     from .trainer import FinetuneTrainer, JsonlLogCallback, training_arguments
 
     tokenizer = load_tokenizer(config.model)
+    formatter = load_prompt_format(config.model, tokenizer)
+    check_truncation(formatter, rows, config.data.max_length, ", ".join(config.data.train))
     model = load_model(config.model)
     if config.lora.enabled:
         from transformers import set_seed
 
         set_seed(config.training.seed)  # LoRA's initial adapter weights are random
         model = apply_lora(model, config.lora)
-    dataset = QADataset(rows, PromptFormat(tokenizer), max_length=config.data.max_length)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    dataset = QADataset(rows, formatter, max_length=config.data.max_length)
+    make_output_dir(output_dir)
     save_config(config, output_dir / "config.yaml")
     args = training_arguments(config.training, output_dir / "checkpoints", len(dataset), _world_size())
     trainer = (FinetuneTrainer if config.training.group_by_length else Trainer)(
@@ -419,4 +438,4 @@ def finetune(config: FinetuneConfig, callbacks: Sequence = ()) -> Path:
     )
     metrics, resumed_from = _train(trainer, output_dir, config.training)
     summary = {"rows": len(rows), "steps": trainer.state.global_step, "resumed_from": resumed_from, **metrics}
-    return _finish(trainer, tokenizer, output_dir, config.lora.merge_on_save, summary)
+    return _finish(trainer, tokenizer, output_dir, config.lora.merge_on_save, summary, formatter.spec)
