@@ -134,3 +134,161 @@ def test_the_default_system_message_is_dropped_from_a_chat_template():
     assert stripped == ("{% for message in messages %}"
                         "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n'}}{% endfor %}")
     assert without_default_system_message(stripped) == stripped  # nothing to drop: unchanged
+
+
+# ---- prompt formats: presets, tags, recorded with the model -------------------------------------
+
+import json  # noqa: E402
+
+from unlearnlm.cli import main  # noqa: E402
+from unlearnlm.config import ModelConfig, PromptFormatConfig  # noqa: E402
+from unlearnlm.data.formatting import FORMAT_FILE, FormatSpec, read_recorded_format  # noqa: E402
+from unlearnlm.errors import UserError  # noqa: E402
+from unlearnlm.training.models import load_prompt_format  # noqa: E402
+
+LLAMA3_USER = "<|start_header_id|>user<|end_header_id|>\n\n"
+LLAMA3_ASSISTANT = "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
+
+
+def _tofu_rows(shared_data, count=300):
+    lines = (shared_data / "tofu" / "retain90.json").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines[:count]]
+
+
+def _reference_encoding(tokenizer, question_start, question_end, question, answer):
+    """The reference's rule written out here: one string, tokenised whole with special tokens; the
+    prompt length from the prompt tokenised alone; EOS appended; labels -100 over the prompt."""
+    prompt = question_start + question + question_end
+    ids = tokenizer(prompt + answer, add_special_tokens=True)["input_ids"] + [tokenizer.eos_token_id]
+    prompt_length = len(tokenizer.tokenize(prompt, add_special_tokens=True))
+    labels = [-100] * prompt_length + ids[prompt_length:]
+    generation = tokenizer(prompt, add_special_tokens=True)["input_ids"]
+    return ids, labels, generation
+
+
+@pytest.mark.parametrize("family,preset,tags", [
+    ("llama2", "tofu-llama2", ("[INST] ", " [/INST]")),
+    ("llama3", "llama3-instruct", (LLAMA3_USER, LLAMA3_ASSISTANT)),
+])
+def test_presets_give_the_reference_token_ids_on_300_tofu_rows(shared_data, family, preset, tags):
+    tokenizer = AutoTokenizer.from_pretrained(shared_data / "tokenizers" / family)
+    fmt = load_prompt_format(ModelConfig(str(shared_data / "tokenizers" / family),
+                                         prompt_format=PromptFormatConfig(kind=preset)), tokenizer)
+    rows = _tofu_rows(shared_data)
+    assert len(rows) == 300
+    matched = 0
+    for row in rows:
+        ids, labels, generation = _reference_encoding(tokenizer, *tags, row["question"], row["answer"])
+        encoded = fmt.encode(row["question"], row["answer"])
+        batch = QACollator(tokenizer.pad_token_id or 0)([encoded])
+        same = (list(encoded.input_ids) == ids and batch["labels"][0].tolist() == labels
+                and list(fmt.prompt_ids(row["question"])) == generation)
+        matched += same
+    assert matched == 300
+    if family == "llama2":  # the answer's first token follows "]" without a space: "The", not "▁The"
+        first = rows[0]
+        encoded = fmt.encode(first["question"], first["answer"])
+        assert tokenizer.convert_ids_to_tokens([encoded.input_ids[encoded.prompt_length]])[0] == "The"
+        assert encoded.input_ids[0] == tokenizer.bos_token_id
+
+
+def test_hub_names_of_the_paper_targets_pick_their_preset(plain_tokenizer):
+    from unlearnlm.data.formatting import PRESETS, resolve_format
+
+    assert resolve_format(None, "locuslab/tofu_ft_llama2-7b", None, plain_tokenizer) == PRESETS["tofu-llama2"]
+    assert resolve_format(None, "meta-llama/Meta-Llama-3-8B-Instruct", None, plain_tokenizer) == PRESETS["llama3-instruct"]
+    assert resolve_format(None, "someone/other-model", None, plain_tokenizer).kind == "question_answer"
+
+
+def test_the_default_format_is_unchanged(tiny_model, chat_tokenizer, tiny_model_no_template, plain_tokenizer):
+    """chat_template where the tokenizer has one, else Question/Answer: the ids of PromptFormat(tokenizer)."""
+    for folder, tokenizer in ((tiny_model, chat_tokenizer), (tiny_model_no_template, plain_tokenizer)):
+        fmt = load_prompt_format(ModelConfig(str(folder)), tokenizer)
+        assert fmt.encode("Where was bob born?", "bob was born in lima.") == \
+            PromptFormat(tokenizer).encode("Where was bob born?", "bob was born in lima.")
+    assert load_prompt_format(ModelConfig(str(tiny_model)), chat_tokenizer).spec.kind == "chat_template"
+
+
+def test_tags_tokenise_the_whole_text(plain_tokenizer):
+    fmt = PromptFormat(plain_tokenizer, spec=FormatSpec("tags", "user ", " assistant ", ""))
+    encoded = fmt.encode("Where was bob born?", "bob was born in lima.")
+    assert tokens(plain_tokenizer, encoded.input_ids) == [
+        "user", "where", "was", "bob", "born", "?", "assistant", "bob", "was", "born", "in", "lima", ".", "<s>"]
+    assert encoded.prompt_length == 7
+    assert fmt.prompt_ids("Where was bob born?") == encoded.input_ids[:7]
+
+
+def test_a_recorded_format_is_read_and_a_setting_overrides_it(tiny_model, tmp_path, chat_tokenizer):
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model, folder)
+    (folder / FORMAT_FILE).write_text(json.dumps({"kind": "tags", "question_start": "user ", "question_end": "",
+                                                  "answer_start": ""}))
+    assert load_prompt_format(ModelConfig(str(folder)), chat_tokenizer).spec == FormatSpec("tags", "user ", "", "")
+    override = ModelConfig(str(folder), prompt_format=PromptFormatConfig(kind="chat_template"))
+    assert load_prompt_format(override, chat_tokenizer).spec.kind == "chat_template"
+    (folder / FORMAT_FILE).write_text('{"kind": "jinja"}')
+    with pytest.raises(UserError, match="prompt_format.json"):
+        read_recorded_format(folder)
+
+
+@pytest.mark.parametrize("setting,message", [
+    (PromptFormatConfig(kind="llama9"), "unknown model.prompt_format.kind 'llama9'"),
+    (PromptFormatConfig(kind="chat_template", question_start="x"), "tags apply only with kind=tags"),
+    (PromptFormatConfig(kind="tofu-llama2", answer_start="A:"), "answer_start"),
+])
+def test_bad_format_settings_are_user_errors(setting, message, tiny_model, chat_tokenizer):
+    with pytest.raises(UserError, match=message):
+        load_prompt_format(ModelConfig(str(tiny_model), prompt_format=setting), chat_tokenizer)
+
+
+def test_show_format_prints_ids_tokens_mask_and_generation_prompt(tiny_model, tmp_path, capsys):
+    assert main(["show-format", str(tiny_model), "-q", "Where was bob born?", "-a", "bob was born in lima."]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    expected = PromptFormat(tokenizer).encode("Where was bob born?", "bob was born in lima.")
+    assert shown["input_ids"] == list(expected.input_ids) and shown["format"] == {"kind": "chat_template"}
+    assert shown["tokens"][-1] == "<|im_end|>" and shown["tokens"][:2] == ["<|im_start|>", "user"]
+    assert shown["label_mask"] == [0] * expected.prompt_length + [1] * (len(expected.input_ids) - expected.prompt_length)
+    assert shown["generation_prompt_ids"] == list(expected.input_ids[: expected.prompt_length])
+    # A bare tokenizer folder (no config.json, no weights) and a tags override.
+    bare = tmp_path / "tok"
+    tokenizer.save_pretrained(bare)
+    assert main(["show-format", str(bare), "kind=tags", "question_start=user ", "question_end= assistant ",
+                 "-q", "Where was bob born?", "-a", "bob was born in lima."]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["tokens"] == ["user", "where", "was", "bob", "born", "?", "assistant",
+                               "bob", "was", "born", "in", "lima", ".", "<|im_end|>"]
+    assert shown["label_mask"] == [0] * 7 + [1] * 7 and len(shown["generation_prompt_ids"]) == 7
+    assert main(["show-format", str(bare), "kind=llama9"]) == 2
+    assert "unknown model.prompt_format.kind 'llama9'" in capsys.readouterr().err
+
+
+def test_a_format_is_kept_from_finetune_through_unlearn_to_evaluate(tiny_model, qa_folder, tmp_path, monkeypatch):
+    """Set once at fine-tuning; unlearn and evaluate read it from the model folders."""
+    from unlearnlm.training import models
+
+    seen = []
+    real = models.load_prompt_format
+
+    def spy(config, tokenizer):
+        fmt = real(config, tokenizer)
+        seen.append(fmt.spec)
+        return fmt
+
+    monkeypatch.setattr(models, "load_prompt_format", spy)
+    small = ["training.epochs=1", "training.per_device_batch_size=4", "training.gradient_accumulation_steps=1",
+             "training.warmup_epochs=0", "training.progress=false"]
+    tags = FormatSpec("tags", "user ", " assistant ", "")
+    assert main(["finetune", f"model.name_or_path={tiny_model}", f"data.source={qa_folder}", "data.train=forget,retain",
+                 "model.prompt_format.kind=tags", "model.prompt_format.question_start=user ",
+                 "model.prompt_format.question_end= assistant ", f"output_dir={tmp_path / 'ft'}", *small]) == 0
+    assert read_recorded_format(tmp_path / "ft" / "model") == tags
+    assert main(["unlearn", f"model.name_or_path={tmp_path / 'ft' / 'model'}", f"data.source={qa_folder}",
+                 "data.forget=forget", "data.retain=retain", "method=GA+GD", f"output_dir={tmp_path / 'un'}",
+                 *small]) == 0
+    assert read_recorded_format(tmp_path / "un" / "model") == tags
+    assert main(["evaluate", str(tmp_path / "un"), "scenario=custom", f"data.custom_forget={qa_folder / 'forget_perturbed.json'}",
+                 "judges.embedder=none", "judges.nli=none", "max_length=24", "ds_size=2"]) == 0
+    assert seen == [tags, tags, tags]

@@ -119,6 +119,29 @@ def cmd_build_forget_set(args: argparse.Namespace) -> None:
     build_forget_set(config)
 
 
+def cmd_show_format(args: argparse.Namespace) -> None:
+    import json
+
+    from .config import ModelConfig, PromptFormatConfig, from_dict, parse_overrides, validate_prompt_format
+    from .training.models import load_prompt_format, load_tokenizer
+
+    setting = from_dict(PromptFormatConfig, parse_overrides(args.settings), prefix="model.prompt_format.")
+    validate_prompt_format(setting)  # before the tokenizer loads
+    model = ModelConfig(name_or_path=args.model, trust_remote_code=args.trust_remote_code, prompt_format=setting)
+    tokenizer = load_tokenizer(model, require_model=False)
+    formatter = load_prompt_format(model, tokenizer)
+    print(json.dumps({"model": args.model, **formatter.describe(args.question, args.answer)}, ensure_ascii=False))
+
+
+def _show_format_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", metavar="MODEL", help="model folder, hub name, alias, or a bare tokenizer folder")
+    parser.add_argument("settings", nargs="*", metavar="key=value",
+                        help="prompt format overrides: kind=tags question_start='[INST] ' ... (model.prompt_format.*)")
+    parser.add_argument("--question", "-q", default="What is the full name of the author born in Kuwait City?")
+    parser.add_argument("--answer", "-a", default="The author's full name is Basil Mahfouz Al-Kuwaiti.")
+    parser.add_argument("--trust-remote-code", action="store_true", help="allow the tokenizer's own code")
+
+
 def cmd_make_world(args: argparse.Namespace) -> None:
     from .config import from_dict, parse_overrides
     from .scenarios.world import WorldConfig, write_world
@@ -188,6 +211,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], None], str, bool]] = {
     "continual": (cmd_continual, "unlearn tasks 1..N in turn, evaluating after each (MU/FE trajectory)", True),
     "real-world": (cmd_real_world, "unlearn real people from an instruction model; QA and lm-eval utility", True),
     "build-forget-set": (cmd_build_forget_set, "ask a model about entities; write forget/neighbour sets from its answers", True),
+    "show-format": (cmd_show_format, "print as JSON the token ids, tokens, label mask and generation prompt of a QA pair", False),
     "make-world": (cmd_make_world, "write a seeded fictitious world of authors in TOFU's format", False),
     "train-judge": (cmd_train_judge, "train (once, cached) the offline NLI judge and print its accuracy", False),
     "demo": (cmd_demo, "the paper's comparison on the embedded model, offline, on a CPU (the main job)", True),
@@ -221,6 +245,7 @@ EXTRA_ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
     "evaluate": _evaluate_arguments,
     "report": _report_arguments,
     "make-world": _make_world_arguments,
+    "show-format": _show_format_arguments,
     "train-judge": _train_judge_arguments,
     "demo": _demo_arguments,
 }

@@ -127,10 +127,13 @@ def _dtype(name: str):
         raise UserError(f"unknown model.dtype '{name}'; use auto, float32, bfloat16 or float16") from None
 
 
-def load_tokenizer(config: ModelConfig):
+def load_tokenizer(config: ModelConfig, require_model: bool = True):
+    """The tokenizer of ``config``'s model; ``require_model=False`` accepts a folder holding a
+    tokenizer only (``show-format``)."""
     from transformers import AutoTokenizer
 
-    path = resolve_model_path(config.name_or_path)
+    bare = not require_model and Path(config.name_or_path).expanduser().is_dir()
+    path = str(Path(config.name_or_path).expanduser()) if bare else resolve_model_path(config.name_or_path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=config.trust_remote_code)
     except (OSError, ValueError) as err:
