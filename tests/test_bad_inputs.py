@@ -219,3 +219,377 @@ def test_inputs_that_are_fine(tmp_path, qa_folder):
     loaded = load_split("f.json", str(tmp_path), required=("question", "answer", "perturbed_answer"))
     assert [len(r["perturbed_answer"]) for r in loaded] == [5, 3]
     assert len(load_split("forget.json", str(qa_folder))) == 12
+
+
+# ---- by class: every command, every config section, checkpoints, output paths, truncation ------
+
+# Bad values of each config section, relative to the section: (overrides, a piece of the error).
+SECTION_BAD_VALUES = {
+    "model": [(["name_or_path="], "name_or_path"), (["dtype=float8"], "model.dtype"),
+              (["trust_remote_code=perhaps"], "true or false"), (["prompt_format.kind=llama9"], "prompt_format.kind"),
+              (["prompt_format.question_start=Q:"], "kind=tags"), (["prompt_format.colour=red"], "prompt_format.colour")],
+    "training": [(["lr=-1"], "lr"), (["epochs=0"], "epochs"), (["per_device_batch_size=0"], "per_device_batch_size"),
+                 (["gradient_accumulation_steps=0"], "gradient_accumulation_steps"), (["warmup_epochs=-1"], "warmup_epochs"),
+                 (["weight_decay=-1"], "weight_decay"), (["logging_steps=0"], "logging_steps"),
+                 (["save_steps=-1"], "save_steps"), (["save_minutes=nan"], "save_minutes"),
+                 (["optimizer=sgdx"], "optimizer"), (["lr_scheduler=zigzag"], "lr_scheduler"), (["bf16=maybe"], "bf16"),
+                 (["stop_forget_loss_above=inf"], "stop_forget_loss_above"), (["seed=1.5"], "integer")],
+    "lora": [(["enabled=true", "r=0"], "lora.r"), (["enabled=true", "alpha=0"], "lora.alpha"),
+             (["enabled=true", "dropout=1"], "lora.dropout"), (["enabled=maybe"], "true or false")],
+    "data": [(["max_length=0"], "max_length"), (["pad_to=0"], "pad_to"),
+             (["retain_includes_later_tasks=maybe"], "true or false")],
+    "evaluation": [(["scenario=tofu2"], "scenario"), (["ds_size=-1"], "ds_size"), (["max_length=1"], "max_length"),
+                   (["generation_batch_size=0"], "generation_batch_size"), (["loss_batch_size=0"], "loss_batch_size"),
+                   (["pad_to=0"], "pad_to"), (["judges.nli_batch_size=0"], "nli_batch_size"),
+                   (["judges.embedder_batch_size=0"], "embedder_batch_size"), (["share_prompts=maybe"], "true or false")],
+    "judges": [(["nli_batch_size=0"], "nli_batch_size"), (["embedder= "], "embedder")],
+    "downstream": [(["batch_size=0"], "downstream.batch_size"), (["limit=0"], "downstream.limit"),
+                   (["num_fewshot=-1"], "num_fewshot"), (["tasks="], "downstream.tasks")],
+    "unlearn": [(["method=XYZ"], "XYZ"), (["beta=0"], "beta"), (["forget_coeff=nan"], "forget_coeff"),
+                (["regularization_coeff=inf"], "regularization_coeff"), (["mask=maybe"], "true or false")],
+    "top": [(["nosuch=1"], "unknown config key 'nosuch'"), (["--config", "/nonexistent/c.yaml"], "c.yaml")],
+}
+# Where each section sits in each command's config (the prefix of its keys).
+SECTION_PLACES = {
+    "model": {"finetune": ["model."], "unlearn": ["model."], "evaluate": ["model."], "continual": ["unlearn.model."],
+              "real-world": ["unlearn.model."], "build-forget-set": ["model."], "demo": ["model."]},
+    "training": {"finetune": ["training."], "unlearn": ["training."], "continual": ["unlearn.training."],
+                 "real-world": ["unlearn.training."], "demo": ["finetune.", "unlearn."]},
+    "lora": {"finetune": ["lora."], "unlearn": ["lora."], "continual": ["unlearn.lora."], "real-world": ["unlearn.lora."]},
+    "data": {"unlearn": ["data."], "continual": ["unlearn.data."], "real-world": ["unlearn.data."]},
+    "evaluation": {"evaluate": [""], "unlearn": ["evaluation."], "continual": ["unlearn.evaluation."],
+                   "real-world": ["unlearn.evaluation."]},
+    "judges": {"demo": ["judges."], "evaluate": ["judges."]},
+    "downstream": {"real-world": ["downstream."]},
+    "unlearn": {"unlearn": [""], "continual": ["unlearn."], "real-world": ["unlearn."]},
+    "top": {c: [""] for c in ("finetune", "unlearn", "evaluate", "continual", "real-world", "build-forget-set", "demo")},
+}
+# Settings particular to one command, and settings a command sets itself (refused, not ignored).
+COMMAND_BAD_VALUES = {
+    "finetune": [(["data.max_length=0"], "max_length"), (["data.train="], "data.train")],
+    "unlearn": [(["evaluation.model.name_or_path=/x"], "evaluation.model.name_or_path"),
+                (["evaluation.output_dir=elsewhere"], "evaluation.output_dir"),
+                (["evaluation.model.prompt_format.kind=tags"], "evaluation.model.prompt_format.kind")],
+    "continual": [(["methods=FOO"], "FOO"), (["methods=GA+GD,GA+GD"], "twice"),
+                  (["unlearn.data.task_id=2"], "unlearn.data.task_id"), (["unlearn.reference_model=/x"], "fix_ref_model"),
+                  (["unlearn.output_dir=elsewhere"], "unlearn.output_dir"),
+                  (["unlearn.data.retain_includes_later_tasks=false"], "retain_includes_later_tasks"),
+                  (["methods=GA+GD", "unlearn.method=NPO"], "unlearn.method"),
+                  (["unlearn.evaluation.output_dir=elsewhere"], "unlearn.evaluation.output_dir"),
+                  (["fix_ref_model=perhaps"], "true or false")],
+    "real-world": [(["unlearn.data.task_id=1"], "unlearn.data.task_id"),
+                   (["unlearn.output_dir=elsewhere"], "unlearn.output_dir"),
+                   (["unlearn.data.retain_includes_later_tasks=true"], "retain_includes_later_tasks"),
+                   (["unlearn.evaluation.scenario=custom"], "unlearn.evaluation.scenario"),
+                   (["unlearn.evaluation.output_dir=elsewhere"], "unlearn.evaluation.output_dir"),
+                   (["evaluate_target=perhaps"], "true or false")],
+    "demo": [(["methods=FOO"], "FOO"), (["methods="], "methods"), (["authors=2"], "authors"),
+             (["questions_per_author=0"], "questions_per_author"), (["ds_size=-1"], "ds_size"),
+             (["forget_split=forget99"], "forget_split"), (["retain_split=retain99"], "retain_split")],
+    "build-forget-set": [(["max_length=1"], "max_length"), (["batch_size=0"], "batch_size"),
+                         (["templates=Who?"], "{name}")],
+    "evaluate": [(["scenario=custom", "data.custom_forget=/nonexistent/f.json"], "/nonexistent/f.json"),
+                 (["scenario=custom", "data.custom_forget={qa}/forget_perturbed.json", "retain_eval=/nonexistent/ev"],
+                  "retain_eval")],
+    "make-world": [(["authors=2"], "authors"), (["questions_per_author=0"], "questions_per_author"),
+                   (["questions_per_author=99"], "questions_per_author"), (["seed=abc"], "seed"),
+                   (["colour=red"], "colour")],
+    "train-judge": [(["steps=-5"], "steps"), (["lr=0"], "lr"), (["batch_size=0"], "batch_size"), (["worlds=0"], "worlds"),
+                    (["authors=1"], "authors"), (["warmup_steps=-1"], "warmup_steps"),
+                    (["vitaminc_share=1.5"], "vitaminc_share"), (["max_length=0"], "max_length"),
+                    (["trainable_layers=-1"], "trainable_layers"), (["first_seed=-1"], "first_seed"),
+                    (["warmup_steps=500"], "warmup_steps"), (["--threads", "0"], "--threads"), (["speed=3"], "speed")],
+    "show-format": [(["kind=llama9"], "prompt_format.kind"), (["question_start=Q:"], "kind=tags"),
+                    (["colour=red"], "colour"), (["kind=tags", "answer_start"], "key=value")],
+    "report": [(["/nonexistent/run"], "/nonexistent/run")],
+}
+
+
+def _argv(command: str, extra: list[str], qa: Path, tmp: Path) -> list[str]:
+    extra = [e.replace("{qa}", str(qa)) for e in extra]
+    if command == "make-world":
+        return ["make-world", str(tmp / "world"), *extra]
+    if command == "show-format":
+        return ["show-format", str(qa / "no-such-tokenizer"), *extra]
+    if command == "report":
+        return ["report", *extra, "--output", str(tmp / "report")]
+    if extra[:1] == ["--config"]:
+        return [command, *extra]
+    return [command, *extra, f"output_dir={tmp / 'out'}"] if command not in ("train-judge",) else [command, *extra]
+
+
+def _value_cases() -> dict[str, tuple[str, list[str], str]]:
+    cases = {}
+    for section, places in SECTION_PLACES.items():
+        for command, prefixes in places.items():
+            for prefix in prefixes:
+                for items, piece in SECTION_BAD_VALUES[section]:
+                    extra = [i if i.startswith("-") or items[0] == "--config" else prefix + i for i in items]
+                    cases[f"{command}:{prefix or section + ':'}{'+'.join(items)}"] = (command, extra, piece)
+    for command, items_list in COMMAND_BAD_VALUES.items():
+        for items, piece in items_list:
+            cases[f"{command}:{'+'.join(items)}"] = (command, list(items), piece)
+    return cases
+
+
+VALUE_CASES = _value_cases()
+
+
+def _one_clean_line(code: int, err: str, pieces) -> str:
+    lines = err.strip().splitlines()
+    assert code == 2, err
+    assert "Traceback" not in err
+    assert len(lines) == 1 and lines[0].startswith("unlearnlm: error: "), err
+    for piece in pieces:
+        assert piece in lines[0], f"{piece!r} not in {lines[0]!r}"
+    return lines[0]
+
+
+@pytest.mark.parametrize("case", list(VALUE_CASES))
+def test_bad_setting_of_every_section_and_command(case, qa_folder, tmp_path, capsys, no_model_loading):
+    command, extra, piece = VALUE_CASES[case]
+    code = main(_argv(command, extra, qa_folder, tmp_path))
+    _one_clean_line(code, capsys.readouterr().err, [piece])
+    assert not (tmp_path / "out").exists() and not (tmp_path / "world").exists()  # nothing written
+
+
+OUTPUT_COMMANDS = ("finetune", "unlearn", "evaluate", "continual", "real-world", "build-forget-set", "demo",
+                   "make-world", "report")
+
+
+def _occupied(tmp: Path) -> Path:
+    (tmp / "taken").write_text("x")
+    return tmp / "taken"
+
+
+def _under_a_file(tmp: Path) -> Path:
+    (tmp / "plain").write_text("x")
+    return tmp / "plain" / "out"
+
+
+OUTPUT_PATHS = {
+    "occupied-by-a-file": (_occupied, "is a file"),
+    "under-a-file": (_under_a_file, "is a file"),
+    "pseudo-file-system": (lambda tmp: Path("/proc/unlearnlm-test/out"), "cannot be created"),
+    "not-writable": (lambda tmp: Path("/sys/unlearnlm-test"), "cannot be created"),
+}
+
+
+@pytest.mark.parametrize("command", OUTPUT_COMMANDS)
+@pytest.mark.parametrize("kind", list(OUTPUT_PATHS))
+def test_unusable_output_path(command, kind, qa_folder, tmp_path, capsys, no_model_loading):
+    make, piece = OUTPUT_PATHS[kind]
+    output = make(tmp_path)
+    if command == "make-world":
+        argv = ["make-world", str(output)]
+    elif command == "report":
+        argv = ["report", str(tmp_path), "--output", str(output)]
+    else:
+        argv = [command, f"output_dir={output}"]
+    _one_clean_line(main(argv), capsys.readouterr().err, [str(output), piece])
+
+
+# ---- checkpoints that are not what they claim ----------------------------------------------------
+
+def _spoil_config(change):
+    def spoil(folder: Path) -> None:
+        config = json.loads((folder / "config.json").read_text())
+        config.update(change(config))
+        (folder / "config.json").write_text(json.dumps(config))
+    return spoil
+
+
+def _truncate(folder: Path) -> None:
+    path = folder / "model.safetensors"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _as_bin(payload):
+    def spoil(folder: Path) -> None:
+        (folder / "model.safetensors").unlink()
+        payload(folder / "pytorch_model.bin")
+    return spoil
+
+
+def _foreign_tensor(path: Path) -> None:
+    import torch
+
+    torch.save({"unrelated.weight": torch.zeros(3)}, path)
+
+
+class _Payload:
+    """Unpickling this would create the file MARKER: proof that no pickle runs."""
+
+    marker = ""
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _pickle_payload(path: Path) -> None:
+    import pickle
+
+    _Payload.marker = str(path.parent / "PICKLE_RAN")
+    path.write_bytes(pickle.dumps(_Payload()))
+
+
+CHECKPOINTS = {
+    "truncated-safetensors": (_truncate, ["corrupt weights"]),
+    "garbage-safetensors": (lambda f: (f / "model.safetensors").write_bytes(b"not a tensor file" * 8), ["corrupt"]),
+    "garbage-bin": (_as_bin(lambda p: p.write_bytes(b"\x80\x04garbage" * 8)), ["not a plain tensor file"]),
+    "pickle-payload-bin": (_as_bin(_pickle_payload), ["not a plain tensor file"]),
+    "foreign-weights-bin": (_as_bin(_foreign_tensor), ["missing", "lm_head.weight"]),
+    "wrong-sizes": (_spoil_config(lambda c: {"hidden_size": 64, "intermediate_size": 128}), ["mismatched size"]),
+    "missing-layer": (_spoil_config(lambda c: {"num_hidden_layers": c["num_hidden_layers"] + 1}),
+                      ["missing", "model.layers.2."]),
+    "unexpected-layer": (_spoil_config(lambda c: {"num_hidden_layers": c["num_hidden_layers"] - 1}),
+                         ["unexpected", "model.layers.1."]),
+    "no-weights": (lambda f: (f / "model.safetensors").unlink(), ["model.safetensors"]),
+    "config-not-json": (lambda f: (f / "config.json").write_text("{not json"), ["cannot load"]),
+}
+
+
+@pytest.fixture(scope="module")
+def real_world_folder(qa_folder, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("rw")
+    for name, target in (("forget_perturbed.json", "forget"), ("retain_perturbed.json", "neighbor")):
+        rows = [json.loads(line) for line in (qa_folder / name).read_text().splitlines()]
+        rows = [dict(r, golden_answer=r["answer"], name=r["question"].split()[-1].strip("?")) for r in rows]
+        if target == "forget":
+            rows = [dict(r, task_id=1) for r in rows]
+        (folder / f"{target}.json").write_text(jsonl(rows))
+        (folder / f"{target}_perturbed.json").write_text(jsonl(rows))
+    return folder
+
+
+def _model_command(command: str, model: Path, qa: Path, rw: Path, out: Path) -> list[str]:
+    small = ["training.progress=false", "training.epochs=1"]
+    return {
+        "finetune": ["finetune", f"model.name_or_path={model}", f"data.source={qa}", "data.train=forget,retain",
+                     f"output_dir={out}", *small],
+        "unlearn": ["unlearn", f"model.name_or_path={model}", f"data.source={qa}", "data.forget=forget",
+                    "data.retain=retain", "method=GA+GD", f"output_dir={out}", *small],
+        "evaluate": ["evaluate", str(model), "scenario=custom", f"data.custom_forget={qa / 'forget_perturbed.json'}",
+                     "judges.embedder=none", "judges.nli=none", "max_length=24", f"output_dir={out}"],
+        "build-forget-set": ["build-forget-set", f"model.name_or_path={model}", "forget_entities=alice",
+                             "neighbor_entities=bob", f"output_dir={out}", "max_length=24"],
+        "continual": ["continual", f"unlearn.model.name_or_path={model}", f"unlearn.data.source={qa}",
+                      "unlearn.data.forget=forget", "unlearn.data.retain=retain", "unlearn.method=GA+GD", "tasks=1",
+                      "evaluate=false", "evaluate_target=false", f"output_dir={out}",
+                      "unlearn.training.progress=false"],
+        "real-world": ["real-world", f"unlearn.model.name_or_path={model}", f"unlearn.data.source={rw}",
+                       "downstream.enabled=false", "unlearn.evaluation.judges.embedder=none",
+                       "unlearn.evaluation.judges.nli=none", "unlearn.evaluation.max_length=24", f"output_dir={out}",
+                       "unlearn.training.progress=false"],
+    }[command]
+
+
+MODEL_COMMANDS = ("finetune", "unlearn", "evaluate", "build-forget-set", "continual", "real-world")
+
+
+@pytest.mark.parametrize("command", MODEL_COMMANDS)
+@pytest.mark.parametrize("kind", list(CHECKPOINTS))
+def test_checkpoint_that_is_not_what_it_claims(command, kind, tiny_model, qa_folder, real_world_folder, tmp_path,
+                                               capsys):
+    import shutil
+
+    spoil, pieces = CHECKPOINTS[kind]
+    folder = tmp_path / f"ckpt-{kind}"
+    shutil.copytree(tiny_model, folder)
+    spoil(folder)
+    code = main(_model_command(command, folder, qa_folder, real_world_folder, tmp_path / "out"))
+    _one_clean_line(code, capsys.readouterr().err, [str(folder), *pieces])
+    assert not (folder / "PICKLE_RAN").exists()
+    assert not (tmp_path / "out" / "model").exists() and not (tmp_path / "out" / "summary.json").exists()
+
+
+def test_a_good_checkpoint_loads_and_a_bare_tokenizer_is_no_model(tiny_model, tmp_path):
+    from unlearnlm.config import ModelConfig
+    from unlearnlm.errors import UserError
+    from unlearnlm.training.models import load_model
+
+    assert load_model(ModelConfig(str(tiny_model))).config.num_hidden_layers == 2
+    from transformers import AutoTokenizer
+
+    AutoTokenizer.from_pretrained(tiny_model).save_pretrained(tmp_path / "tok")
+    with pytest.raises(UserError, match="config.json"):
+        load_model(ModelConfig(str(tmp_path / "tok")))
+
+
+# ---- data that truncation empties ----------------------------------------------------------------
+
+TRUNCATING = {
+    "finetune": ("data.max_length=3", ["forget", "line 1", "no answer token", "data.max_length=3"]),
+    "unlearn": ("data.max_length=3", ["forget", "line 1", "no answer token"]),
+    "continual": ("unlearn.data.max_length=3", ["forget", "line 1", "no answer token"]),
+    "real-world": ("unlearn.data.max_length=3", ["forget", "line 1", "no answer token"]),
+    "evaluate": ("max_length=3", ["forget_perturbed", "line 1", "no token to generate"]),
+    "build-forget-set": ("max_length=3", ["alice", "no token to generate"]),
+}
+
+
+@pytest.fixture
+def no_weights_loading(monkeypatch):
+    from unlearnlm.training import models
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded before the data was checked")
+
+    monkeypatch.setattr(models, "load_model", refuse)
+
+
+@pytest.mark.parametrize("command", list(TRUNCATING))
+def test_data_that_truncation_empties_is_refused(command, tiny_model, qa_folder, real_world_folder, tmp_path, capsys,
+                                                 no_weights_loading):
+    setting, pieces = TRUNCATING[command]
+    argv = _model_command(command, tiny_model, qa_folder, real_world_folder, tmp_path / "out")
+    argv = [a for a in argv if not a.startswith(("max_length=", "unlearn.evaluation.max_length="))] + [setting]
+    if command == "real-world":
+        argv.append("evaluate_target=false")
+    _one_clean_line(main(argv), capsys.readouterr().err, pieces)
+
+
+def test_answers_cut_by_max_length_are_counted(tiny_model, qa_folder, caplog):
+    import logging
+
+    from transformers import AutoTokenizer
+
+    from unlearnlm.data.formatting import PromptFormat, check_truncation
+
+    formatter = PromptFormat(AutoTokenizer.from_pretrained(tiny_model))
+    rows = [{"question": "Where was bob born?", "answer": "bob was born in lima."},
+            {"question": "Where was bob born?", "answer": "lima."},
+            {"question": "What is the favourite colour of alice?", "answer": "The favourite colour of alice is red."}]
+    encoded = [formatter.encode(r["question"], r["answer"]) for r in rows]
+    lengths = [len(e.input_ids) for e in encoded]
+    limit = max(e.prompt_length for e in encoded) + 1  # every prompt fits, with one answer token at least
+    with caplog.at_level(logging.WARNING):
+        cut = check_truncation(formatter, rows, limit, "mine.json")
+    expected = sum(n > limit for n in lengths)
+    assert cut == expected == 2
+    assert "mine.json: 2 of 3 rows are longer than data.max_length" in caplog.text
+
+
+def bad_inputs_per_command() -> dict[str, int]:
+    """How many bad inputs this file feeds each command."""
+    counts: dict[str, int] = {}
+    for command, _, _ in VALUE_CASES.values():
+        counts[command] = counts.get(command, 0) + 1
+    for command in OUTPUT_COMMANDS:
+        counts[command] = counts.get(command, 0) + len(OUTPUT_PATHS)
+    for command in MODEL_COMMANDS:
+        counts[command] = counts.get(command, 0) + len(CHECKPOINTS)
+    for command in TRUNCATING:
+        counts[command] += 1
+    counts["unlearn"] += len(CASES) + 2  # the corpus above, run in-process and in a real process
+    counts["finetune"] += len(FINETUNE_CASES)
+    return counts
+
+
+def test_every_command_gets_bad_inputs():
+    from unlearnlm.cli import COMMANDS
+
+    counts = bad_inputs_per_command()
+    print("bad inputs per command:", json.dumps(counts, sort_keys=True))
+    assert set(COMMANDS) - set(counts) <= {"methods", "presets"}  # those two take no input
+    assert all(n >= 4 for n in counts.values()), counts

@@ -72,7 +72,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 def cmd_report(args: argparse.Namespace) -> None:
     from .evaluation.report import write_report
+    from .io import check_output_path
 
+    check_output_path(args.output, "--output")
     page = write_report(args.runs, args.output)
     print(f"report written to {page}")
 
@@ -146,7 +148,10 @@ def cmd_make_world(args: argparse.Namespace) -> None:
     from .config import from_dict, parse_overrides
     from .scenarios.world import WorldConfig, write_world
 
+    from .io import check_output_path
+
     config = from_dict(WorldConfig, parse_overrides(args.settings))
+    check_output_path(args.output_dir)
     counts = write_world(args.output_dir, config.seed, config.authors, config.questions_per_author)
     for stem, rows in counts.items():
         print(f"{args.output_dir}/{stem}.json: {rows} rows")
@@ -159,11 +164,14 @@ def _make_world_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_train_judge(args: argparse.Namespace) -> None:
-    from .config import from_dict, parse_overrides
+    from .config import from_dict, parse_overrides, validate_config
     from .data.records import load_split
     from .evaluation.offline_nli import JudgeTrainingConfig, format_metrics, judge_folder, train_offline_nli_judge
 
     config = from_dict(JudgeTrainingConfig, parse_overrides(args.settings))  # a bad setting fails before any work
+    validate_config(config)
+    if args.threads < 1:
+        raise UserError(f"--threads must be at least 1, got {args.threads}")
     tofu_rows = None
     if args.tofu:
         required = ("question", "answer", "paraphrased_answer", "perturbed_answer")

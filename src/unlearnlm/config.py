@@ -561,39 +561,39 @@ def _finite(value: Optional[float]) -> bool:
     return value is None or math.isfinite(value)
 
 
-def validate_training(t: TrainingConfig) -> None:
+def validate_training(t: TrainingConfig, prefix: str = "training.") -> None:
     """Ranges and names of the training options, checked before any model is loaded."""
-    _require(math.isfinite(t.lr) and t.lr > 0, f"training.lr must be a positive number, got {t.lr}")
-    _require(math.isfinite(t.epochs) and t.epochs > 0, f"training.epochs must be a positive number, got {t.epochs}")
-    _require(t.per_device_batch_size >= 1, f"training.per_device_batch_size must be at least 1, got {t.per_device_batch_size}")
+    _require(math.isfinite(t.lr) and t.lr > 0, f"{prefix}lr must be a positive number, got {t.lr}")
+    _require(math.isfinite(t.epochs) and t.epochs > 0, f"{prefix}epochs must be a positive number, got {t.epochs}")
+    _require(t.per_device_batch_size >= 1, f"{prefix}per_device_batch_size must be at least 1, got {t.per_device_batch_size}")
     _require(t.gradient_accumulation_steps >= 1,
-             f"training.gradient_accumulation_steps must be at least 1, got {t.gradient_accumulation_steps}")
+             f"{prefix}gradient_accumulation_steps must be at least 1, got {t.gradient_accumulation_steps}")
     _require(math.isfinite(t.warmup_epochs) and t.warmup_epochs >= 0,
-             f"training.warmup_epochs must be zero or more, got {t.warmup_epochs}")
+             f"{prefix}warmup_epochs must be zero or more, got {t.warmup_epochs}")
     _require(math.isfinite(t.weight_decay) and t.weight_decay >= 0,
-             f"training.weight_decay must be zero or more, got {t.weight_decay}")
-    _require(t.logging_steps >= 1, f"training.logging_steps must be at least 1, got {t.logging_steps}")
-    _require(t.save_steps >= 0, f"training.save_steps must be zero or more, got {t.save_steps}")
+             f"{prefix}weight_decay must be zero or more, got {t.weight_decay}")
+    _require(t.logging_steps >= 1, f"{prefix}logging_steps must be at least 1, got {t.logging_steps}")
+    _require(t.save_steps >= 0, f"{prefix}save_steps must be zero or more, got {t.save_steps}")
     _require(math.isfinite(t.save_minutes) and t.save_minutes >= 0,
-             f"training.save_minutes must be zero or more, got {t.save_minutes}")
+             f"{prefix}save_minutes must be zero or more, got {t.save_minutes}")
     _require(str(t.bf16).lower() in ("auto", "true", "false", "1", "0", "yes", "no"),
-             f"training.bf16 must be auto, true or false, got '{t.bf16}'")
+             f"{prefix}bf16 must be auto, true or false, got '{t.bf16}'")
     for name in ("stop_forget_loss_below", "stop_forget_loss_above"):
-        _require(_finite(getattr(t, name)), f"training.{name} must be a finite number, got {getattr(t, name)}")
+        _require(_finite(getattr(t, name)), f"{prefix}{name} must be a finite number, got {getattr(t, name)}")
     if t.stop_forget_loss_below is not None and t.stop_forget_loss_above is not None:
         _require(t.stop_forget_loss_below < t.stop_forget_loss_above,
-                 "training.stop_forget_loss_below must be less than training.stop_forget_loss_above")
+                 f"{prefix}stop_forget_loss_below must be less than {prefix}stop_forget_loss_above")
     from transformers.trainer_utils import SchedulerType
     from transformers.training_args import OptimizerNames
 
     optimizers = [o.value for o in OptimizerNames]
-    _require(t.optimizer in optimizers, f"unknown training.optimizer '{t.optimizer}'; valid: {', '.join(optimizers)}")
+    _require(t.optimizer in optimizers, f"unknown {prefix}optimizer '{t.optimizer}'; valid: {', '.join(optimizers)}")
     _require(not _needs_missing_bitsandbytes(t.optimizer),
-             f"training.optimizer '{t.optimizer}' needs the bitsandbytes package (pip install bitsandbytes); "
+             f"{prefix}optimizer '{t.optimizer}' needs the bitsandbytes package (pip install bitsandbytes); "
              "adamw_torch needs nothing extra")
     schedulers = [s.value for s in SchedulerType]
     _require(t.lr_scheduler in schedulers,
-             f"unknown training.lr_scheduler '{t.lr_scheduler}'; valid: {', '.join(schedulers)}")
+             f"unknown {prefix}lr_scheduler '{t.lr_scheduler}'; valid: {', '.join(schedulers)}")
 
 
 def _needs_missing_bitsandbytes(optimizer: str) -> bool:
@@ -640,15 +640,27 @@ def differing_keys(previous: dict, config: Any, ignore: Callable[[str], bool] = 
 MODEL_DTYPES = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16")
 
 
+def _overwritten(config: Any, default: Any, keys: dict[str, str], what: str, prefix: str = "") -> None:
+    """Settings a command sets itself: a value other than the default would be ignored, so it is refused."""
+    mine, theirs = flatten_keys(to_dict(config)), flatten_keys(to_dict(default))
+    for key, instead in keys.items():
+        given = sorted(k for k in mine if (k == key or k.startswith(key + ".")) and mine[k] != theirs.get(k))
+        if given:
+            raise UserError(f"{prefix}{given[0]}={mine[given[0]]!r} cannot be honoured: {what}; {instead}")
+
+
 def validate_config(config: Any) -> None:
     """Everything about a config that can be wrong without looking at files or models."""
-    if hasattr(config, "model"):
+    if isinstance(getattr(config, "model", None), ModelConfig):
         _require(bool(config.model.name_or_path.strip()), "model.name_or_path is empty")
         _require(config.model.dtype in MODEL_DTYPES,
                  f"unknown model.dtype '{config.model.dtype}'; valid: {', '.join(MODEL_DTYPES)}")
         validate_prompt_format(config.model.prompt_format)
-    if hasattr(config, "training"):
-        validate_training(config.training)
+    for item in dataclasses.fields(config):  # every training recipe of the config (demo: finetune, unlearn)
+        if isinstance(getattr(config, item.name), TrainingConfig):
+            validate_training(getattr(config, item.name), prefix=item.name + ".")
+        if isinstance(getattr(config, item.name), JudgesConfig):
+            _within(item.name, validate_judges, getattr(config, item.name))
     if hasattr(config, "lora") and config.lora.enabled:  # lora options without LoRA are ignored
         lora = config.lora
         _require(lora.r >= 1, f"lora.r must be at least 1, got {lora.r}")
@@ -672,13 +684,119 @@ def validate_config(config: Any) -> None:
         _require(_finite(config.forget_coeff), f"forget_coeff must be a finite number, got {config.forget_coeff}")
         _require(math.isfinite(config.regularization_coeff),
                  f"regularization_coeff must be a finite number, got {config.regularization_coeff}")
-        if config.eval_every_epoch:
-            validate_evaluation(config.evaluation, prefix="evaluation.")
+        validate_evaluation(config.evaluation, prefix="evaluation.")
+        # The run's evaluations score the run's own model into the run's folder.
+        _overwritten(config.evaluation, EvaluateConfig(), {
+            "model.name_or_path": "set model.name_or_path", "model.dtype": "set model.dtype",
+            "model.trust_remote_code": "set model.trust_remote_code", "model.prompt_format": "set model.prompt_format",
+            "output_dir": "per-epoch evaluations go into OUTPUT_DIR/eval"},
+            "the run's evaluations score the run's own model (its model section) into its own folder",
+            prefix="evaluation.")
     if isinstance(config, EvaluateConfig):
         validate_evaluation(config)
-    for item in dataclasses.fields(config):  # a scenario's per-task run (continual.unlearn, ...)
-        if isinstance(getattr(config, item.name), UnlearnConfig):
-            validate_config(getattr(config, item.name))
+    if isinstance(config, ContinualConfig):
+        _within("unlearn", validate_config, config.unlearn)
+        validate_continual(config)
+    elif isinstance(config, RealWorldConfig):
+        _within("unlearn", validate_config, config.unlearn)
+        validate_real_world(config)
+    elif isinstance(config, BuildForgetSetConfig):
+        _require(config.max_length >= 2, f"max_length must be at least 2, got {config.max_length}")
+        _require(config.batch_size >= 1, f"batch_size must be at least 1, got {config.batch_size}")
+        bad = [t for t in config.templates if "{name}" not in t]
+        _require(not bad, f"templates: '{bad[0] if bad else ''}' has no {{name}} slot")
+    elif isinstance(config, DemoConfig):
+        validate_demo(config)
+    validate_own = getattr(config, "validate", None)  # configs defined beside their command (train-judge)
+    if callable(validate_own):
+        validate_own()
+
+
+def _within(prefix: str, check: Callable[[Any], None], section: Any) -> None:
+    """Run ``check`` on a nested section; its error names the section."""
+    import re
+
+    try:
+        check(section)
+    except UserError as err:
+        message = str(err)
+        # "training.lr must ..." -> "unlearn.training.lr must ...": the key as the user writes it.
+        key = re.match(r"(unknown )?([a-z_]+(?:\.[a-z_]+)*)(?= must|=| is | cannot|\b)", message)
+        if prefix and key and ("." in key.group(2) or "_" in key.group(2) or
+                               message[key.end(2):].startswith((" must", "="))):
+            raise UserError(message[: key.start(2)] + prefix + "." + message[key.start(2):]) from None
+        raise UserError(f"{prefix}: {message}" if prefix else message) from None
+
+
+def validate_judges(j: JudgesConfig) -> None:
+    for name in ("embedder_batch_size", "nli_batch_size"):
+        _require(getattr(j, name) >= 1, f"judges.{name} must be at least 1, got {getattr(j, name)}")
+    for name in ("embedder", "nli"):
+        _require(bool(str(getattr(j, name)).strip()), f"judges.{name} is empty; use auto, none or a model")
+
+
+def _methods_known(methods: list[str], key: str) -> None:
+    from .methods.registry import get_method
+
+    for method in methods:
+        try:
+            get_method(method)
+        except UserError as err:
+            raise UserError(f"{key}: {err}") from None
+    _require(len(set(methods)) == len(methods), f"{key} lists a method twice: {', '.join(methods)}")
+
+
+def validate_continual(config: "ContinualConfig") -> None:
+    _methods_known(config.methods, "methods")
+    _require(all(str(t).strip() for t in config.tasks), "tasks holds an empty task id")
+    _overwritten(config.unlearn, _continual_unlearn_defaults(), {
+        "data.task_id": "list the tasks to unlearn in turn in tasks=...",
+        "reference_model": "the reference is the previous task's model, or the target with fix_ref_model=true",
+        "output_dir": "set output_dir (each task's run goes into OUTPUT_DIR/METHOD/task_K)",
+        "data.retain_includes_later_tasks": "the continual retain set always holds the later tasks' rows",
+    }, "the continual scenario sets it for every task", prefix="unlearn.")
+    if config.methods:
+        _overwritten(config.unlearn, _continual_unlearn_defaults(), {
+            "method": "list every method in methods=..."}, "methods=... names the methods run", prefix="unlearn.")
+    if config.evaluate:
+        _overwritten(config.unlearn.evaluation, EvaluateConfig(), {
+            "output_dir": "evaluations go into each task's folder"}, "the continual scenario sets it",
+            prefix="unlearn.evaluation.")
+
+
+def validate_real_world(config: "RealWorldConfig") -> None:
+    _overwritten(config.unlearn, _real_world_unlearn_defaults(), {
+        "data.task_id": "the real-world scenario unlearns every person of the forget set at once "
+                        "(make a forget file with the people you want)",
+        "data.retain_includes_later_tasks": "the retain set is the neighbour set",
+        "output_dir": "set output_dir (the run goes into OUTPUT_DIR/METHOD)",
+    }, "the real-world scenario sets it", prefix="unlearn.")
+    _overwritten(config.unlearn.evaluation, EvaluateConfig(), {
+        "output_dir": "evaluations go into OUTPUT_DIR/target/eval and OUTPUT_DIR/METHOD/eval",
+    }, "the real-world scenario sets it", prefix="unlearn.evaluation.")
+    scenario = config.unlearn.evaluation.scenario
+    _require(scenario in ("tofu", "real_world"),  # "tofu" is the section's default: replaced by real_world
+             f"unlearn.evaluation.scenario={scenario!r} cannot be honoured: the real-world scenario evaluates "
+             "with scenario real_world")
+    d = config.downstream
+    if d.enabled:
+        _require(bool(d.tasks), "downstream.tasks is empty; set downstream.enabled=false to skip lm-eval")
+        _require(d.limit is None or (math.isfinite(d.limit) and d.limit > 0),
+                 f"downstream.limit must be positive (a count, or a share when < 1), got {d.limit}")
+        _require(d.num_fewshot is None or d.num_fewshot >= 0,
+                 f"downstream.num_fewshot must be zero or more, got {d.num_fewshot}")
+        _require(d.batch_size >= 1, f"downstream.batch_size must be at least 1, got {d.batch_size}")
+
+
+def validate_demo(config: "DemoConfig") -> None:
+    _require(bool(config.methods), "methods is empty")
+    _methods_known(config.methods, "methods")
+    _require(config.authors >= 4, f"authors must be at least 4, got {config.authors}")
+    _require(config.questions_per_author >= 1, f"questions_per_author must be at least 1, got {config.questions_per_author}")
+    _require(config.ds_size >= 0, f"ds_size must be zero (all rows) or more, got {config.ds_size}")
+    splits = {"forget_split": ("forget01", "forget05", "forget10"), "retain_split": ("retain90", "retain50", "retain10")}
+    for key, valid in splits.items():
+        _require(getattr(config, key) in valid, f"unknown {key} '{getattr(config, key)}'; valid: {', '.join(valid)}")
 
 
 def validate_evaluation(e: EvaluateConfig, prefix: str = "") -> None:

@@ -25,8 +25,11 @@ def check_output_path(path: str | Path, key: str = "output_dir") -> None:
         existing = existing.parent
     if not existing.is_dir():
         raise UserError(f"{key} {path} cannot be created: {existing} is a file")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise UserError(f"{key} {path} cannot be created or written: {existing} is not writable")
+    # A probe rather than os.access: it also sees read-only mounts and pseudo file systems, as root too.
+    try:
+        tempfile.TemporaryDirectory(dir=existing, prefix=".unlearnlm-probe-").cleanup()
+    except OSError as err:
+        raise UserError(f"{key} {path} cannot be created or written: {existing}: {err.strerror or err}") from None
 
 
 def make_output_dir(path: str | Path, key: str = "output_dir") -> Path:

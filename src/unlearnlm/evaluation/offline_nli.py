@@ -66,6 +66,25 @@ class JudgeTrainingConfig:
     vitaminc: Optional[str] = None
     vitaminc_share: float = 0.2
 
+    def validate(self) -> None:
+        """Ranges, checked (by config.validate_config) before any pair is made or cached."""
+        import math
+
+        for name in ("worlds", "steps", "batch_size", "max_length"):
+            if getattr(self, name) < 1:
+                raise UserError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.authors < 4:
+            raise UserError(f"authors must be at least 4 (a world's smallest), got {self.authors}")
+        for name in ("warmup_steps", "trainable_layers", "first_seed"):
+            if getattr(self, name) < 0:
+                raise UserError(f"{name} must be zero or more, got {getattr(self, name)}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise UserError(f"lr must be a positive number, got {self.lr}")
+        if not 0 <= self.vitaminc_share < 1:
+            raise UserError(f"vitaminc_share must be in [0, 1), got {self.vitaminc_share}")
+        if self.warmup_steps > self.steps:
+            raise UserError(f"warmup_steps ({self.warmup_steps}) exceeds steps ({self.steps})")
+
 
 # ---- pairs -----------------------------------------------------------------------------------
 
