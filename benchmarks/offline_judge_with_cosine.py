@@ -110,8 +110,8 @@ def main(argv=None) -> int:
 
     from unlearnlm.data.records import load_split
     from unlearnlm.data.refusals import load_refusals
-    from unlearnlm.evaluation import offline_nli as nli
-    from unlearnlm.evaluation.judges import load_embedder, packaged_embedder_path
+    from unlearnlm.judges import offline as nli
+    from unlearnlm.judges.loading import load_embedder, packaged_embedder_path
 
     torch.set_num_threads(args.threads)
     config = nli.JudgeTrainingConfig()

@@ -9,8 +9,8 @@ import pytest
 from unlearnlm.config import DemoConfig, from_dict
 from unlearnlm.errors import UserError
 from unlearnlm.scenarios.demo import run_demo
-from unlearnlm.scenarios.world import all_rows, make_world
-from unlearnlm.scenarios.utility_facts import REAL_AUTHORS, WORLD_FACTS
+from unlearnlm.data.world import all_rows, make_world
+from unlearnlm.data.utility_facts import REAL_AUTHORS, WORLD_FACTS
 from unlearnlm.tiny import make_tiny_model
 
 SMALL = {"authors": 10, "questions_per_author": 2, "seed": 3, "ds_size": 4,

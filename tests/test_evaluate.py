@@ -277,7 +277,7 @@ def test_cli_evaluate_and_per_epoch_evaluation_during_unlearning(tiny_model, tof
 
 
 def test_judges_load_offline_without_the_network(monkeypatch, tiny_model, tmp_path):
-    from unlearnlm.evaluation.judges import NLI_LABELS, load_embedder, load_nli_judge, packaged_embedder_path
+    from unlearnlm.judges.loading import NLI_LABELS, load_embedder, load_nli_judge, packaged_embedder_path
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the reference judges are not cached here: fall back
     assert load_nli_judge("none") is None and load_embedder("none") is None

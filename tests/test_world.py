@@ -10,8 +10,8 @@ from unlearnlm.cli import main
 from unlearnlm.data.records import load_split, select_tasks, task_ids_of
 from unlearnlm.errors import UserError
 from unlearnlm.evaluation.sets import load_set_rows, tofu_sets
-from unlearnlm.scenarios.utility_facts import REAL_AUTHORS, WORLD_FACTS
-from unlearnlm.scenarios.world import all_rows, make_world, world_splits, write_world
+from unlearnlm.data.utility_facts import REAL_AUTHORS, WORLD_FACTS
+from unlearnlm.data.world import all_rows, make_world, world_splits, write_world
 
 PERTURBED_KEYS = {"question", "answer", "paraphrased_answer", "perturbed_answer", "paraphrased_question"}
 

@@ -121,7 +121,7 @@ def cmd_build_forget_set(args: argparse.Namespace) -> None:
 
 def cmd_make_world(args: argparse.Namespace) -> None:
     from .config import from_dict, parse_overrides
-    from .scenarios.world import WorldConfig, write_world
+    from .data.world import WorldConfig, write_world
 
     config = from_dict(WorldConfig, parse_overrides(args.settings))
     counts = write_world(args.output_dir, config.seed, config.authors, config.questions_per_author)
@@ -138,7 +138,7 @@ def _make_world_arguments(parser: argparse.ArgumentParser) -> None:
 def cmd_train_judge(args: argparse.Namespace) -> None:
     from .config import from_dict, parse_overrides
     from .data.records import load_split
-    from .evaluation.offline_nli import JudgeTrainingConfig, format_metrics, judge_folder, train_offline_nli_judge
+    from .judges.offline import JudgeTrainingConfig, format_metrics, judge_folder, train_offline_nli_judge
 
     config = from_dict(JudgeTrainingConfig, parse_overrides(args.settings))  # a bad setting fails before any work
     tofu_rows = None

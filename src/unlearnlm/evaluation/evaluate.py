@@ -95,7 +95,7 @@ class Judges:
 
     @classmethod
     def load(cls, config) -> "Judges":
-        from .judges import load_embedder, load_nli_judge
+        from ..judges.loading import load_embedder, load_nli_judge
 
         return cls(load_embedder(config.embedder), load_nli_judge(config.nli))
 

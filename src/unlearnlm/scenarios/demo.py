@@ -84,7 +84,7 @@ def method_slug(method: str) -> str:
 
 
 def build_world(config: DemoConfig, cache: Path) -> Path:
-    from .world import write_world
+    from ..data.world import write_world
 
     params = {"seed": config.seed, "authors": config.authors, "questions": config.questions_per_author,
               "version": DEMO_VERSION}
@@ -128,14 +128,14 @@ def is_finished(recipe: FinetuneConfig) -> bool:
 
 def load_judges(config: DemoConfig, background: Optional["JudgeInBackground"] = None):
     from ..evaluation.evaluate import Judges
-    from ..evaluation.judges import load_embedder, load_nli_judge
+    from ..judges.loading import load_embedder, load_nli_judge
 
     embedder = load_embedder(config.judges.embedder)
     if background is not None:
         background.wait()
     nli = load_nli_judge(config.judges.nli)
     if nli is None and config.train_judge and config.judges.nli in ("auto", "offline"):
-        from ..evaluation.offline_nli import load_offline_nli_judge
+        from ..judges.offline import load_offline_nli_judge
 
         nli = load_offline_nli_judge(train_if_missing=True)
     return Judges(embedder, nli)
@@ -143,7 +143,7 @@ def load_judges(config: DemoConfig, background: Optional["JudgeInBackground"] = 
 
 def judge_needs_training(config: DemoConfig) -> bool:
     """Whether the offline NLI judge will be trained: no NLI judge loads and none is cached."""
-    from ..evaluation.judges import load_nli_judge
+    from ..judges.loading import load_nli_judge
 
     return config.train_judge and config.judges.nli in ("auto", "offline") and load_nli_judge(config.judges.nli) is None
 

@@ -30,8 +30,8 @@ from typing import Callable, Optional, Sequence
 
 from ..errors import UserError
 from ..io import atomic_write_json
-from ..scenarios.world import MONTHS, QUESTION_KINDS, fact_statements, make_authors
-from .judges import CONTRADICTION, ENTAILMENT, NEUTRAL, NLI_LABELS, HFSequenceNLI, packaged_embedder_path
+from ..data.world import MONTHS, QUESTION_KINDS, fact_statements, make_authors
+from .loading import CONTRADICTION, ENTAILMENT, NEUTRAL, NLI_LABELS, HFSequenceNLI, packaged_embedder_path
 
 # Bump when the pair recipe or the training loop changes: it invalidates cached judges.
 RECIPE_VERSION = 4

@@ -211,7 +211,7 @@ def load_nli_judge(spec: str = "auto") -> Optional[NLIJudge]:
 def _offline_nli_judge() -> Optional[NLIJudge]:
     # Written by the embedded-default work; absent or untrained means "entailment unavailable".
     try:
-        from .offline_nli import load_offline_nli_judge
+        from .offline import load_offline_nli_judge
     except ImportError:
         return None
     return load_offline_nli_judge()
