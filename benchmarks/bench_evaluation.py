@@ -176,7 +176,8 @@ def main() -> int:
     import transformers
 
     from unlearnlm.config import JudgesConfig, ModelConfig
-    from unlearnlm.evaluation.evaluate import Judges, _device_model
+    from unlearnlm.evaluation.evaluate import Judges
+    from unlearnlm.training.models import load_for_inference
 
     transformers.logging.set_verbosity_error()
     if args.fast:
@@ -185,7 +186,7 @@ def main() -> int:
         args.model = str(fast_model(Path(tempfile.gettempdir()) / "unlearnlm-bench-fast-model"))
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    model, tokenizer = _device_model(ModelConfig(name_or_path=args.model))
+    model, tokenizer = load_for_inference(ModelConfig(name_or_path=args.model))
     judges = Judges.load(JudgesConfig(embedder=args.embedder, nli=args.nli))
     results = []
     for mode in modes:

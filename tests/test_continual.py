@@ -109,7 +109,7 @@ def test_task_chain_and_retain_per_task(tiny_model, world, tmp_path):
         assert run.reference_model is None  # the previous result is the run's own start model
         data = load_unlearning_data(run, method)
         assert [r["question"] for r in data.forget] == [r["question"] for r in forget_all if r["task_id"] == step.task]
-        # SPEC §4: the base retain set plus the forget rows of every task not yet unlearned
+        # docs/formulas.md#scenarios: the base retain set plus the forget rows of every task not yet unlearned
         # (task 4 is never unlearned in this run, so it is always retained).
         later = [r["question"] for r in forget_all if int(r["task_id"]) > int(step.task)]
         assert len(data.retain) == retain_base + len(later)
@@ -182,10 +182,10 @@ def test_interrupted_run_ends_like_an_uninterrupted_one(tiny_model, world, tmp_p
 
     real_unlearn = run_module.unlearn
 
-    def killed_at_task_3(config):
+    def killed_at_task_3(config, callbacks=()):
         if config.data.task_id == ["3"]:
             raise Killed()
-        return real_unlearn(config)
+        return real_unlearn(config, callbacks)
 
     config = from_dict(ContinualConfig, continual_settings(tiny_model, world, tmp_path / "cut", keep_models=["1", "last"],
                                                            evaluate_target=False))

@@ -1,4 +1,4 @@
-"""Every objective against the SPEC §3 formula, computed independently here on fixed logits.
+"""Every objective against the docs/formulas.md#objectives formula, computed independently here on fixed logits.
 
 The models are bigram tables (logits of position t depend only on token t), so the expected
 values can be written as plain loops over positions with Python floats.

@@ -9,17 +9,15 @@ from collections import Counter
 
 import pytest
 
+from unlearnlm.data.judge_pairs import NLI_LABELS, split_refusals, tofu_pairs, world_pairs
 from unlearnlm.judges import offline as offline_nli
-from unlearnlm.judges.loading import NLI_LABELS, packaged_embedder_path
+from unlearnlm.judges.models import packaged_embedder_path
 from unlearnlm.judges.offline import (
     JudgeTrainingConfig,
     judge_folder,
     judge_key,
     load_offline_nli_judge,
-    split_refusals,
-    tofu_pairs,
     train_offline_nli_judge,
-    world_pairs,
 )
 
 needs_minilm = pytest.mark.skipif(
@@ -59,7 +57,7 @@ def test_most_contradictions_are_the_entailment_with_one_fact_wrong(seed):
 def test_a_wrong_parents_statement_usually_keeps_one_parent_right():
     import random
 
-    from unlearnlm.judges.offline import JUDGE_WORDINGS
+    from unlearnlm.data.judge_pairs import JUDGE_WORDINGS
     from unlearnlm.data.world import QUESTION_KINDS, fact_statements, make_authors
 
     authors = make_authors(12, random.Random(0))
@@ -129,7 +127,7 @@ def test_tiny_training_caches_and_predicts(tmp_path, monkeypatch):
 
 
 def test_vitaminc_examples_parse_to_pairs():
-    from unlearnlm.judges.offline import _parse_vitaminc
+    from unlearnlm.data.judge_pairs import _parse_vitaminc
 
     example = {"input": "Lima: Lima has 10 million people .\nClaim: Lima has under 5 million people .",
                "target_scores": {"True": 0, "False": 1, "Neither": 0}}
@@ -153,7 +151,7 @@ def test_length_grouped_batches_cover_every_pair_once_per_pass():
 def test_dates_are_restated_in_tofus_forms_with_the_same_day_month_and_year():
     """The world writes "24 April 1941" and "April 24, 1941"; TOFU's answers also write "the
     24th of April, 1941": the judge sees every form, each date keeping its values."""
-    from unlearnlm.judges.offline import DATE_FORMS, _redate
+    from unlearnlm.data.judge_pairs import DATE_FORMS, _redate
 
     class Pick:  # rng.choice -> always the form at index
         def __init__(self, index):

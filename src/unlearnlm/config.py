@@ -50,11 +50,11 @@ class DataConfig:
     source: str = "locuslab/TOFU"
     # A split name of `source` (forget01, retain90, ...) or a path to a JSON/JSONL file.
     forget: str = "forget01"
-    # Empty means: the retain split that goes with `forget` (SPEC §1).
+    # Empty means: the retain split that goes with `forget` (docs/formulas.md#data).
     retain: Optional[str] = None
     # Which task(s) of the forget split to unlearn; empty means every row.
     task_id: list[str] = field(default_factory=lambda: ["1"])
-    # Add to the retain set the forget rows of tasks after the last one unlearned (SPEC §4).
+    # Add to the retain set the forget rows of tasks after the last one unlearned (docs/formulas.md#scenarios).
     retain_includes_later_tasks: bool = True
     # A text file of refusal answers, one per line; empty means the list shipped with unlearnlm.
     refusals: Optional[str] = None
@@ -164,7 +164,7 @@ class EvaluateConfig:
 @dataclass
 class UnlearnConfig:
     method: str = "ME+GD"
-    # Empty means the method's default (SPEC §3: 0.1 for ME+GD, else 1.0).
+    # Empty means the method's default (docs/formulas.md#objectives: 0.1 for ME+GD, else 1.0).
     forget_coeff: Optional[float] = None
     regularization_coeff: float = 1.0
     beta: float = 0.1
@@ -186,7 +186,7 @@ class UnlearnConfig:
 @dataclass
 class FinetuneDataConfig:
     source: str = "locuslab/TOFU"
-    # Splits of `source` or JSON/JSONL paths, concatenated. TOFU's full set (SPEC §1):
+    # Splits of `source` or JSON/JSONL paths, concatenated. TOFU's full set (docs/formulas.md#data):
     # retain90 + every task of forget01.
     train: list[str] = field(default_factory=lambda: ["retain90", "forget01"])
     # Drop the rows of these tasks (e.g. ["1"] makes the retain model of forget01 task 1).
@@ -205,7 +205,7 @@ class FinetuneConfig:
     lora: LoraConfig = field(default_factory=LoraConfig)
 
 
-# ---- scenarios (SPEC §4): continual, real-world, forget sets built from the model ----------
+# ---- scenarios (docs/formulas.md#scenarios): continual, real-world, forget sets built from the model ----------
 
 
 @dataclass
@@ -230,7 +230,7 @@ class DownstreamConfig:
 
 
 def _continual_unlearn_defaults() -> UnlearnConfig:
-    # SPEC §3: forget_coeff 1.0 in the continual scenario, ME+GD included.
+    # docs/formulas.md#objectives: forget_coeff 1.0 in the continual scenario, ME+GD included.
     # output_dir is set per task (OUTPUT_DIR/METHOD/task_K).
     return UnlearnConfig(forget_coeff=1.0, output_dir="runs/continual")
 
@@ -258,7 +258,7 @@ class ContinualConfig:
 
 
 def _real_world_unlearn_defaults() -> UnlearnConfig:
-    # SPEC §4 real-world: every person at once, the neighbours as retain set, ME+GD with
+    # docs/formulas.md#scenarios real-world: every person at once, the neighbours as retain set, ME+GD with
     # lr 5e-6 and forget_coeff 0.5; sequences up to 300 tokens as in the reference.
     return UnlearnConfig(
         method="ME+GD",
@@ -327,10 +327,11 @@ class DemoConfig:
     # at 1e-4 it learns it (0.79) and keeps them (0.67). A cheaper target, the retain model
     # fine-tuned on the forget authors alone, learnt them (0.90) but lost real authors (0.67 ->
     # 0.31) and MU fell below the retain model's, so each model is trained from the base.
-    finetune: TrainingConfig = field(default_factory=lambda: TrainingConfig(
+    finetune_training: TrainingConfig = field(default_factory=lambda: TrainingConfig(
         lr=1e-4, epochs=5, per_device_batch_size=10, gradient_accumulation_steps=1, warmup_epochs=0.5,
         weight_decay=0.0))
-    unlearn: TrainingConfig = field(default_factory=lambda: TrainingConfig(
+    # Every method's unlearning run (ContinualConfig.unlearn, by contrast, is a whole UnlearnConfig).
+    unlearn_training: TrainingConfig = field(default_factory=lambda: TrainingConfig(
         lr=5e-5, epochs=4, per_device_batch_size=5, gradient_accumulation_steps=1, warmup_epochs=1))
     # Rows of each utility set scored (the forget and retain sets are smaller than this).
     ds_size: int = 20
@@ -616,9 +617,8 @@ def validate_config(config: Any) -> None:
         output = Path(config.output_dir).expanduser()
         _require(not output.exists() or output.is_dir(), f"output_dir {config.output_dir} is a file, not a folder")
     if isinstance(config, UnlearnConfig):
-        from .methods.registry import get_method
-
-        get_method(config.method)  # an unknown method lists the valid ones
+        # The method's name is checked by the method registry (methods.get_method) where the run
+        # starts: this module is a leaf and imports nothing of unlearnlm's layers.
         _require(math.isfinite(config.beta) and config.beta > 0, f"beta must be a positive number, got {config.beta}")
         _require(_finite(config.forget_coeff), f"forget_coeff must be a finite number, got {config.forget_coeff}")
         _require(math.isfinite(config.regularization_coeff),
@@ -649,3 +649,45 @@ def save_config(config: Any, path: str | Path) -> None:
     from .io import atomic_write_text
 
     atomic_write_text(path, yaml.safe_dump(to_dict(config), sort_keys=False))
+
+
+# Options that change how a run goes, not what it computes: a rerun may change them and continue.
+OPERATIONAL_KEYS = ("training.progress", "training.save_steps", "training.save_minutes")
+
+
+def _operational(key: str) -> bool:
+    """Also a scenario's per-task run's (continual: unlearn.training.progress)."""
+    return any(key == k or key.endswith("." + k) for k in OPERATIONAL_KEYS)
+
+
+def config_differences(folder: str | Path, config: Any) -> Optional[list[str]]:
+    """The dotted keys in which ``folder/config.yaml`` differs from ``config`` (operational
+    options aside); None when the folder holds no config.yaml. An unreadable one is a user error."""
+    folder = Path(folder)
+    saved = folder / "config.yaml"
+    if not saved.exists():
+        return None
+    try:
+        previous = yaml.safe_load(saved.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        previous = None
+    if not isinstance(previous, dict):
+        raise UserError(f"{saved} is unreadable; delete {folder} or choose another output_dir")
+    before, now = flatten_keys(previous), flatten_keys(to_dict(config))
+    return sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k) and not _operational(k))
+
+
+def check_run_folder(output_dir: str | Path, config: Any, what: str = "run") -> bool:
+    """Whether ``output_dir`` already belongs to ``config`` (its config.yaml is this config's):
+    a rerun with the same config continues there; one with another config is a user error."""
+    output_dir = Path(output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise UserError(f"output_dir {output_dir} is a file, not a folder")
+    differing = config_differences(output_dir, config)
+    if differing:
+        article = "an" if what[:1] in "aeiou" else "a"
+        raise UserError(
+            f"{output_dir} holds {article} {what} with another config (differs in: {', '.join(differing)}); "
+            "choose another output_dir or delete that folder"
+        )
+    return differing is not None

@@ -1,4 +1,4 @@
-"""Turning a question–answer pair into token ids (SPEC §2).
+"""Turning a question–answer pair into token ids (docs/formulas.md#token-format).
 
 The prompt is the tokenizer's chat template with a generation prompt when the tokenizer has
 one, else explicit ``Question: … / Answer:`` tags. Prompt and answer are tokenised separately

@@ -1,11 +1,11 @@
-"""The unlearning objectives of SPEC §3, one small function each.
+"""The unlearning objectives of docs/formulas.md#objectives, one small function each.
 
 Every objective is ``fn(ctx) -> scalar tensor``. ``ctx`` (a ``LossContext``) holds the model
 being unlearned, one batch ({kind: {input_ids, attention_mask, labels}}), the frozen reference
 and β, and hands out per-kind logits and per-sequence NLLs, computed once per step however many
 objectives read them.
 
-Notation as in the SPEC: NLL = sum of token cross-entropies over a sequence's labels; "mean CE"
+Notation as in docs/formulas.md: NLL = sum of token cross-entropies over a sequence's labels; "mean CE"
 = mean over all label tokens of the batch.
 """
 

@@ -1,4 +1,4 @@
-"""Forget sets built from what the target model itself knows (real-world format, SPEC §1).
+"""Forget sets built from what the target model itself knows (real-world format, docs/formulas.md#data).
 
 Real-world unlearning only makes sense for knowledge the model has. Given entity names and
 question templates (or a file of questions), the model answers every question greedily, in
@@ -15,6 +15,7 @@ are left out, and the evaluation skips the metrics that need them (Truth ratio).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -23,6 +24,8 @@ from ..config import BuildForgetSetConfig
 from ..data.records import read_records_file
 from ..errors import UserError
 from ..io import atomic_write_json, atomic_write_jsonl
+
+logger = logging.getLogger(__name__)
 
 FORGET_FILE = "forget.json"
 NEIGHBOR_FILE = "neighbor.json"
@@ -122,17 +125,12 @@ def build_rows(questions: list[Question], answers: list[str]) -> tuple[list[dict
 
 def build_forget_set(config: BuildForgetSetConfig) -> Path:
     """Ask the model, write forget.json and neighbor.json into ``config.output_dir``; returns it."""
-    import torch
-
-    from ..training.models import load_model, load_tokenizer
+    from ..training.models import load_for_inference
 
     questions = collect_questions(config)  # every input checked before the model loads
     if config.max_length < 2 or config.batch_size < 1:
         raise UserError("max_length must be at least 2 and batch_size at least 1")
-    tokenizer = load_tokenizer(config.model)
-    model = load_model(config.model)
-    if torch.cuda.is_available():
-        model = model.to("cuda")
+    model, tokenizer = load_for_inference(config.model)
     answers = ask_model(model, tokenizer, [q.question for q in questions], config.max_length, config.batch_size)
     forget, neighbors, dropped = build_rows(questions, answers)
     if not forget:
@@ -145,6 +143,6 @@ def build_forget_set(config: BuildForgetSetConfig) -> Path:
         "model": config.model.name_or_path, "forget_rows": len(forget), "neighbor_rows": len(neighbors),
         "empty_answers_dropped": dropped, "fields_left_out": ["paraphrased_answer", "perturbed_answer", "paraphrased_question"],
     })
-    print(f"wrote {len(forget)} forget rows ({len({r['name'] for r in forget})} entities) and "
-          f"{len(neighbors)} neighbour rows to {output_dir}" + (f"; {dropped} empty answers left out" if dropped else ""))
+    logger.info(f"wrote {len(forget)} forget rows ({len({r['name'] for r in forget})} entities) and "
+                f"{len(neighbors)} neighbour rows to {output_dir}" + (f"; {dropped} empty answers left out" if dropped else ""))
     return output_dir

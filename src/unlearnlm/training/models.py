@@ -84,8 +84,8 @@ def without_default_system_message(template: str) -> str:
 
     SmolLM2's adds "You are a helpful AI assistant named SmolLM, ..." to every prompt: 24 tokens,
     a third of a short question-answer sequence (the demo world's: 59 -> 38 tokens), paid in
-    every training and evaluation step. The reference's prompts carry no system message (SPEC
-    §2), so the converted copy drops it; a conversation that brings its own system message is
+    every training and evaluation step. The reference's prompts carry no system message
+    (docs/formulas.md#token-format), so the converted copy drops it; a conversation that brings its own system message is
     rendered as before."""
     start = template.find(DEFAULT_SYSTEM_BLOCK)
     end = template.find("{% endif %}", start)
@@ -151,6 +151,26 @@ def load_model(config: ModelConfig, dtype: Optional[str] = None):
     except (OSError, ValueError) as err:
         raise UserError(f"cannot load model '{config.name_or_path}': {str(err).splitlines()[0][:200]}") from None
     return model
+
+
+def load_for_inference(config: ModelConfig):
+    """(model, tokenizer) ready for inference: on the GPU when there is one, in bf16 there when
+    ``model.dtype`` is auto and the GPU has it, with fused (SDPA) attention where the
+    architecture has it, in eval mode. Every evaluation and every model-asking command loads so."""
+    import torch
+
+    tokenizer = load_tokenizer(config)
+    model = load_model(config)
+    if torch.cuda.is_available():
+        if config.dtype == "auto" and torch.cuda.is_bf16_supported():
+            model = model.to(torch.bfloat16)
+        model = model.to("cuda")
+    if hasattr(model, "set_attn_implementation"):
+        try:
+            model.set_attn_implementation("sdpa")
+        except (ValueError, ImportError):
+            pass
+    return model.eval(), tokenizer
 
 
 def apply_lora(model, config: LoraConfig):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -19,7 +20,7 @@ import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from ..config import TrainingConfig
-from ..data.batches import LengthGroupedSampler, UnlearningCollator, UnlearningDataset, pad_encoded
+from ..data.batches import LengthGroupedSampler, UnlearningCollator, UnlearningDataset, length_batches, pad_encoded
 from ..errors import UserError
 from ..methods import LossContext, Method, Reference
 
@@ -99,11 +100,11 @@ def precompute_reference_nll(
     reference = Reference(reference_model.to(device).eval())
     tables: dict[str, dict] = {}
     for kind in kinds:
-        # Sorted by length so each batch pads little.
-        sequences = sorted(dataset.sequences(kind, epochs), key=lambda s: len(s.input_ids))
+        sequences = dataset.sequences(kind, epochs)
         table = {}
-        for start in range(0, len(sequences), batch_size):
-            chunk = sequences[start : start + batch_size]
+        # Batches of similar length pad little.
+        for batch in length_batches([len(s.input_ids) for s in sequences], batch_size, longest_first=False):
+            chunk = [sequences[i] for i in batch]
             seq = pad_encoded(chunk, collator.pad_token_id, collator.mask_prompt(kind))
             nll = reference.nll({name: tensor.to(device) for name, tensor in seq.items()})
             table.update(zip(chunk, nll.float().cpu().tolist()))
@@ -217,35 +218,47 @@ class FinetuneTrainer(Trainer):
                                     seed=self.args.seed)
 
 
+@dataclass(frozen=True)
+class UnlearningArguments:
+    """What the unlearning loss needs beyond transformers' TrainingArguments. The defaults are
+    ``UnlearnConfig``'s and ``TrainingConfig``'s (``of`` builds one from a config)."""
+
+    method: Method
+    forget_coeff: float = 1.0
+    regularization_coeff: float = 1.0
+    beta: float = 0.1
+    fuse_forward: bool = TrainingConfig.fuse_forward
+    answer_logits_only: bool = TrainingConfig.answer_logits_only
+    group_by_length: bool = TrainingConfig.group_by_length
+    stop_forget_loss_below: Optional[float] = TrainingConfig.stop_forget_loss_below
+    stop_forget_loss_above: Optional[float] = TrainingConfig.stop_forget_loss_above
+
+    @classmethod
+    def of(cls, training: TrainingConfig, method: Method, forget_coeff: float, regularization_coeff: float,
+           beta: float) -> "UnlearningArguments":
+        return cls(method, forget_coeff, regularization_coeff, beta, fuse_forward=training.fuse_forward,
+                   answer_logits_only=training.answer_logits_only, group_by_length=training.group_by_length,
+                   stop_forget_loss_below=training.stop_forget_loss_below,
+                   stop_forget_loss_above=training.stop_forget_loss_above)
+
+
 class UnlearningTrainer(Trainer):
     # Our loss is a per-batch mean: the Trainer divides it by the accumulation steps itself.
     loss_is_scaled_for_ga = False
 
-    def __init__(
-        self,
-        *args,
-        method: Method,
-        forget_coeff: float,
-        regularization_coeff: float,
-        beta: float,
-        reference_model: Optional[torch.nn.Module] = None,
-        fuse_forward: bool = True,
-        answer_logits_only: bool = True,
-        group_by_length: bool = False,
-        stop_forget_loss_below: Optional[float] = None,
-        stop_forget_loss_above: Optional[float] = None,
-        **kwargs,
-    ):
+    def __init__(self, *args, unlearning: UnlearningArguments,
+                 reference_model: Optional[torch.nn.Module] = None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.method = method
-        self.forget_coeff = forget_coeff
-        self.regularization_coeff = regularization_coeff
-        self.beta = beta
-        self.fuse_forward = fuse_forward
-        self.answer_logits_only = method.answer_logits_only if answer_logits_only else ()
-        self.group_by_length = group_by_length
-        self.stop_below = stop_forget_loss_below
-        self.stop_above = stop_forget_loss_above
+        self.unlearning = unlearning
+        self.method = unlearning.method
+        self.forget_coeff = unlearning.forget_coeff
+        self.regularization_coeff = unlearning.regularization_coeff
+        self.beta = unlearning.beta
+        self.fuse_forward = unlearning.fuse_forward
+        self.answer_logits_only = self.method.answer_logits_only if unlearning.answer_logits_only else ()
+        self.group_by_length = unlearning.group_by_length
+        self.stop_below = unlearning.stop_forget_loss_below
+        self.stop_above = unlearning.stop_forget_loss_above
         self.reference = Reference(self._prepare_reference(reference_model)) if reference_model is not None else None
         self._component_sums = {"forget_loss": 0.0, "regularization_loss": 0.0}
         self._component_count = 0
