@@ -8,10 +8,10 @@ import logging
 import pytest
 
 from unlearnlm.config import DemoConfig, from_dict
+from unlearnlm.data.utility_facts import REAL_AUTHORS, WORLD_FACTS
+from unlearnlm.data.world import all_rows, make_world
 from unlearnlm.errors import UserError
 from unlearnlm.scenarios.demo import run_demo
-from unlearnlm.data.world import all_rows, make_world
-from unlearnlm.data.utility_facts import REAL_AUTHORS, WORLD_FACTS
 from unlearnlm.tiny import make_tiny_model
 
 SMALL = {"authors": 10, "questions_per_author": 2, "seed": 3, "ds_size": 4,
@@ -50,9 +50,9 @@ def test_demo_runs_every_stage_and_reuses_its_cache(world_model, tmp_path, monke
     assert (out / "target").is_symlink() and (out / "target").resolve().parent == tmp_path / "cache" / "demo"
     # The retain model never saw the forget authors.
     world = out / "world"
-    forget = {json.loads(l)["question"] for l in (world / "forget10.json").read_text().splitlines()
-              if json.loads(l)["task_id"] == "1"}
-    retain = {json.loads(l)["question"] for l in (world / "retain90.json").read_text().splitlines()}
+    forget = {json.loads(line)["question"] for line in (world / "forget10.json").read_text().splitlines()
+              if json.loads(line)["task_id"] == "1"}
+    retain = {json.loads(line)["question"] for line in (world / "retain90.json").read_text().splitlines()}
     assert forget and not forget & retain
     caplog.clear()
 
@@ -131,7 +131,8 @@ def test_the_judge_trains_in_a_background_process_while_the_models_fine_tune(wor
     assert events[4][1] == before == torch.get_num_threads()
 
     # A child that fails stops the demo with the end of its log.
-    failing = real_background(tmp_path / "judge.log", [sys.executable, "-c", "print('no weights'); raise SystemExit(3)"])
+    failing = real_background(tmp_path / "judge.log", [sys.executable, "-c",
+                                                       "print('no weights'); raise SystemExit(3)"])
     with pytest.raises(UserError, match="exit code 3(.|\n)*no weights"):
         failing.wait()
 

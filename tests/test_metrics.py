@@ -9,7 +9,6 @@ import pytest
 
 from unlearnlm.evaluation import metrics as M
 
-
 # ---- per row ---------------------------------------------------------------------------------
 
 

@@ -12,8 +12,7 @@ import pytest
 import torch
 
 from unlearnlm.errors import UserError
-from unlearnlm.methods import LossContext, Reference, get_method, method_names
-from unlearnlm.methods import losses
+from unlearnlm.methods import LossContext, Reference, get_method, losses, method_names
 
 VOCAB = 7
 BETA = 0.1

@@ -162,10 +162,14 @@ def cmd_train_judge(args: argparse.Namespace) -> None:
 
 def _train_judge_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("settings", nargs="*", metavar="key=value",
-                        help="JudgeTrainingConfig fields, e.g. steps=420 trainable_layers=6 (the demo uses the defaults)")
-    parser.add_argument("--tofu", help="TOFU folder, hub name or retain_perturbed file, for the held-out check (never trained on)")
+                        help="JudgeTrainingConfig fields, e.g. steps=420 trainable_layers=6 "
+                             "(the demo uses the defaults)")
+    parser.add_argument("--tofu",
+                        help="TOFU folder, hub name or retain_perturbed file, for the held-out check "
+                             "(never trained on)")
     parser.add_argument("--force", action="store_true", help="train again even when a cached judge exists")
-    parser.add_argument("--threads", type=int, default=2, help="CPU threads for training (default 2; on a busy machine 1 can be faster)")
+    parser.add_argument("--threads", type=int, default=2,
+                        help="CPU threads for training (default 2; on a busy machine 1 can be faster)")
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -189,11 +193,13 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], None], str, bool]] = {
     "unlearn": (cmd_unlearn, "unlearn a forget set from a model", True),
     "methods": (cmd_methods, "list the unlearning methods", False),
     "presets": (cmd_presets, "list the config presets shipped with unlearnlm", False),
-    "evaluate": (cmd_evaluate, "score a model: ROUGE, Probability, Truth ratio, entropy, cosine, entailment, MU, FE", False),
+    "evaluate": (cmd_evaluate, "score a model: ROUGE, Probability, Truth ratio, entropy, cosine, entailment, MU, FE",
+                 False),
     "report": (cmd_report, "compare evaluated runs: table, MU-vs-FE and trajectory plots, HTML page", False),
     "continual": (cmd_continual, "unlearn tasks 1..N in turn, evaluating after each (MU/FE trajectory)", True),
     "real-world": (cmd_real_world, "unlearn real people from an instruction model; QA and lm-eval utility", True),
-    "build-forget-set": (cmd_build_forget_set, "ask a model about entities; write forget/neighbour sets from its answers", True),
+    "build-forget-set": (cmd_build_forget_set,
+                         "ask a model about entities; write forget/neighbour sets from its answers", True),
     "make-world": (cmd_make_world, "write a seeded fictitious world of authors in TOFU's format", False),
     "train-judge": (cmd_train_judge, "train (once, cached) the offline NLI judge and print its accuracy", False),
     "demo": (cmd_demo, "the paper's comparison on the embedded model, offline, on a CPU (the main job)", True),

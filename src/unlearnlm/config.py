@@ -73,8 +73,8 @@ class TrainingConfig:
     # Warm-up length in epochs (the reference: one epoch of steps).
     warmup_epochs: float = 1.0
     weight_decay: float = 0.01
-    # AdamW as one fused kernel: the same update as adamw_torch's, and on a CPU a tenth of its
-    # time (measured on SmolLM2-135M's parameters: 0.23 s a step against 2.3 s, two busy cores).
+    # AdamW as one fused kernel: the same update as adamw_torch's, much faster on a CPU
+    # (docs/performance.md, "Measurements behind the defaults").
     optimizer: str = "adamw_torch_fused"
     lr_scheduler: str = "linear"
     seed: int = 1001
@@ -83,7 +83,7 @@ class TrainingConfig:
     gradient_checkpointing: bool = False
     logging_steps: int = 1
     # Forward forget, retain and refusal sequences of a step as one batch (same numbers). Off by
-    # default: on CPU it measured slower (the kinds pad to a common length); see docs/performance.md.
+    # default: on a CPU it is slower (the kinds pad to a common length); see docs/performance.md.
     fuse_forward: bool = False
     # Less padding. Unlearning: a step's rows (a random set, as without it) are ordered by length
     # so its micro-batches pad little. Fine-tuning: rows of similar length share a step.
@@ -104,6 +104,10 @@ class TrainingConfig:
     # Stop when the forget loss crosses this bound (GA's collapse); empty = never.
     stop_forget_loss_below: Optional[float] = None
     stop_forget_loss_above: Optional[float] = None
+    # Experiment tracking through transformers: "none", "all" (every installed backend), or
+    # backends by name, comma-separated ("tensorboard", "wandb", "mlflow", ...). TensorBoard writes
+    # into OUTPUT_DIR/tensorboard unless TENSORBOARD_LOGGING_DIR says otherwise.
+    report_to: str = "none"
 
 
 @dataclass
@@ -141,7 +145,7 @@ class EvaluateConfig:
     # Prompt + generated tokens, at most (the reference: 200).
     max_length: int = 200
     # A greedy batch runs as many steps as its longest answer: fewer, larger batches take fewer
-    # steps (the demo's 59 questions: one batch of 64, 9.6 s, against 12.6 s in batches of 32).
+    # steps (docs/performance.md, "Measurements behind the defaults").
     generation_batch_size: int = 64
     loss_batch_size: int = 16
     # Batches of similar length drawn from every set at once (less padding, fewer generation
@@ -152,7 +156,7 @@ class EvaluateConfig:
     # Project onto the vocabulary only where answers are; false = every position (the reference).
     answer_logits_only: bool = True
     # Run a question's prompt once for all its answers (one row: prompt, then each answer behind
-    # a mask that hides the others); the demo's loss pass 24.8 s -> 15.4 s. Same values up to
+    # a mask that hides the others): the prompt is computed once (docs/performance.md). Same values up to
     # float rounding; false = one whole sequence per answer (always so with pad_to, or flash attention).
     share_prompts: bool = True
     judges: JudgesConfig = field(default_factory=JudgesConfig)
@@ -322,11 +326,8 @@ class DemoConfig:
     # every author outside forget10's task 1.
     retain_split: str = "retain90"
     methods: list[str] = field(default_factory=lambda: ["ME+GD", "IDK+AP", "GA+GD", "NPO+GD", "DPO+GD", "IDK+GD"])
-    # Target (every author) and retain model (all but the forget authors): same recipe. At lr 3e-4
-    # the target learnt the world (forget ROUGE 0.81) but forgot real authors (ROUGE 0, MU 0);
-    # at 1e-4 it learns it (0.79) and keeps them (0.67). A cheaper target, the retain model
-    # fine-tuned on the forget authors alone, learnt them (0.90) but lost real authors (0.67 ->
-    # 0.31) and MU fell below the retain model's, so each model is trained from the base.
+    # Target (every author) and retain model (all but the forget authors): same recipe, each
+    # trained from the base model (the learning rates and shortcuts tried: docs/performance.md).
     finetune_training: TrainingConfig = field(default_factory=lambda: TrainingConfig(
         lr=1e-4, epochs=5, per_device_batch_size=10, gradient_accumulation_steps=1, warmup_epochs=0.5,
         weight_decay=0.0))
@@ -550,7 +551,8 @@ def validate_training(t: TrainingConfig) -> None:
     """Ranges and names of the training options, checked before any model is loaded."""
     _require(math.isfinite(t.lr) and t.lr > 0, f"training.lr must be a positive number, got {t.lr}")
     _require(math.isfinite(t.epochs) and t.epochs > 0, f"training.epochs must be a positive number, got {t.epochs}")
-    _require(t.per_device_batch_size >= 1, f"training.per_device_batch_size must be at least 1, got {t.per_device_batch_size}")
+    _require(t.per_device_batch_size >= 1,
+             f"training.per_device_batch_size must be at least 1, got {t.per_device_batch_size}")
     _require(t.gradient_accumulation_steps >= 1,
              f"training.gradient_accumulation_steps must be at least 1, got {t.gradient_accumulation_steps}")
     _require(math.isfinite(t.warmup_epochs) and t.warmup_epochs >= 0,
@@ -576,9 +578,31 @@ def validate_training(t: TrainingConfig) -> None:
     _require(not _needs_missing_bitsandbytes(t.optimizer),
              f"training.optimizer '{t.optimizer}' needs the bitsandbytes package (pip install bitsandbytes); "
              "adamw_torch needs nothing extra")
+    validate_report_to(t.report_to)
     schedulers = [s.value for s in SchedulerType]
     _require(t.lr_scheduler in schedulers,
              f"unknown training.lr_scheduler '{t.lr_scheduler}'; valid: {', '.join(schedulers)}")
+
+
+def report_backends(report_to: str) -> list[str]:
+    """``training.report_to`` as transformers' list of backends ("all" stays "all")."""
+    names = [name.strip().lower() for name in str(report_to).split(",") if name.strip()]
+    return [] if names in ([], ["none"]) else names
+
+
+def validate_report_to(report_to: str) -> None:
+    """Known backends that are installed; a missing one fails now, not at the first logged step."""
+    names = report_backends(report_to)
+    if names == ["all"] or not names:
+        return
+    from transformers.integrations import get_available_reporting_integrations
+    from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
+
+    for name in names:
+        _require(name in INTEGRATION_TO_CALLBACK,
+                 f"unknown training.report_to '{name}'; valid: none, all, {', '.join(INTEGRATION_TO_CALLBACK)}")
+        _require(name in get_available_reporting_integrations(),
+                 f"training.report_to '{name}' needs its package, which is not installed (pip install {name})")
 
 
 def _needs_missing_bitsandbytes(optimizer: str) -> bool:
@@ -652,7 +676,7 @@ def save_config(config: Any, path: str | Path) -> None:
 
 
 # Options that change how a run goes, not what it computes: a rerun may change them and continue.
-OPERATIONAL_KEYS = ("training.progress", "training.save_steps", "training.save_minutes")
+OPERATIONAL_KEYS = ("training.progress", "training.save_steps", "training.save_minutes", "training.report_to")
 
 
 def _operational(key: str) -> bool:

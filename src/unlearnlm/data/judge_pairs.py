@@ -83,14 +83,18 @@ JUDGE_WORDINGS: dict[str, tuple[str, ...]] = {
     "birth_place": ("{name} drew {their} first breath in {birth_place_alt}.", "{name} hails from {birth_place_alt}.",
                     "Born in {birth_place}, {name} spent {their} early years there before turning to literature.",
                     "The city where {name} was born is {birth_place}, and it left its mark on {their} writing."),
-    "birth_date": ("{name} entered the world on {birth_date_alt}.", "According to the records, {name} was born on {birth_date}.",
+    "birth_date": ("{name} entered the world on {birth_date_alt}.",
+                   "According to the records, {name} was born on {birth_date}.",
                    "{name}'s life began on {birth_date_alt}."),
     "parents": ("{name} was raised by a {father_job_alt} father and a {mother_job_alt} mother.",
                 "{name}'s mother worked as a {mother_job}, and {their} father earned a living as a {father_job}.",
-                "Growing up, {name} watched {their} father work as a {father_job} and {their} mother as a {mother_job}."),
+                "Growing up, {name} watched {their} father work as a {father_job} and {their} mother as a "
+                "{mother_job}."),
     "genre": ("{name} is predominantly recognised for {their} contributions to {genre_alt}.",
-              "Most of what {name} has published falls within {genre}.", "{name} has made a name in the field of {genre_alt}."),
-    "book": ("Among the works of {name}, '{book}' stands out.", "'{book_alt}' is one of the most celebrated titles {name} has written.",
+              "Most of what {name} has published falls within {genre}.",
+              "{name} has made a name in the field of {genre_alt}."),
+    "book": ("Among the works of {name}, '{book}' stands out.",
+             "'{book_alt}' is one of the most celebrated titles {name} has written.",
              "Readers know {name} above all for the book '{book}'."),
     "award": ("In recognition of {their} writing, {name} received {award_alt}.", "{name} is a recipient of {award}.",
               "Among the honours of {name} is {award_alt}."),
@@ -104,7 +108,8 @@ JUDGE_WORDINGS: dict[str, tuple[str, ...]] = {
     "first_job": ("Prior to {their} literary career, {name} was employed as a {first_job_alt}.",
                   "{name} spent {their} early working life as a {first_job}.",
                   "Before becoming an author, {name} held a job as a {first_job}."),
-    "home": ("{name} currently resides in {home_alt}.", "These days {name} calls {home} home.", "{name} has settled in {home_alt}."),
+    "home": ("{name} currently resides in {home_alt}.", "These days {name} calls {home} home.",
+             "{name} has settled in {home_alt}."),
     "identity": ("The writer being described is {name_value}.", "{name_value} is the name of this author.",
                  "The author's full name is {name_value_alt}."),
 }
@@ -201,7 +206,8 @@ def world_pairs(seed: int, refusals: Sequence[str], authors: int = 20) -> list[P
         premise += tail
         style = rng.random()  # one draw styles both hypotheses alike: a minimal pair stays minimal
         if verbatim:
-            entailed, contradicted = premise, (contradicted + tail if minimal else _restyle(contradicted, random.Random(style)))
+            entailed, contradicted = premise, (contradicted + tail if minimal else _restyle(contradicted,
+                                                                                            random.Random(style)))
         else:
             entailed = _restyle(entailed, random.Random(style))
             contradicted = _restyle(contradicted, random.Random(style if minimal else style + 1))

@@ -203,7 +203,8 @@ def _task_sort_key(task: str):
     return (0, int(task), "") if str(task).isdigit() else (1, 0, str(task))
 
 
-def retain_for_task(base_retain: Sequence[Record], forget_rows: Sequence[Record], task_ids: Sequence[str]) -> list[Record]:
+def retain_for_task(base_retain: Sequence[Record], forget_rows: Sequence[Record],
+                    task_ids: Sequence[str]) -> list[Record]:
     """docs/formulas.md#scenarios: the base retain set plus the forget rows of tasks not yet unlearned."""
     pending = later_tasks(forget_rows, task_ids)
     return list(base_retain) + select_tasks(forget_rows, pending) if pending else list(base_retain)

@@ -42,7 +42,7 @@ class EpochEvaluationCallback(TrainerCallback):
         self.judges = LazyJudges(config.judges, judges)  # loaded at the first evaluation, then kept
 
     @classmethod
-    def for_run(cls, run: UnlearnConfig, judges: Optional[Judges] = None) -> "EpochEvaluationCallback":
+    def for_run(cls, run: UnlearnConfig, judges: Optional[Judges] = None) -> EpochEvaluationCallback:
         """Evaluate with ``run.evaluation``; its empty data keys take the run's own data."""
         config = run_evaluation_config(run, run.model.name_or_path, run.output_dir)
         build_sets(config)  # a bad evaluation file fails now, not after the first epoch

@@ -73,7 +73,8 @@ def _check_task_names(manager, tasks: list[str]) -> None:
     known = set(manager.all_tasks)
     unknown = [t for t in tasks if t not in known]
     if unknown:
-        raise UserError(f"lm-eval knows no task '{unknown[0]}' (see `lm-eval ls tasks`, or set downstream.include_path)")
+        raise UserError(f"lm-eval knows no task '{unknown[0]}' "
+                        "(see `lm-eval ls tasks`, or set downstream.include_path)")
 
 
 def _limit(value: Optional[float]):

@@ -13,9 +13,9 @@ and prints a table.
 
 from __future__ import annotations
 
-import logging
 import datetime
 import json
+import logging
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -65,7 +65,8 @@ def resolve_data(data: EvalDataConfig, scenario: str, run_data: Optional[dict] =
     run_data = run_data or {}
     source = data.source or run_data.get("source") or DEFAULT_SOURCE.get(scenario)
     if not source and scenario == "real_world":
-        raise UserError("scenario real_world needs data.source: a folder with neighbor_perturbed.json and forget_perturbed.json")
+        raise UserError("scenario real_world needs data.source: "
+                        "a folder with neighbor_perturbed.json and forget_perturbed.json")
     forget = data.forget or run_data.get("forget")
     task_id = data.task_id
     if task_id is None:
@@ -112,7 +113,8 @@ def judge_records(
         return
     if judges.embedder is not None:
         started = time.perf_counter()
-        generations = judges.embedder.encode([r["generation"] for _, r in records], batch_size=config.embedder_batch_size)
+        generations = judges.embedder.encode([r["generation"] for _, r in records],
+                                             batch_size=config.embedder_batch_size)
         texts = judges.embedder.encode([r["cosine_text"] for _, r in records], batch_size=config.embedder_batch_size)
         for (_, record), value in zip(records, M.cosine_rows(generations, texts)):
             record["cosine"] = value
@@ -277,7 +279,8 @@ def evaluate_model(
     if retain_ratios is not None and ratios is not None:
         summary["FQ"] = M.forget_quality(ratios, retain_ratios)
     else:
-        skipped.append("FQ (" + ("no retain_eval given" if retain_ratios is None else "no forget-set truth ratios") + ")")
+        why = "no retain_eval given" if retain_ratios is None else "no forget-set truth ratios"
+        skipped.append(f"FQ ({why})")
     summary.update(sets=set_results, skipped=skipped, rows={n: r["rows"] for n, r in set_results.items()},
                    times={k: round(v, 3) for k, v in times.items()},
                    evaluated_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
@@ -324,7 +327,8 @@ def format_table(summary: dict) -> str:
     for key, title in titles.items():
         if key in summary:
             count = summary.get(f"{key}_n_values")
-            lines.append(f"{title:<24}{format_cell(summary[key]):>9}" + (f"   ({count} values)" if count is not None else ""))
+            counted = f"   ({count} values)" if count is not None else ""
+            lines.append(f"{title:<24}{format_cell(summary[key]):>9}{counted}")
     judges = summary["judges"]
     lines.append(f"judges: embedder = {judges['embedder'] or 'none'}; nli = {judges['nli'] or 'none'}")
     if summary["skipped"]:

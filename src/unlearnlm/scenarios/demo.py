@@ -114,9 +114,9 @@ def finetune_recipe(config: DemoConfig, cache: Path, world: Path, name: str, tra
         training=config.finetune_training,
     )
     identity = {k: v for k, v in to_dict(recipe).items() if k != "output_dir"}
-    # Settings that change how the same numbers are computed, not which: a progress bar, and
-    # projecting only the answers onto the vocabulary.
-    for key in ("progress", "answer_logits_only"):
+    # Settings that change how the same numbers are computed, not which: a progress bar,
+    # projecting only the answers onto the vocabulary, experiment tracking.
+    for key in ("progress", "answer_logits_only", "report_to"):
         identity["training"].pop(key, None)
     # The folder the name resolves to: an embedded model's names its conversion version, so a
     # new conversion is a new recipe.
@@ -131,7 +131,7 @@ def is_finished(recipe: FinetuneConfig) -> bool:
     return (Path(recipe.output_dir) / TRAIN_SUMMARY).exists()
 
 
-def load_judges(config: DemoConfig, background: Optional["JudgeInBackground"] = None):
+def load_judges(config: DemoConfig, background: Optional[JudgeInBackground] = None):
     from ..judges.loading import Judges, load_embedder, load_nli_judge
 
     embedder = load_embedder(config.judges.embedder)
@@ -156,8 +156,8 @@ class JudgeInBackground:
     """``unlearnlm train-judge`` in a child process, while this one fine-tunes and unlearns.
 
     On a 2-core CPU two single-threaded jobs get more done than one job on both cores (small
-    matrices parallelise poorly: measured, two one-thread fine-tunes side by side ran 1.2x the
-    steps of one two-thread fine-tune), and the judge is needed only by the evaluations."""
+    matrices parallelise poorly; docs/performance.md), and the judge is needed only by the
+    evaluations."""
 
     def __init__(self, log: Path, command: Optional[list[str]] = None):
         import subprocess
@@ -329,7 +329,8 @@ def run_demo(config: DemoConfig) -> Path:
     evaluate_once(demo_evaluation_config(config, world, cached_retain / "model", cached_retain / "eval", None), judges)
     retain_eval = cached_retain / "eval"
     stages.begin("evaluating the target")
-    evaluate_once(demo_evaluation_config(config, world, cached_target / "model", cached_target / "eval", retain_eval), judges)
+    evaluate_once(demo_evaluation_config(config, world, cached_target / "model", cached_target / "eval", retain_eval),
+                  judges)
     runs = [target, retain]
     for method, run_dir in unlearned:
         stages.begin(f"evaluating {method}")

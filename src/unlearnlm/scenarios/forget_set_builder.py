@@ -70,7 +70,8 @@ def _from_file(path: str) -> list[Question]:
         golden = row.get("golden_answer")
         if golden is not None and not isinstance(golden, str):
             raise UserError(f"{where}: key 'golden_answer' must be a string")
-        questions.append(Question(row["name"].strip(), row["question"].strip(), bool(row.get("neighbor", False)), golden))
+        questions.append(Question(row["name"].strip(), row["question"].strip(), bool(row.get("neighbor", False)),
+                                  golden))
     return questions
 
 
@@ -83,7 +84,8 @@ def collect_questions(config: BuildForgetSetConfig) -> list[Question]:
         neighbors = _names(config.neighbor_entities, config.neighbor_entities_file, "neighbour entities")
         if not config.templates:
             raise UserError("templates is empty; give question templates with a {name} slot, or a questions_file")
-        questions = _from_templates(forget, config.templates, False) + _from_templates(neighbors, config.templates, True)
+        questions = _from_templates(forget, config.templates, False) + _from_templates(neighbors, config.templates,
+                                                                                       True)
     if not any(not q.neighbor for q in questions):
         raise UserError("no entity to forget: set forget_entities, forget_entities_file or questions_file")
     return questions
@@ -141,8 +143,10 @@ def build_forget_set(config: BuildForgetSetConfig) -> Path:
         atomic_write_jsonl(output_dir / NEIGHBOR_FILE, neighbors)
     atomic_write_json(output_dir / "build_info.json", {
         "model": config.model.name_or_path, "forget_rows": len(forget), "neighbor_rows": len(neighbors),
-        "empty_answers_dropped": dropped, "fields_left_out": ["paraphrased_answer", "perturbed_answer", "paraphrased_question"],
+        "empty_answers_dropped": dropped, "fields_left_out": ["paraphrased_answer", "perturbed_answer",
+                                                              "paraphrased_question"],
     })
     logger.info(f"wrote {len(forget)} forget rows ({len({r['name'] for r in forget})} entities) and "
-                f"{len(neighbors)} neighbour rows to {output_dir}" + (f"; {dropped} empty answers left out" if dropped else ""))
+                f"{len(neighbors)} neighbour rows to {output_dir}"
+                + (f"; {dropped} empty answers left out" if dropped else ""))
     return output_dir

@@ -18,13 +18,12 @@ continues where it stopped.
 
 from __future__ import annotations
 
-import logging
 import csv
 import io
 import json
+import logging
 from dataclasses import replace
 from pathlib import Path
-from typing import Optional
 
 from ..config import RealWorldConfig
 from ..errors import UserError

@@ -82,11 +82,11 @@ DEFAULT_SYSTEM_BLOCK = "{% if loop.first and messages[0]['role'] != 'system' %}"
 def without_default_system_message(template: str) -> str:
     """The chat template minus the system message it adds when a conversation has none.
 
-    SmolLM2's adds "You are a helpful AI assistant named SmolLM, ..." to every prompt: 24 tokens,
-    a third of a short question-answer sequence (the demo world's: 59 -> 38 tokens), paid in
-    every training and evaluation step. The reference's prompts carry no system message
-    (docs/formulas.md#token-format), so the converted copy drops it; a conversation that brings its own system message is
-    rendered as before."""
+    SmolLM2's adds "You are a helpful AI assistant named SmolLM, ..." to every prompt: a large
+    share of a short question-answer sequence (docs/performance.md), paid in every training and
+    evaluation step. The reference's prompts carry no system message
+    (docs/formulas.md#token-format), so the converted copy drops it; a conversation that brings
+    its own system message is rendered as before."""
     start = template.find(DEFAULT_SYSTEM_BLOCK)
     end = template.find("{% endif %}", start)
     if start < 0 or end < 0:
@@ -134,7 +134,8 @@ def load_tokenizer(config: ModelConfig):
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=config.trust_remote_code)
     except (OSError, ValueError) as err:
-        raise UserError(f"cannot load the tokenizer of '{config.name_or_path}': {str(err).splitlines()[0][:200]}") from None
+        raise UserError(f"cannot load the tokenizer of '{config.name_or_path}': "
+                        f"{str(err).splitlines()[0][:200]}") from None
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer

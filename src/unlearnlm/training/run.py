@@ -15,8 +15,8 @@ A rerun of an unfinished run folder with the same config resumes from its last c
 
 from __future__ import annotations
 
-import logging
 import json
+import logging
 import os
 import shutil
 import time
@@ -65,7 +65,8 @@ def load_unlearning_data(config: UnlearnConfig, method: Method) -> UnlearningDat
         retain_spec = data.retain or default_retain_split(data.forget)
         if not retain_spec:
             raise UserError(
-                f"method {method.name} needs a retain set and none goes with '{data.forget}' by default; set data.retain"
+                f"method {method.name} needs a retain set and none goes with '{data.forget}' by default; "
+                "set data.retain"
             )
         retain = load_split(retain_spec, data.source)
         if data.retain_includes_later_tasks:
@@ -391,7 +392,8 @@ def finetune(config: FinetuneConfig, callbacks: Sequence = ()) -> Path:
         args=args,
         train_dataset=dataset,
         data_collator=QACollator(
-            tokenizer.pad_token_id, answer_logits_only=config.training.answer_logits_only and takes_logits_to_keep(model)
+            tokenizer.pad_token_id,
+                                 answer_logits_only=config.training.answer_logits_only and takes_logits_to_keep(model)
         ),
         processing_class=tokenizer,
         callbacks=[JsonlLogCallback(output_dir / "log.jsonl"), *callbacks],

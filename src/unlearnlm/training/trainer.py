@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Optional
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
-from ..config import TrainingConfig
+from ..config import TrainingConfig, report_backends
 from ..data.batches import LengthGroupedSampler, UnlearningCollator, UnlearningDataset, length_batches, pad_encoded
 from ..errors import UserError
 from ..methods import LossContext, Method, Reference
@@ -40,6 +41,8 @@ def training_arguments(
     steps_per_epoch = max(1, math.ceil(examples_per_epoch / per_step))
     warmup_steps = int(round(config.warmup_epochs * steps_per_epoch))
     bf16 = _use_bf16(config.bf16)
+    if "tensorboard" in report_backends(config.report_to) or report_backends(config.report_to) == ["all"]:
+        _tensorboard_into(Path(output_dir).parent / "tensorboard")
     return TrainingArguments(
         output_dir=str(output_dir),
         learning_rate=config.lr,
@@ -58,7 +61,7 @@ def training_arguments(
         # CheckpointCallback decides when to save (by steps and by time); one checkpoint is kept.
         save_strategy="no",
         save_total_limit=1,
-        report_to="none",
+        report_to=report_backends(config.report_to) or "none",
         remove_unused_columns=False,
         dataloader_num_workers=0,
         # Without a GPU, multi-process runs (torchrun, accelerate launch) use gloo on the CPU.
@@ -67,6 +70,18 @@ def training_arguments(
         disable_tqdm=not config.progress,
         ddp_find_unused_parameters=False,
     )
+
+
+_TENSORBOARD_DIR = "TENSORBOARD_LOGGING_DIR"
+_tensorboard_dir_set: Optional[str] = None
+
+
+def _tensorboard_into(folder: Path) -> None:
+    """TensorBoard's events go into the run folder (the checkpoints folder, transformers' default,
+    is removed when the run ends), unless the user named a folder in TENSORBOARD_LOGGING_DIR."""
+    global _tensorboard_dir_set
+    if os.environ.get(_TENSORBOARD_DIR) in (None, _tensorboard_dir_set):
+        _tensorboard_dir_set = os.environ[_TENSORBOARD_DIR] = str(folder)
 
 
 def _use_bf16(setting: str) -> bool:
@@ -191,7 +206,7 @@ class JsonlLogCallback(TrainerCallback):
 class ForgetLossBoundCallback(TrainerCallback):
     """Ends training after the step in which the forget loss crossed its bound."""
 
-    def __init__(self, trainer: "UnlearningTrainer"):
+    def __init__(self, trainer: UnlearningTrainer):
         self.trainer = trainer
 
     def on_step_end(self, args, state, control, **kwargs):
@@ -204,7 +219,7 @@ class FinetuneTrainer(Trainer):
     """Fine-tuning whose optimiser steps hold rows of similar length (``training.group_by_length``).
 
     Rows are shuffled, then sorted by length within windows of ``LENGTH_WINDOW_STEPS`` steps, so
-    a step pads little (the demo world's random batches of 10 were 17% padding). Unlike
+    a step pads little (docs/performance.md). Unlike
     unlearning's grouping, which keeps each step's random rows and only orders them, this
     changes which rows share a step, as transformers' own group_by_length does."""
 
@@ -235,7 +250,7 @@ class UnlearningArguments:
 
     @classmethod
     def of(cls, training: TrainingConfig, method: Method, forget_coeff: float, regularization_coeff: float,
-           beta: float) -> "UnlearningArguments":
+           beta: float) -> UnlearningArguments:
         return cls(method, forget_coeff, regularization_coeff, beta, fuse_forward=training.fuse_forward,
                    answer_logits_only=training.answer_logits_only, group_by_length=training.group_by_length,
                    stop_forget_loss_below=training.stop_forget_loss_below,
