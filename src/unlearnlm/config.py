@@ -112,10 +112,10 @@ class TrainingConfig:
 
 @dataclass
 class JudgesConfig:
-    # "auto": the reference model when it loads, else the offline fallback (see evaluation.judges);
+    # "auto": the reference model when it loads, else the offline fallback (see judges.loading);
     # "none": skip the metric; or a sentence-transformers / transformers model name or folder.
     embedder: str = "auto"
-    # "offline" = only the offline judge of evaluation.offline_nli.
+    # "offline" = only the offline judge of judges.offline.
     nli: str = "auto"
     embedder_batch_size: int = 64
     nli_batch_size: int = 32
@@ -317,7 +317,7 @@ class DemoConfig:
 
     output_dir: str = "runs/demo"
     model: ModelConfig = field(default_factory=ModelConfig)
-    # The fictitious world (scenarios.world): forget = task 1 of `forget_split` (2 authors).
+    # The fictitious world (data.world): forget = task 1 of `forget_split` (2 authors).
     seed: int = 0
     authors: int = 20
     questions_per_author: int = 5

@@ -2,7 +2,7 @@
 
 Stages (each skipped when its result already exists):
 
-1. a fictitious world of authors (scenarios.world), in TOFU's format;
+1. a fictitious world of authors (data.world), in TOFU's format;
 2. the judges: the sentence embedder and an NLI judge (the offline one is trained once, in a
    background process while stages 3 and 4 run);
 3. a target fine-tuned on every author and a retain model that never saw the forget authors,

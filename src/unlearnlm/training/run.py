@@ -332,6 +332,9 @@ def unlearn(config: UnlearnConfig, callbacks: Sequence = ()) -> Path:
 
     output_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, output_dir / "config.yaml")
+    if config.eval_every_epoch and not callbacks:
+        logger.warning("eval_every_epoch is set but no evaluation callback was given: no per-epoch evaluation "
+                       "(pass evaluation.callback.epoch_evaluation(config) as callbacks)")
     trainer, tokenizer = build_unlearning_trainer(config, method, data, output_dir)
     for callback in callbacks:
         trainer.add_callback(callback)
