@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from unlearnlm.config import TrainingConfig, UnlearnConfig, check_run_folder, config_differences, save_config
-from unlearnlm.data.batches import length_batches
+from unlearnlm.data.batches import LengthGroupedSampler, length_batches
 from unlearnlm.errors import UserError
 from unlearnlm.tables import format_cell, markdown_table, number_cell
 
@@ -19,6 +19,21 @@ def test_length_batches():
     # With weights a batch closes once its weights reach the batch size.
     assert length_batches(lengths, 3, weights=[1, 2, 1, 1, 2]) == [[1, 3], [4, 0], [2]]
     assert length_batches([], 4) == []
+
+
+def test_length_grouped_sampler_orders_each_step_longest_first():
+    import random
+
+    rng = random.Random(7)
+    lengths = [rng.randrange(1, 6) for _ in range(23)]  # many ties: the index breaks them
+    sampler = LengthGroupedSampler(lambda epoch: lengths, len(lengths), group_size=8, seed=3)
+    sampler.set_epoch(2)
+    order = list(range(23))
+    random.Random("3/order/2").shuffle(order)  # the sampler's own seeded shuffle
+    expected = []
+    for start in range(0, 23, 8):
+        expected += sorted(order[start : start + 8], key=lambda i: (-lengths[i], i))
+    assert list(sampler) == expected and sorted(expected) == list(range(23))
 
 
 def test_table_cells_and_markdown():

@@ -155,9 +155,10 @@ class LengthGroupedSampler(torch.utils.data.Sampler):
         random.Random(f"{self.seed}/order/{self.epoch}").shuffle(order)
         grouped = []
         for start in range(0, self.size, self.group_size):
-            group = order[start : start + self.group_size]
-            # Longest first, so a step that runs out of memory does so at once.
-            grouped += sorted(group, key=lambda i: (-lengths[i], i))
+            # Longest first (ties by row index), so a step that runs out of memory does so at once.
+            group = sorted(order[start : start + self.group_size])
+            (by_length,) = length_batches([lengths[i] for i in group], len(group))
+            grouped += [group[k] for k in by_length]
         return iter(grouped)
 
 
