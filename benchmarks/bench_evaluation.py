@@ -42,7 +42,6 @@ import os
 import platform
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,7 +57,8 @@ MODES = {
     # Ours with every loss sequence run whole (a question's prompt once per answer).
     "whole-sequences": (["share_prompts=false"], "sdpa"),
     "reference": ([
-        "group_by_length=false", "pad_to=500", "answer_logits_only=false", "generation_batch_size=30", "loss_batch_size=30",
+        "group_by_length=false", "pad_to=500", "answer_logits_only=false", "generation_batch_size=30",
+                   "loss_batch_size=30",
         "judges.embedder_batch_size=1", "judges.nli_batch_size=30",
     ], "eager"),
 }
@@ -143,7 +143,8 @@ def print_tables(results: list[dict], comparison: dict | None) -> None:
     print(f"{'metric':<28}" + "".join(f"{r['mode']:>14}" for r in results))
     for set_name, metric in names:
         values = [r["metrics"][set_name].get(metric) for r in results]
-        print(f"{set_name + '/' + metric:<28}" + "".join(f"{v:>14.8f}" if isinstance(v, float) else f"{str(v):>14}" for v in values))
+        print(f"{set_name + '/' + metric:<28}" + "".join(f"{v:>14.8f}" if isinstance(v,
+            float) else f"{str(v):>14}" for v in values))
     if comparison:
         print(f"\nlargest metric difference {comparison['max_metric_abs_diff']:.2e} ({comparison['at']}); "
               f"identical generations {comparison['same_generations']}/{comparison['rows']}; "
@@ -176,7 +177,8 @@ def main() -> int:
     import transformers
 
     from unlearnlm.config import JudgesConfig, ModelConfig
-    from unlearnlm.evaluation.evaluate import Judges, _device_model
+    from unlearnlm.evaluation.evaluate import Judges
+    from unlearnlm.training.models import load_for_inference
 
     transformers.logging.set_verbosity_error()
     if args.fast:
@@ -185,7 +187,7 @@ def main() -> int:
         args.model = str(fast_model(Path(tempfile.gettempdir()) / "unlearnlm-bench-fast-model"))
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    model, tokenizer = _device_model(ModelConfig(name_or_path=args.model))
+    model, tokenizer = load_for_inference(ModelConfig(name_or_path=args.model))
     judges = Judges.load(JudgesConfig(embedder=args.embedder, nli=args.nli))
     results = []
     for mode in modes:

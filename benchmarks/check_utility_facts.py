@@ -1,7 +1,7 @@
 """Does the default model know the facts of the utility sets? (issue 4)
 
 Asks SmolLM2-135M-Instruct (or ``--model``) every candidate question of
-``unlearnlm.scenarios.utility_facts`` with greedy decoding and counts a fact as known when the
+``unlearnlm.data.utility_facts`` with greedy decoding and counts a fact as known when the
 generation contains the short answer and none of the three wrong answers (case-insensitive).
 Prints the per-set numbers and the questions it gets wrong.
 
@@ -53,7 +53,7 @@ def main() -> None:
     import torch
 
     from unlearnlm.config import ModelConfig
-    from unlearnlm.scenarios import utility_facts
+    from unlearnlm.data import utility_facts
     from unlearnlm.training.models import load_model, load_tokenizer
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

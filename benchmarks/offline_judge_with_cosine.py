@@ -48,7 +48,8 @@ REQUIRED = ("question", "answer", "paraphrased_answer", "perturbed_answer")
 
 def forget10_pairs(rows):
     entailed = [(r["answer"], r["paraphrased_answer"], True) for r in rows]
-    perturbed = [(r["answer"], r["perturbed_answer"][i % len(r["perturbed_answer"])], False) for i, r in enumerate(rows)]
+    perturbed = [(r["answer"], r["perturbed_answer"][i % len(r["perturbed_answer"])], False) for i,
+                 r in enumerate(rows)]
     return entailed + perturbed
 
 
@@ -110,8 +111,8 @@ def main(argv=None) -> int:
 
     from unlearnlm.data.records import load_split
     from unlearnlm.data.refusals import load_refusals
-    from unlearnlm.evaluation import offline_nli as nli
-    from unlearnlm.evaluation.judges import load_embedder, packaged_embedder_path
+    from unlearnlm.judges import offline as nli
+    from unlearnlm.judges.loading import load_embedder, packaged_embedder_path
 
     torch.set_num_threads(args.threads)
     config = nli.JudgeTrainingConfig()
@@ -122,7 +123,8 @@ def main(argv=None) -> int:
         return 2
     _, held_out_refusals = nli.split_refusals(load_refusals())
     sets = {
-        "world": [(p, h, label == nli.ENTAILMENT) for p, h, label in nli.held_out_world_pairs(config, held_out_refusals, worlds=2)],
+        "world": [(p, h, label == nli.ENTAILMENT) for p, h, label in nli.held_out_world_pairs(config,
+            held_out_refusals, worlds=2)],
         "forget10": forget10_pairs(load_split("forget10_perturbed", args.tofu, required=REQUIRED)),
         "retain (check)": nli.tofu_pairs(check_rows),
     }
@@ -148,7 +150,8 @@ def main(argv=None) -> int:
             scores = x @ weights + bias
             row[name] = {"auc": round(auc(scores, gold), 4), "entailment_vs_not": round(accuracy(scores, gold), 4)}
         report["rules"][rule] = row
-        print(f"{rule:<22}" + "".join(f"{'AUC %.3f  acc %.3f' % (v['auc'], v['entailment_vs_not']):>28}" for v in row.values()))
+        cells = [f"AUC {v['auc']:.3f}  acc {v['entailment_vs_not']:.3f}" for v in row.values()]
+        print(f"{rule:<22}" + "".join(f"{cell:>28}" for cell in cells))
     print("fitted rule:", report["fitted"], " cosine cut:", report["cosine_cut"])
     report["seconds"] = round(time.time() - began, 1)
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,7 @@ def qa_rows(seed: int = 0) -> list[dict]:
     """Forty small QA pairs about ten people, two questions each, as TOFU-shaped rows."""
     rng = random.Random(seed)
     rows = []
-    for index, name in enumerate(NAMES):
+    for name in NAMES:
         colour, city = rng.choice(COLOURS), rng.choice(CITIES)
         other_colours = [c for c in COLOURS if c != colour][:5]
         rows.append({

@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from unlearnlm.config import (
-    FinetuneConfig, RealWorldConfig, TrainingConfig, UnlearnConfig, load_config, preset_names, save_config, to_dict,
+    FinetuneConfig,
+    RealWorldConfig,
+    TrainingConfig,
+    UnlearnConfig,
+    load_config,
+    preset_names,
+    save_config,
+    to_dict,
 )
 from unlearnlm.errors import UserError
 

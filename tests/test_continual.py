@@ -8,8 +8,8 @@ import hashlib
 import numpy as np
 import pytest
 import yaml
-
 from conftest import qa_rows, write_jsonl
+
 from unlearnlm.cli import main
 from unlearnlm.config import ContinualConfig, from_dict
 from unlearnlm.errors import UserError
@@ -17,7 +17,6 @@ from unlearnlm.evaluation.evaluate import Judges
 from unlearnlm.methods import get_method
 from unlearnlm.scenarios import continual
 from unlearnlm.training.run import load_unlearning_data
-
 
 # ---- data and fakes --------------------------------------------------------------------------
 
@@ -109,13 +108,14 @@ def test_task_chain_and_retain_per_task(tiny_model, world, tmp_path):
         assert run.reference_model is None  # the previous result is the run's own start model
         data = load_unlearning_data(run, method)
         assert [r["question"] for r in data.forget] == [r["question"] for r in forget_all if r["task_id"] == step.task]
-        # SPEC §4: the base retain set plus the forget rows of every task not yet unlearned
+        # docs/formulas.md#scenarios: the base retain set plus the forget rows of every task not yet unlearned
         # (task 4 is never unlearned in this run, so it is always retained).
         later = [r["question"] for r in forget_all if int(r["task_id"]) > int(step.task)]
         assert len(data.retain) == retain_base + len(later)
         assert [r["question"] for r in data.retain[retain_base:]] == later
     fixed = from_dict(ContinualConfig, continual_settings(tiny_model, world, tmp_path / "o2", fix_ref_model=True))
-    assert continual.task_unlearn_config(fixed, continual.plan(fixed, "NPO+GD", tasks)[2]).reference_model == str(tiny_model)
+    assert continual.task_unlearn_config(fixed, continual.plan(fixed, "NPO+GD",
+                                                               tasks)[2]).reference_model == str(tiny_model)
 
 
 def test_task_ids_from_the_data_stay_inside_the_output_folder(tiny_model, world, tmp_path):
@@ -132,7 +132,8 @@ def test_every_task_by_default_and_bad_tasks(tiny_model, world, tmp_path):
     everything = from_dict(ContinualConfig, continual_settings(tiny_model, world, tmp_path, tasks=[]))
     assert continual.tasks_to_run(everything) == ["1", "2", "3", "4"]
     with pytest.raises(UserError, match="has no task 7"):
-        continual.tasks_to_run(from_dict(ContinualConfig, continual_settings(tiny_model, world, tmp_path, tasks=["1", "7"])))
+        continual.tasks_to_run(from_dict(ContinualConfig, continual_settings(tiny_model, world, tmp_path, tasks=["1",
+                                                                                                                 "7"])))
 
 
 def test_retain_holding_an_unlearned_task_is_refused(tiny_model, world, tmp_path):
@@ -182,12 +183,13 @@ def test_interrupted_run_ends_like_an_uninterrupted_one(tiny_model, world, tmp_p
 
     real_unlearn = run_module.unlearn
 
-    def killed_at_task_3(config):
+    def killed_at_task_3(config, callbacks=()):
         if config.data.task_id == ["3"]:
             raise Killed()
-        return real_unlearn(config)
+        return real_unlearn(config, callbacks)
 
-    config = from_dict(ContinualConfig, continual_settings(tiny_model, world, tmp_path / "cut", keep_models=["1", "last"],
+    config = from_dict(ContinualConfig, continual_settings(tiny_model, world, tmp_path / "cut", keep_models=["1",
+                                                                                                             "last"],
                                                            evaluate_target=False))
     monkeypatch.setattr(run_module, "unlearn", killed_at_task_3)
     with pytest.raises(Killed):

@@ -3,22 +3,23 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 
 from unlearnlm.config import DemoConfig, from_dict
+from unlearnlm.data.utility_facts import REAL_AUTHORS, WORLD_FACTS
+from unlearnlm.data.world import all_rows, make_world
 from unlearnlm.errors import UserError
 from unlearnlm.scenarios.demo import run_demo
-from unlearnlm.scenarios.world import all_rows, make_world
-from unlearnlm.scenarios.utility_facts import REAL_AUTHORS, WORLD_FACTS
 from unlearnlm.tiny import make_tiny_model
 
 SMALL = {"authors": 10, "questions_per_author": 2, "seed": 3, "ds_size": 4,
          "methods": ["ME+GD", "NPO+GD"],
          "judges": {"embedder": "none", "nli": "none"}, "train_judge": False,
-         "finetune": {"lr": 1e-3, "epochs": 1, "per_device_batch_size": 8, "gradient_accumulation_steps": 1,
+         "finetune_training": {"lr": 1e-3, "epochs": 1, "per_device_batch_size": 8, "gradient_accumulation_steps": 1,
                       "warmup_epochs": 0, "progress": False},
-         "unlearn": {"lr": 1e-3, "epochs": 1, "per_device_batch_size": 2, "gradient_accumulation_steps": 1,
+         "unlearn_training": {"lr": 1e-3, "epochs": 1, "per_device_batch_size": 2, "gradient_accumulation_steps": 1,
                      "warmup_epochs": 0, "progress": False}}
 
 
@@ -33,7 +34,8 @@ def world_model(tmp_path_factory):
     return make_tiny_model(tmp_path_factory.mktemp("demo_model") / "model", texts)
 
 
-def test_demo_runs_every_stage_and_reuses_its_cache(world_model, tmp_path, monkeypatch, capsys):
+def test_demo_runs_every_stage_and_reuses_its_cache(world_model, tmp_path, monkeypatch, caplog):
+    caplog.set_level(logging.INFO, logger="unlearnlm")
     monkeypatch.setenv("UNLEARNLM_CACHE", str(tmp_path / "cache"))
     config = from_dict(DemoConfig, {**SMALL, "output_dir": str(tmp_path / "demo"),
                                     "model": {"name_or_path": str(world_model)}})
@@ -48,17 +50,17 @@ def test_demo_runs_every_stage_and_reuses_its_cache(world_model, tmp_path, monke
     assert (out / "target").is_symlink() and (out / "target").resolve().parent == tmp_path / "cache" / "demo"
     # The retain model never saw the forget authors.
     world = out / "world"
-    forget = {json.loads(l)["question"] for l in (world / "forget10.json").read_text().splitlines()
-              if json.loads(l)["task_id"] == "1"}
-    retain = {json.loads(l)["question"] for l in (world / "retain90.json").read_text().splitlines()}
+    forget = {json.loads(line)["question"] for line in (world / "forget10.json").read_text().splitlines()
+              if json.loads(line)["task_id"] == "1"}
+    retain = {json.loads(line)["question"] for line in (world / "retain90.json").read_text().splitlines()}
     assert forget and not forget & retain
-    capsys.readouterr()
+    caplog.clear()
 
     # A second demo in a new folder reuses the cached world, target and retain model.
     second = from_dict(DemoConfig, {**SMALL, "output_dir": str(tmp_path / "demo2"),
                                     "model": {"name_or_path": str(world_model)}, "methods": ["GA+GD"]})
     run_demo(second)
-    printed = capsys.readouterr().out
+    printed = caplog.text  # the demo's messages are logged (the CLI shows them on stdout)
     assert printed.count("already holds this finished run") == 2
     # ... and their evaluations, which live in the cache whatever folder links to them.
     assert printed.count("already holds this evaluation") == 2
@@ -129,7 +131,8 @@ def test_the_judge_trains_in_a_background_process_while_the_models_fine_tune(wor
     assert events[4][1] == before == torch.get_num_threads()
 
     # A child that fails stops the demo with the end of its log.
-    failing = real_background(tmp_path / "judge.log", [sys.executable, "-c", "print('no weights'); raise SystemExit(3)"])
+    failing = real_background(tmp_path / "judge.log", [sys.executable, "-c",
+                                                       "print('no weights'); raise SystemExit(3)"])
     with pytest.raises(UserError, match="exit code 3(.|\n)*no weights"):
         failing.wait()
 

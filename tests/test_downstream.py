@@ -52,7 +52,8 @@ metric_list:
 def write_choice_task(folder):
     """lm-eval task ``tiny_choice`` in ``folder``: its YAML and its local JSON Lines data."""
     data = folder / "tiny_choice.jsonl"
-    data.write_text("".join(json.dumps({"question": "Pick one.", "choices": c, "label": g}) + "\n" for c, g, _, _ in DOCS))
+    data.write_text("".join(json.dumps({"question": "Pick one.", "choices": c, "label": g}) + "\n" for c, g, _,
+                            _ in DOCS))
     (folder / "tiny_choice.yaml").write_text(TASK_YAML.format(data=data))
     return folder
 
@@ -81,7 +82,8 @@ def test_local_task_gives_the_expected_accuracy(uniform_model, choice_task, tmp_
     config = DownstreamConfig(tasks=["tiny_choice"], include_path=str(choice_task), batch_size=3)
     scores = run_downstream(model, tokenizer, config)
     values = {(s.task, s.metric, s.filter): s.value for s in scores}
-    assert values == {("tiny_choice", "acc", "none"): EXPECTED_ACC, ("tiny_choice", "acc_norm", "none"): EXPECTED_ACC_NORM}
+    assert values == {("tiny_choice", "acc", "none"): EXPECTED_ACC, ("tiny_choice", "acc_norm",
+                                                                     "none"): EXPECTED_ACC_NORM}
     assert EXPECTED_ACC == 0.5 and EXPECTED_ACC_NORM == 0.25
     # A task outside the paper's five reports every metric under task/metric.
     assert headline_scores(scores) == {"tiny_choice/acc": 0.5, "tiny_choice/acc_norm": 0.25}

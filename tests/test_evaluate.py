@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import shutil
 import zlib
 
 import numpy as np
 import pytest
 import torch
+from conftest import qa_rows, write_jsonl
 
 from unlearnlm.cli import main
 from unlearnlm.config import EvaluateConfig, load_config
 from unlearnlm.errors import UserError
 from unlearnlm.evaluation import metrics as M
 from unlearnlm.evaluation.evaluate import Judges, evaluate_model
-
-from conftest import qa_rows, write_jsonl
 
 
 class FakeEmbedder:
@@ -61,8 +61,10 @@ def tofu_folder(qa_folder, tmp_path_factory):
     folder = tmp_path_factory.mktemp("tofu_like")
     for file in qa_folder.iterdir():
         shutil.copy(file, folder / file.name)
-    write_jsonl(folder / "real_authors_perturbed.json", _facts([("alice", "paris"), ("bob", "lima"), ("carol", "oslo")]))
-    write_jsonl(folder / "world_facts_perturbed.json", _facts([("dave", "cairo"), ("erin", "paris"), ("frank", "lima")]))
+    write_jsonl(folder / "real_authors_perturbed.json", _facts([("alice", "paris"), ("bob", "lima"), ("carol",
+                                                                                                      "oslo")]))
+    write_jsonl(folder / "world_facts_perturbed.json", _facts([("dave", "cairo"), ("erin", "paris"), ("frank",
+                                                                                                      "lima")]))
     return folder
 
 
@@ -145,6 +147,7 @@ def test_batching_does_not_change_results(tiny_model, tofu_folder, tmp_path):
                                  "loss_batch_size=1", "ds_size=3"), judges=Judges(FakeEmbedder(), FakeNLI()))
     many = evaluate_model(_config(tiny_model, tofu_folder, tmp_path / "many", "generation_batch_size=3",
                                   "loss_batch_size=16", "ds_size=3"), judges=Judges(FakeEmbedder(), FakeNLI()))
+    assert list(many["sets"]) == list(one["sets"])
     for name in one["sets"]:
         a = _jsonl(tmp_path / "one" / "records" / f"{name}.jsonl")
         b = _jsonl(tmp_path / "many" / "records" / f"{name}.jsonl")
@@ -190,7 +193,8 @@ def test_one_generation_pass_covers_every_set(tiny_model, tofu_folder, tmp_path,
 
     pooled = evaluate_model(_config(tiny_model, shared, tmp_path / "pooled", "generation_batch_size=64"),
                             judges=Judges(FakeEmbedder(), FakeNLI()))
-    asked = [r["question"] for name in pooled["rows"] for r in _jsonl(tmp_path / "pooled" / "records" / f"{name}.jsonl")]
+    records = tmp_path / "pooled" / "records"
+    asked = [r["question"] for name in pooled["rows"] for r in _jsonl(records / f"{name}.jsonl")]
     assert len(calls) == 1 and sorted(calls[0]) == sorted(set(asked)) and len(asked) == sum(pooled["rows"].values())
     calls.clear()
     by_set = evaluate_model(_config(tiny_model, shared, tmp_path / "by_set", "generation_batch_size=64",
@@ -216,18 +220,20 @@ def test_forget_quality_against_a_retain_model_and_csv_appends(evaluated, tiny_m
     assert text.count("evaluated_at") == 1 and len(text.strip().splitlines()) == 3  # header + 2 rows
 
 
-def test_without_judges_the_metrics_are_skipped_and_named(tiny_model, tofu_folder, tmp_path, capsys):
+def test_without_judges_the_metrics_are_skipped_and_named(tiny_model, tofu_folder, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="unlearnlm")
     summary = evaluate_model(_config(tiny_model, tofu_folder, tmp_path, "ds_size=2"), judges=Judges(None, None))
     assert summary["judges"] == {"embedder": None, "nli": None}
     assert summary["MU_n_values"] == 12 and summary["FE_n_values"] == 3
     assert any(s.startswith("cosine on retain, real_authors, world_facts, forget") for s in summary["skipped"])
     assert any("entailment unavailable" in s for s in summary["skipped"])
-    printed = capsys.readouterr().out
+    printed = caplog.text  # the table is logged (the CLI shows it on stdout)
     assert "Model Utility" in printed and "nli = none" in printed and "skipped:" in printed
 
 
 def test_custom_file_without_perturbed_answers_skips_the_truth_ratio(tiny_model, qa_folder, tmp_path):
-    plain = write_jsonl(tmp_path / "plain.json", [{"question": "Where was bob born?", "answer": "bob was born in lima."}])
+    plain = write_jsonl(tmp_path / "plain.json", [{"question": "Where was bob born?",
+                                                   "answer": "bob was born in lima."}])
     config = load_config(EvaluateConfig, None, [
         f"model.name_or_path={tiny_model}", "scenario=custom", f"data.custom_retain={plain}",
         f"data.custom_forget={qa_folder / 'forget_perturbed.json'}", "max_length=24", f"output_dir={tmp_path / 'out'}",
@@ -277,7 +283,7 @@ def test_cli_evaluate_and_per_epoch_evaluation_during_unlearning(tiny_model, tof
 
 
 def test_judges_load_offline_without_the_network(monkeypatch, tiny_model, tmp_path):
-    from unlearnlm.evaluation.judges import NLI_LABELS, load_embedder, load_nli_judge, packaged_embedder_path
+    from unlearnlm.judges.loading import NLI_LABELS, load_embedder, load_nli_judge, packaged_embedder_path
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the reference judges are not cached here: fall back
     assert load_nli_judge("none") is None and load_embedder("none") is None
@@ -310,9 +316,9 @@ def test_judges_load_offline_without_the_network(monkeypatch, tiny_model, tmp_pa
 def test_answer_only_logits_give_every_sequence_loss_of_full_logits(tiny_model):
     """The loss pass projects only the answer positions onto the vocabulary (logits_to_keep):
     the same NLL and token count for every sequence, prompts and padding of any length."""
+    from unlearnlm.config import ModelConfig
     from unlearnlm.data.formatting import PromptFormat
     from unlearnlm.evaluation.inference import sequence_losses
-    from unlearnlm.config import ModelConfig
     from unlearnlm.methods.losses import IGNORE, answer_positions, takes_logits_to_keep
     from unlearnlm.training.models import load_model, load_tokenizer
 
@@ -335,9 +341,9 @@ def test_shared_prompts_give_the_loss_of_each_whole_sequence(tiny_model):
     """Each question's prompt run once, its answers packed behind it (a mask hides the others):
     every (question, answer) gets the NLL and token count of its own prompt + answer sequence,
     whatever the batch, duplicates included."""
+    from unlearnlm.config import ModelConfig
     from unlearnlm.data.formatting import PromptFormat
     from unlearnlm.evaluation.inference import sequence_losses, shared_prompt_losses, supports_shared_prompts
-    from unlearnlm.config import ModelConfig
     from unlearnlm.training.models import load_model, load_tokenizer
 
     model_config = ModelConfig(name_or_path=str(tiny_model))
@@ -372,7 +378,8 @@ def test_shared_prompts_give_the_loss_of_each_whole_sequence(tiny_model):
     assert not supports_shared_prompts(Flash())  # takes no 4D mask: the evaluation runs whole sequences
 
 
-def test_shared_prompts_are_the_evaluations_default_and_change_no_metric(tiny_model, tofu_folder, tmp_path, monkeypatch):
+def test_shared_prompts_are_the_evaluations_default_and_change_no_metric(tiny_model, tofu_folder, tmp_path,
+                                                                         monkeypatch):
     from unlearnlm.evaluation import inference
 
     calls = []

@@ -9,7 +9,7 @@ import pytest
 from unlearnlm.config import BuildForgetSetConfig, from_dict
 from unlearnlm.data.records import load_split, select_tasks
 from unlearnlm.errors import UserError
-from unlearnlm.scenarios.forget_set_builder import build_forget_set, build_rows, collect_questions, Question
+from unlearnlm.scenarios.forget_set_builder import Question, build_forget_set, build_rows, collect_questions
 
 
 def builder_config(tiny_model, out, **extra) -> BuildForgetSetConfig:

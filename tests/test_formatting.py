@@ -1,4 +1,4 @@
-"""Prompt formatting and label masking, token by token (SPEC §2)."""
+"""Prompt formatting and label masking, token by token (docs/formulas.md#token-format)."""
 
 from __future__ import annotations
 

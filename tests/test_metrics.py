@@ -1,4 +1,4 @@
-"""Every metric of SPEC §5 against numbers worked out by hand on small fixed inputs."""
+"""Every metric of docs/formulas.md#metrics against numbers worked out by hand on small fixed inputs."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from unlearnlm.evaluation import metrics as M
-
 
 # ---- per row ---------------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Every objective against the SPEC §3 formula, computed independently here on fixed logits.
+"""Every objective against the docs/formulas.md#objectives formula, computed independently here on fixed logits.
 
 The models are bigram tables (logits of position t depend only on token t), so the expected
 values can be written as plain loops over positions with Python floats.
@@ -12,8 +12,7 @@ import pytest
 import torch
 
 from unlearnlm.errors import UserError
-from unlearnlm.methods import LossContext, Reference, get_method, method_names
-from unlearnlm.methods import losses
+from unlearnlm.methods import LossContext, Reference, get_method, losses, method_names
 
 VOCAB = 7
 BETA = 0.1

@@ -9,17 +9,15 @@ from collections import Counter
 
 import pytest
 
-from unlearnlm.evaluation import offline_nli
-from unlearnlm.evaluation.judges import NLI_LABELS, packaged_embedder_path
-from unlearnlm.evaluation.offline_nli import (
+from unlearnlm.data.judge_pairs import NLI_LABELS, split_refusals, tofu_pairs, world_pairs
+from unlearnlm.judges import offline as offline_nli
+from unlearnlm.judges.models import packaged_embedder_path
+from unlearnlm.judges.offline import (
     JudgeTrainingConfig,
     judge_folder,
     judge_key,
     load_offline_nli_judge,
-    split_refusals,
-    tofu_pairs,
     train_offline_nli_judge,
-    world_pairs,
 )
 
 needs_minilm = pytest.mark.skipif(
@@ -59,13 +57,14 @@ def test_most_contradictions_are_the_entailment_with_one_fact_wrong(seed):
 def test_a_wrong_parents_statement_usually_keeps_one_parent_right():
     import random
 
-    from unlearnlm.evaluation.offline_nli import JUDGE_WORDINGS
-    from unlearnlm.scenarios.world import QUESTION_KINDS, fact_statements, make_authors
+    from unlearnlm.data.judge_pairs import JUDGE_WORDINGS
+    from unlearnlm.data.world import QUESTION_KINDS, fact_statements, make_authors
 
     authors = make_authors(12, random.Random(0))
     one_right = 0
     for author in authors:
-        true, wrong = fact_statements(author, "parents", random.Random(author.name), extra_templates=JUDGE_WORDINGS["parents"])
+        true, wrong = fact_statements(author, "parents", random.Random(author.name),
+                                      extra_templates=JUDGE_WORDINGS["parents"])
         templates = len(QUESTION_KINDS["parents"].answers) + 2 + len(JUDGE_WORDINGS["parents"])
         assert len(true) == templates and all(len(w) == templates for w in wrong)
         father, mother = author.facts["father_job"].text, author.facts["mother_job"].text
@@ -129,23 +128,25 @@ def test_tiny_training_caches_and_predicts(tmp_path, monkeypatch):
 
 
 def test_vitaminc_examples_parse_to_pairs():
-    from unlearnlm.evaluation.offline_nli import _parse_vitaminc
+    from unlearnlm.data.judge_pairs import _parse_vitaminc
 
     example = {"input": "Lima: Lima has 10 million people .\nClaim: Lima has under 5 million people .",
                "target_scores": {"True": 0, "False": 1, "Neither": 0}}
-    assert _parse_vitaminc(example) == ("Lima: Lima has 10 million people .", "Lima has under 5 million people .", "contradiction")
+    assert _parse_vitaminc(example) == ("Lima: Lima has 10 million people .", "Lima has under 5 million people .",
+                                        "contradiction")
     assert _parse_vitaminc({"input": "no claim here", "target_scores": {"True": 1}}) is None
 
 
 def test_length_grouped_batches_cover_every_pair_once_per_pass():
-    from unlearnlm.evaluation.offline_nli import length_grouped_batches
+    from unlearnlm.judges.offline import length_grouped_batches
 
     pairs = [("p" * (i % 37), "h" * (i % 11), "neutral") for i in range(3 * 50 * 4)]  # 3 windows of batch 4
     batches = length_grouped_batches(pairs, batch_size=4, steps=150)
     assert len(batches) == 150 and all(len(b) == 4 for b in batches)
     assert sorted(p for b in batches for p in b) == sorted(pairs)  # one pass = every pair once
     # Inside a batch lengths are close: the spread is far below the data's (0..46 characters).
-    spread = [max(len(a) + len(b) for a, b, _ in batch) - min(len(a) + len(b) for a, b, _ in batch) for batch in batches]
+    spread = [max(len(a) + len(b) for a, b, _ in batch) - min(len(a) + len(b) for a, b,
+                                                              _ in batch) for batch in batches]
     assert max(spread) <= 2
     assert length_grouped_batches(pairs, 4, 10) == length_grouped_batches(pairs, 4, 10)  # seeded
 
@@ -153,7 +154,7 @@ def test_length_grouped_batches_cover_every_pair_once_per_pass():
 def test_dates_are_restated_in_tofus_forms_with_the_same_day_month_and_year():
     """The world writes "24 April 1941" and "April 24, 1941"; TOFU's answers also write "the
     24th of April, 1941": the judge sees every form, each date keeping its values."""
-    from unlearnlm.evaluation.offline_nli import DATE_FORMS, _redate
+    from unlearnlm.data.judge_pairs import DATE_FORMS, _redate
 
     class Pick:  # rng.choice -> always the form at index
         def __init__(self, index):
@@ -163,7 +164,8 @@ def test_dates_are_restated_in_tofus_forms_with_the_same_day_month_and_year():
             self.draws += 1
             return options[self.index]
 
-    sentence = "Ann was born on 24 April 1941; Bob on March 3, 1950, Cy on 11 May 1962, Di on 22 June 1971. Room 12, 1999."
+    sentence = ("Ann was born on 24 April 1941; Bob on March 3, 1950, Cy on 11 May 1962, Di on 22 June 1971. "
+                "Room 12, 1999.")
     rng = Pick(DATE_FORMS.index("the {nth} of {month}, {year}"))
     assert _redate(sentence, rng) == ("Ann was born on the 24th of April, 1941; Bob on the 3rd of March, 1950, "
                                       "Cy on the 11th of May, 1962, Di on the 22nd of June, 1971. Room 12, 1999.")
@@ -181,7 +183,8 @@ def test_train_judge_command_takes_key_value_settings(monkeypatch, capsys):
     def fake_training(config, tofu_rows=None, force=False, threads=2):
         seen["config"] = config
         return None, {"steps": config.steps, "training_pairs": 0, "training_seconds": 0.0, "world_pairs": 0,
-                      "world_accuracy": 0.0, "world_entailment_vs_not": 0.0, "refusals_not_entailed": 1.0, "refusal_pairs": 0}
+                      "world_accuracy": 0.0, "world_entailment_vs_not": 0.0, "refusals_not_entailed": 1.0,
+                      "refusal_pairs": 0}
 
     monkeypatch.setattr(offline_nli, "train_offline_nli_judge", fake_training)
     monkeypatch.setattr(offline_nli, "judge_folder", lambda config: "somewhere")

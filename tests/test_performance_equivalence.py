@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import qa_rows
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from conftest import qa_rows
 from unlearnlm.config import UnlearnConfig, from_dict
-from unlearnlm.data.batches import LengthGroupedSampler, answer_positions, UnlearningCollator, UnlearningDataset
+from unlearnlm.data.batches import LengthGroupedSampler, UnlearningCollator, UnlearningDataset, answer_positions
 from unlearnlm.data.formatting import PromptFormat
 from unlearnlm.data.refusals import load_refusals
 from unlearnlm.methods import LossContext, Reference, get_method

@@ -7,9 +7,9 @@ import csv
 import json
 
 import pytest
-
 from test_continual import FakeEmbedder, FakeNLI
 from test_downstream import write_choice_task
+
 from unlearnlm.config import BuildForgetSetConfig, RealWorldConfig, from_dict
 from unlearnlm.errors import UserError
 from unlearnlm.evaluation.evaluate import Judges

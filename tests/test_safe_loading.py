@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from unlearnlm.config import ModelConfig, UnlearnConfig, load_config
+from unlearnlm.errors import UserError
 from unlearnlm.io import safe_name
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "unlearnlm"
@@ -27,7 +28,7 @@ def test_trust_remote_code_is_off_unless_asked(monkeypatch, tiny_model):
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", fake_from_pretrained)
     assert load_config(UnlearnConfig).model.trust_remote_code is False
     for flag in (False, True):
-        with pytest.raises(Exception):
+        with pytest.raises(UserError):  # the stand-in's OSError, as a user error
             models.load_model(ModelConfig(str(tiny_model), trust_remote_code=flag))
     assert seen == [False, True]
 

@@ -1,4 +1,4 @@
-"""A few optimiser steps move each objective's quantity the way the SPEC says, and the run
+"""A few optimiser steps move each objective's quantity the way docs/formulas.md#objectives says, and the run
 folder holds what it promises."""
 
 from __future__ import annotations
@@ -117,11 +117,11 @@ def test_run_folder_contents_and_separate_loss_log(tiny_model, qa_folder, tmp_pa
     log = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
     assert [entry["step"] for entry in log if "loss" in entry] == [1, 2, 3, 4, 5, 6]
     first = log[0]
-    # NPO starts at (2/β)·log 2 when policy = reference (SPEC §3)
+    # NPO starts at (2/β)·log 2 when policy = reference (docs/formulas.md#objectives)
     assert first["forget_loss"] == pytest.approx(20 * 0.6931472, rel=1e-4)
     assert first["loss"] == pytest.approx(first["forget_loss"] + first["regularization_loss"], rel=1e-4)
     summary = json.loads((folder / "train_summary.json").read_text())
-    # retain = 8 base rows + the 4 rows of task 3, not yet unlearned (SPEC §4)
+    # retain = 8 base rows + the 4 rows of task 3, not yet unlearned (docs/formulas.md#scenarios)
     assert summary["forget_rows"] == 8 and summary["retain_rows"] == 12 and summary["steps"] == 6
     assert not (folder / "checkpoints").exists()
 

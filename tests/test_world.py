@@ -8,10 +8,10 @@ import pytest
 
 from unlearnlm.cli import main
 from unlearnlm.data.records import load_split, select_tasks, task_ids_of
+from unlearnlm.data.utility_facts import REAL_AUTHORS, WORLD_FACTS
+from unlearnlm.data.world import all_rows, make_world, world_splits, write_world
 from unlearnlm.errors import UserError
 from unlearnlm.evaluation.sets import load_set_rows, tofu_sets
-from unlearnlm.scenarios.utility_facts import REAL_AUTHORS, WORLD_FACTS
-from unlearnlm.scenarios.world import all_rows, make_world, world_splits, write_world
 
 PERTURBED_KEYS = {"question", "answer", "paraphrased_answer", "perturbed_answer", "paraphrased_question"}
 
@@ -47,7 +47,8 @@ def test_files_have_spec_keys_and_load(tmp_path):
     counts = write_world(tmp_path, seed=3, authors=20, questions_per_author=8)
     for percent in ("01", "05", "10"):
         rows = load_split(f"forget{percent}", str(tmp_path), required=("task_id", "question", "answer"))
-        perturbed = load_split(f"forget{percent}_perturbed", str(tmp_path), required=tuple(PERTURBED_KEYS | {"task_id"}))
+        perturbed = load_split(f"forget{percent}_perturbed", str(tmp_path),
+                               required=tuple(PERTURBED_KEYS | {"task_id"}))
         assert all(set(r) - {"_line"} == {"task_id", "question", "answer"} for r in rows)
         assert all(set(r) - {"_line"} == PERTURBED_KEYS | {"task_id"} for r in perturbed)
         assert [r["question"] for r in rows] == [r["question"] for r in perturbed]

@@ -8,11 +8,14 @@ exits with status 2; only a bug in unlearnlm shows a traceback.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from typing import Callable, Optional
 
 from .errors import UserError
+
+logger = logging.getLogger(__name__)
 
 
 def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,10 +27,13 @@ def cmd_unlearn(args: argparse.Namespace) -> None:
     from .config import UnlearnConfig, load_config
 
     config = load_config(UnlearnConfig, args.config, args.overrides)
+    from .evaluation.callback import epoch_evaluation
+    from .methods import get_method
     from .training.run import unlearn
 
-    folder = unlearn(config)
-    print(f"unlearned model written to {folder}/model")
+    get_method(config.method)  # an unknown method lists the valid ones, before anything loads
+    folder = unlearn(config, epoch_evaluation(config))
+    logger.info(f"unlearned model written to {folder}/model")
 
 
 def cmd_finetune(args: argparse.Namespace) -> None:
@@ -37,15 +43,15 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     from .training.run import finetune
 
     folder = finetune(config)
-    print(f"fine-tuned model written to {folder}/model")
+    logger.info(f"fine-tuned model written to {folder}/model")
 
 
 def cmd_methods(args: argparse.Namespace) -> None:
     from .methods.registry import FORGET_LOSSES, REGULARIZERS, method_names
 
-    print("forget losses: " + ", ".join(FORGET_LOSSES))
-    print("regularisers:  " + ", ".join(REGULARIZERS))
-    print("methods:       " + ", ".join(method_names()))
+    logger.info("forget losses: " + ", ".join(FORGET_LOSSES))
+    logger.info("regularisers:  " + ", ".join(REGULARIZERS))
+    logger.info("methods:       " + ", ".join(method_names()))
 
 
 def cmd_presets(args: argparse.Namespace) -> None:
@@ -54,7 +60,7 @@ def cmd_presets(args: argparse.Namespace) -> None:
     for name in preset_names():
         first = (PRESET_DIR / f"{name}.yaml").read_text(encoding="utf-8").splitlines()[:1]
         note = first[0].lstrip("# ").strip() if first and first[0].startswith("#") else ""
-        print(f"{name:28s} {note}")
+        logger.info(f"{name:28s} {note}")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -67,7 +73,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from .evaluation.evaluate import evaluate_command
 
     summary = evaluate_command(config, model)
-    print(f"evaluation written to {summary['output_dir']}")
+    logger.info(f"evaluation written to {summary['output_dir']}")
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -76,7 +82,7 @@ def cmd_report(args: argparse.Namespace) -> None:
 
     check_output_path(args.output, "--output")
     page = write_report(args.runs, args.output)
-    print(f"report written to {page}")
+    logger.info(f"report written to {page}")
 
 
 def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
@@ -99,7 +105,7 @@ def cmd_continual(args: argparse.Namespace) -> None:
     from .scenarios.continual import run_continual
 
     folder = run_continual(config)
-    print(f"continual run written to {folder} (trajectory.csv, trajectory.md, trajectory.png)")
+    logger.info(f"continual run written to {folder} (trajectory.csv, trajectory.md, trajectory.png)")
 
 
 def cmd_real_world(args: argparse.Namespace) -> None:
@@ -109,7 +115,7 @@ def cmd_real_world(args: argparse.Namespace) -> None:
     from .scenarios.real_world import run_real_world
 
     folder = run_real_world(config)
-    print(f"real-world run written to {folder} (results.md, results.csv)")
+    logger.info(f"real-world run written to {folder} (results.md, results.csv)")
 
 
 def cmd_build_forget_set(args: argparse.Namespace) -> None:
@@ -146,7 +152,7 @@ def _show_format_arguments(parser: argparse.ArgumentParser) -> None:
 
 def cmd_make_world(args: argparse.Namespace) -> None:
     from .config import from_dict, parse_overrides
-    from .scenarios.world import WorldConfig, write_world
+    from .data.world import WorldConfig, write_world
 
     from .io import check_output_path
 
@@ -154,8 +160,8 @@ def cmd_make_world(args: argparse.Namespace) -> None:
     check_output_path(args.output_dir)
     counts = write_world(args.output_dir, config.seed, config.authors, config.questions_per_author)
     for stem, rows in counts.items():
-        print(f"{args.output_dir}/{stem}.json: {rows} rows")
-    print(f"use it with data.source={args.output_dir}")
+        logger.info(f"{args.output_dir}/{stem}.json: {rows} rows")
+    logger.info(f"use it with data.source={args.output_dir}")
 
 
 def _make_world_arguments(parser: argparse.ArgumentParser) -> None:
@@ -166,7 +172,7 @@ def _make_world_arguments(parser: argparse.ArgumentParser) -> None:
 def cmd_train_judge(args: argparse.Namespace) -> None:
     from .config import from_dict, parse_overrides, validate_config
     from .data.records import load_split
-    from .evaluation.offline_nli import JudgeTrainingConfig, format_metrics, judge_folder, train_offline_nli_judge
+    from .judges.offline import JudgeTrainingConfig, format_metrics, judge_folder, train_offline_nli_judge
 
     config = from_dict(JudgeTrainingConfig, parse_overrides(args.settings))  # a bad setting fails before any work
     validate_config(config)
@@ -179,18 +185,22 @@ def cmd_train_judge(args: argparse.Namespace) -> None:
         tofu_rows = load_split(source if source.endswith((".json", ".jsonl")) else "retain_perturbed",
                                None if source.endswith((".json", ".jsonl")) else source, required=required)
     _, metrics = train_offline_nli_judge(config, tofu_rows=tofu_rows, force=args.force, threads=args.threads)
-    print(format_metrics(metrics))
+    logger.info(format_metrics(metrics))
     if not tofu_rows:
-        print("TOFU check skipped: pass --tofu with a TOFU folder, retain_perturbed file or hub name")
-    print(f"judge cached in {judge_folder(config)}")
+        logger.info("TOFU check skipped: pass --tofu with a TOFU folder, retain_perturbed file or hub name")
+    logger.info(f"judge cached in {judge_folder(config)}")
 
 
 def _train_judge_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("settings", nargs="*", metavar="key=value",
-                        help="JudgeTrainingConfig fields, e.g. steps=420 trainable_layers=6 (the demo uses the defaults)")
-    parser.add_argument("--tofu", help="TOFU folder, hub name or retain_perturbed file, for the held-out check (never trained on)")
+                        help="JudgeTrainingConfig fields, e.g. steps=420 trainable_layers=6 "
+                             "(the demo uses the defaults)")
+    parser.add_argument("--tofu",
+                        help="TOFU folder, hub name or retain_perturbed file, for the held-out check "
+                             "(never trained on)")
     parser.add_argument("--force", action="store_true", help="train again even when a cached judge exists")
-    parser.add_argument("--threads", type=int, default=2, help="CPU threads for training (default 2; on a busy machine 1 can be faster)")
+    parser.add_argument("--threads", type=int, default=2,
+                        help="CPU threads for training (default 2; on a busy machine 1 can be faster)")
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -214,12 +224,15 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], None], str, bool]] = {
     "unlearn": (cmd_unlearn, "unlearn a forget set from a model", True),
     "methods": (cmd_methods, "list the unlearning methods", False),
     "presets": (cmd_presets, "list the config presets shipped with unlearnlm", False),
-    "evaluate": (cmd_evaluate, "score a model: ROUGE, Probability, Truth ratio, entropy, cosine, entailment, MU, FE", False),
+    "evaluate": (cmd_evaluate, "score a model: ROUGE, Probability, Truth ratio, entropy, cosine, entailment, MU, FE",
+                 False),
     "report": (cmd_report, "compare evaluated runs: table, MU-vs-FE and trajectory plots, HTML page", False),
     "continual": (cmd_continual, "unlearn tasks 1..N in turn, evaluating after each (MU/FE trajectory)", True),
     "real-world": (cmd_real_world, "unlearn real people from an instruction model; QA and lm-eval utility", True),
-    "build-forget-set": (cmd_build_forget_set, "ask a model about entities; write forget/neighbour sets from its answers", True),
-    "show-format": (cmd_show_format, "print as JSON the token ids, tokens, label mask and generation prompt of a QA pair", False),
+    "build-forget-set": (cmd_build_forget_set,
+                         "ask a model about entities; write forget/neighbour sets from its answers", True),
+    "show-format": (cmd_show_format,
+                    "print as JSON the token ids, tokens, label mask and generation prompt of a QA pair", False),
     "make-world": (cmd_make_world, "write a seeded fictitious world of authors in TOFU's format", False),
     "train-judge": (cmd_train_judge, "train (once, cached) the offline NLI judge and print its accuracy", False),
     "demo": (cmd_demo, "the paper's comparison on the embedded model, offline, on a CPU (the main job)", True),
@@ -259,6 +272,51 @@ EXTRA_ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
 }
 
 
+class _StdoutHandler(logging.StreamHandler):
+    """Writes to the ``sys.stdout`` of the moment (a test, a notebook may have replaced it)."""
+
+    def __init__(self):
+        super().__init__(sys.stdout)
+
+    @property
+    def stream(self):
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
+def process_rank() -> int:
+    """This process's rank under torchrun or accelerate launch (RANK, else LOCAL_RANK, else
+    accelerate's state once initialised); 0 for a plain run."""
+    for variable in ("RANK", "LOCAL_RANK"):
+        value = os.environ.get(variable, "").strip()
+        if value.isdigit():
+            return int(value)
+    try:
+        from accelerate.state import PartialState
+
+        if PartialState._shared_state:  # initialised by this process already
+            return PartialState().process_index
+    except ImportError:
+        pass
+    return 0
+
+
+def setup_logging(rank: Optional[int] = None) -> None:
+    """unlearnlm's messages and result tables go to stdout as plain lines, from the main process
+    only: under torchrun the other ranks show warnings and errors alone. Progress bars (tqdm) are
+    the Trainer's own, on the main process."""
+    package = logging.getLogger("unlearnlm")
+    for handler in [h for h in package.handlers if isinstance(h, _StdoutHandler)]:
+        package.removeHandler(handler)
+    handler = _StdoutHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    package.addHandler(handler)
+    package.setLevel(logging.INFO if (process_rank() if rank is None else rank) == 0 else logging.WARNING)
+
+
 def _quiet_libraries() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
@@ -277,6 +335,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             build_parser().print_help()
             return 2
         _quiet_libraries()
+        setup_logging()
         args.handler(args)
         return 0
     except UserError as err:

@@ -66,11 +66,11 @@ class DataConfig:
     source: str = "locuslab/TOFU"
     # A split name of `source` (forget01, retain90, ...) or a path to a JSON/JSONL file.
     forget: str = "forget01"
-    # Empty means: the retain split that goes with `forget` (SPEC §1).
+    # Empty means: the retain split that goes with `forget` (docs/formulas.md#data).
     retain: Optional[str] = None
     # Which task(s) of the forget split to unlearn; empty means every row.
     task_id: list[str] = field(default_factory=lambda: ["1"])
-    # Add to the retain set the forget rows of tasks after the last one unlearned (SPEC §4).
+    # Add to the retain set the forget rows of tasks after the last one unlearned (docs/formulas.md#scenarios).
     retain_includes_later_tasks: bool = True
     # A text file of refusal answers, one per line; empty means the list shipped with unlearnlm.
     refusals: Optional[str] = None
@@ -89,8 +89,8 @@ class TrainingConfig:
     # Warm-up length in epochs (the reference: one epoch of steps).
     warmup_epochs: float = 1.0
     weight_decay: float = 0.01
-    # AdamW as one fused kernel: the same update as adamw_torch's, and on a CPU a tenth of its
-    # time (measured on SmolLM2-135M's parameters: 0.23 s a step against 2.3 s, two busy cores).
+    # AdamW as one fused kernel: the same update as adamw_torch's, much faster on a CPU
+    # (docs/performance.md, "Measurements behind the defaults").
     optimizer: str = "adamw_torch_fused"
     lr_scheduler: str = "linear"
     seed: int = 1001
@@ -99,7 +99,7 @@ class TrainingConfig:
     gradient_checkpointing: bool = False
     logging_steps: int = 1
     # Forward forget, retain and refusal sequences of a step as one batch (same numbers). Off by
-    # default: on CPU it measured slower (the kinds pad to a common length); see docs/performance.md.
+    # default: on a CPU it is slower (the kinds pad to a common length); see docs/performance.md.
     fuse_forward: bool = False
     # Less padding. Unlearning: a step's rows (a random set, as without it) are ordered by length
     # so its micro-batches pad little. Fine-tuning: rows of similar length share a step.
@@ -120,14 +120,18 @@ class TrainingConfig:
     # Stop when the forget loss crosses this bound (GA's collapse); empty = never.
     stop_forget_loss_below: Optional[float] = None
     stop_forget_loss_above: Optional[float] = None
+    # Experiment tracking through transformers: "none", "all" (every installed backend), or
+    # backends by name, comma-separated ("tensorboard", "wandb", "mlflow", ...). TensorBoard writes
+    # into OUTPUT_DIR/tensorboard unless TENSORBOARD_LOGGING_DIR says otherwise.
+    report_to: str = "none"
 
 
 @dataclass
 class JudgesConfig:
-    # "auto": the reference model when it loads, else the offline fallback (see evaluation.judges);
+    # "auto": the reference model when it loads, else the offline fallback (see judges.loading);
     # "none": skip the metric; or a sentence-transformers / transformers model name or folder.
     embedder: str = "auto"
-    # "offline" = only the offline judge of evaluation.offline_nli.
+    # "offline" = only the offline judge of judges.offline.
     nli: str = "auto"
     embedder_batch_size: int = 64
     nli_batch_size: int = 32
@@ -157,7 +161,7 @@ class EvaluateConfig:
     # Prompt + generated tokens, at most (the reference: 200).
     max_length: int = 200
     # A greedy batch runs as many steps as its longest answer: fewer, larger batches take fewer
-    # steps (the demo's 59 questions: one batch of 64, 9.6 s, against 12.6 s in batches of 32).
+    # steps (docs/performance.md, "Measurements behind the defaults").
     generation_batch_size: int = 64
     loss_batch_size: int = 16
     # Batches of similar length drawn from every set at once (less padding, fewer generation
@@ -168,7 +172,7 @@ class EvaluateConfig:
     # Project onto the vocabulary only where answers are; false = every position (the reference).
     answer_logits_only: bool = True
     # Run a question's prompt once for all its answers (one row: prompt, then each answer behind
-    # a mask that hides the others); the demo's loss pass 24.8 s -> 15.4 s. Same values up to
+    # a mask that hides the others): the prompt is computed once (docs/performance.md). Same values up to
     # float rounding; false = one whole sequence per answer (always so with pad_to, or flash attention).
     share_prompts: bool = True
     judges: JudgesConfig = field(default_factory=JudgesConfig)
@@ -180,7 +184,7 @@ class EvaluateConfig:
 @dataclass
 class UnlearnConfig:
     method: str = "ME+GD"
-    # Empty means the method's default (SPEC §3: 0.1 for ME+GD, else 1.0).
+    # Empty means the method's default (docs/formulas.md#objectives: 0.1 for ME+GD, else 1.0).
     forget_coeff: Optional[float] = None
     regularization_coeff: float = 1.0
     beta: float = 0.1
@@ -202,7 +206,7 @@ class UnlearnConfig:
 @dataclass
 class FinetuneDataConfig:
     source: str = "locuslab/TOFU"
-    # Splits of `source` or JSON/JSONL paths, concatenated. TOFU's full set (SPEC §1):
+    # Splits of `source` or JSON/JSONL paths, concatenated. TOFU's full set (docs/formulas.md#data):
     # retain90 + every task of forget01.
     train: list[str] = field(default_factory=lambda: ["retain90", "forget01"])
     # Drop the rows of these tasks (e.g. ["1"] makes the retain model of forget01 task 1).
@@ -221,7 +225,7 @@ class FinetuneConfig:
     lora: LoraConfig = field(default_factory=LoraConfig)
 
 
-# ---- scenarios (SPEC §4): continual, real-world, forget sets built from the model ----------
+# ---- scenarios (docs/formulas.md#scenarios): continual, real-world, forget sets built from the model ----------
 
 
 @dataclass
@@ -246,7 +250,7 @@ class DownstreamConfig:
 
 
 def _continual_unlearn_defaults() -> UnlearnConfig:
-    # SPEC §3: forget_coeff 1.0 in the continual scenario, ME+GD included.
+    # docs/formulas.md#objectives: forget_coeff 1.0 in the continual scenario, ME+GD included.
     # output_dir is set per task (OUTPUT_DIR/METHOD/task_K).
     return UnlearnConfig(forget_coeff=1.0, output_dir="runs/continual")
 
@@ -274,7 +278,7 @@ class ContinualConfig:
 
 
 def _real_world_unlearn_defaults() -> UnlearnConfig:
-    # SPEC §4 real-world: every person at once, the neighbours as retain set, ME+GD with
+    # docs/formulas.md#scenarios real-world: every person at once, the neighbours as retain set, ME+GD with
     # lr 5e-6 and forget_coeff 0.5; sequences up to 300 tokens as in the reference.
     return UnlearnConfig(
         method="ME+GD",
@@ -329,7 +333,7 @@ class DemoConfig:
 
     output_dir: str = "runs/demo"
     model: ModelConfig = field(default_factory=ModelConfig)
-    # The fictitious world (scenarios.world): forget = task 1 of `forget_split` (2 authors).
+    # The fictitious world (data.world): forget = task 1 of `forget_split` (2 authors).
     seed: int = 0
     authors: int = 20
     questions_per_author: int = 5
@@ -338,15 +342,13 @@ class DemoConfig:
     # every author outside forget10's task 1.
     retain_split: str = "retain90"
     methods: list[str] = field(default_factory=lambda: ["ME+GD", "IDK+AP", "GA+GD", "NPO+GD", "DPO+GD", "IDK+GD"])
-    # Target (every author) and retain model (all but the forget authors): same recipe. At lr 3e-4
-    # the target learnt the world (forget ROUGE 0.81) but forgot real authors (ROUGE 0, MU 0);
-    # at 1e-4 it learns it (0.79) and keeps them (0.67). A cheaper target, the retain model
-    # fine-tuned on the forget authors alone, learnt them (0.90) but lost real authors (0.67 ->
-    # 0.31) and MU fell below the retain model's, so each model is trained from the base.
-    finetune: TrainingConfig = field(default_factory=lambda: TrainingConfig(
+    # Target (every author) and retain model (all but the forget authors): same recipe, each
+    # trained from the base model (the learning rates and shortcuts tried: docs/performance.md).
+    finetune_training: TrainingConfig = field(default_factory=lambda: TrainingConfig(
         lr=1e-4, epochs=5, per_device_batch_size=10, gradient_accumulation_steps=1, warmup_epochs=0.5,
         weight_decay=0.0))
-    unlearn: TrainingConfig = field(default_factory=lambda: TrainingConfig(
+    # Every method's unlearning run (ContinualConfig.unlearn, by contrast, is a whole UnlearnConfig).
+    unlearn_training: TrainingConfig = field(default_factory=lambda: TrainingConfig(
         lr=5e-5, epochs=4, per_device_batch_size=5, gradient_accumulation_steps=1, warmup_epochs=1))
     # Rows of each utility set scored (the forget and retain sets are smaller than this).
     ds_size: int = 20
@@ -565,7 +567,8 @@ def validate_training(t: TrainingConfig, prefix: str = "training.") -> None:
     """Ranges and names of the training options, checked before any model is loaded."""
     _require(math.isfinite(t.lr) and t.lr > 0, f"{prefix}lr must be a positive number, got {t.lr}")
     _require(math.isfinite(t.epochs) and t.epochs > 0, f"{prefix}epochs must be a positive number, got {t.epochs}")
-    _require(t.per_device_batch_size >= 1, f"{prefix}per_device_batch_size must be at least 1, got {t.per_device_batch_size}")
+    _require(t.per_device_batch_size >= 1,
+             f"{prefix}per_device_batch_size must be at least 1, got {t.per_device_batch_size}")
     _require(t.gradient_accumulation_steps >= 1,
              f"{prefix}gradient_accumulation_steps must be at least 1, got {t.gradient_accumulation_steps}")
     _require(math.isfinite(t.warmup_epochs) and t.warmup_epochs >= 0,
@@ -591,9 +594,31 @@ def validate_training(t: TrainingConfig, prefix: str = "training.") -> None:
     _require(not _needs_missing_bitsandbytes(t.optimizer),
              f"{prefix}optimizer '{t.optimizer}' needs the bitsandbytes package (pip install bitsandbytes); "
              "adamw_torch needs nothing extra")
+    validate_report_to(t.report_to)
     schedulers = [s.value for s in SchedulerType]
     _require(t.lr_scheduler in schedulers,
              f"unknown {prefix}lr_scheduler '{t.lr_scheduler}'; valid: {', '.join(schedulers)}")
+
+
+def report_backends(report_to: str) -> list[str]:
+    """``training.report_to`` as transformers' list of backends ("all" stays "all")."""
+    names = [name.strip().lower() for name in str(report_to).split(",") if name.strip()]
+    return [] if names in ([], ["none"]) else names
+
+
+def validate_report_to(report_to: str) -> None:
+    """Known backends that are installed; a missing one fails now, not at the first logged step."""
+    names = report_backends(report_to)
+    if names == ["all"] or not names:
+        return
+    from transformers.integrations import get_available_reporting_integrations
+    from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
+
+    for name in names:
+        _require(name in INTEGRATION_TO_CALLBACK,
+                 f"unknown training.report_to '{name}'; valid: none, all, {', '.join(INTEGRATION_TO_CALLBACK)}")
+        _require(name in get_available_reporting_integrations(),
+                 f"training.report_to '{name}' needs its package, which is not installed (pip install {name})")
 
 
 def _needs_missing_bitsandbytes(optimizer: str) -> bool:
@@ -677,9 +702,8 @@ def validate_config(config: Any) -> None:
         _require(bool(str(config.output_dir).strip()), "output_dir is empty")
         check_output_path(config.output_dir)
     if isinstance(config, UnlearnConfig):
-        from .methods.registry import get_method
-
-        get_method(config.method)  # an unknown method lists the valid ones
+        # The method's name is checked by the method registry (methods.get_method) where the run
+        # starts: this module is a leaf and imports nothing of unlearnlm's layers.
         _require(math.isfinite(config.beta) and config.beta > 0, f"beta must be a positive number, got {config.beta}")
         _require(_finite(config.forget_coeff), f"forget_coeff must be a finite number, got {config.forget_coeff}")
         _require(math.isfinite(config.regularization_coeff),
@@ -816,3 +840,44 @@ def save_config(config: Any, path: str | Path) -> None:
     from .io import atomic_write_text
 
     atomic_write_text(path, yaml.safe_dump(to_dict(config), sort_keys=False))
+
+
+# Options that change how a run goes, not what it computes: a rerun may change them and continue.
+OPERATIONAL_KEYS = ("training.progress", "training.save_steps", "training.save_minutes", "training.report_to")
+
+
+def _operational(key: str) -> bool:
+    """Also a scenario's per-task run's (continual: unlearn.training.progress)."""
+    return any(key == k or key.endswith("." + k) for k in OPERATIONAL_KEYS)
+
+
+def config_differences(folder: str | Path, config: Any) -> Optional[list[str]]:
+    """The dotted keys in which ``folder/config.yaml`` differs from ``config`` (operational
+    options aside); None when the folder holds no config.yaml. An unreadable one is a user error."""
+    folder = Path(folder)
+    saved = folder / "config.yaml"
+    if not saved.exists():
+        return None
+    try:
+        previous = yaml.safe_load(saved.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        previous = None
+    if not isinstance(previous, dict):
+        raise UserError(f"{saved} is unreadable; delete {folder} or choose another output_dir")
+    return differing_keys(previous, config, ignore=_operational)
+
+
+def check_run_folder(output_dir: str | Path, config: Any, what: str = "run") -> bool:
+    """Whether ``output_dir`` already belongs to ``config`` (its config.yaml is this config's):
+    a rerun with the same config continues there; one with another config is a user error."""
+    output_dir = Path(output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise UserError(f"output_dir {output_dir} is a file, not a folder")
+    differing = config_differences(output_dir, config)
+    if differing:
+        article = "an" if what[:1] in "aeiou" else "a"
+        raise UserError(
+            f"{output_dir} holds {article} {what} with another config (differs in: {', '.join(differing)}); "
+            "choose another output_dir or delete that folder"
+        )
+    return differing is not None

@@ -1,7 +1,10 @@
-"""Tiny random-initialised causal LMs, built offline in seconds, for tests and fast benchmarks.
+"""TEST HELPER, not part of unlearnlm's API: tiny random-initialised causal LMs, built offline in
+seconds, for the tests (tests/conftest.py) and the fast benchmarks.
 
-The tokenizer is a word-level vocabulary fitted to the given texts (plus byte-free fallbacks),
-so every test sentence tokenises without unknown words; the model is a 2-layer Llama.
+It ships in the package only so that tests and benchmarks of every checkout import it from one
+place (``unlearnlm.tiny``); nothing in unlearnlm itself uses it. The tokenizer is a word-level
+vocabulary fitted to the given texts (plus byte-free fallbacks), so every test sentence tokenises
+without unknown words; the model is a 2-layer Llama.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Tokenised training examples and per-batch padding.
 
-An unlearning example (SPEC §3) is one forget row plus what the objective needs of its
+An unlearning example (docs/formulas.md#objectives) is one forget row plus what the objective needs of its
 companions: a retain row drawn at random, the forget and retain questions answered with a
 random refusal, and the forget question paired with a random retain answer. The draws depend
 only on (seed, epoch, index), so a run gives the same batches on one process or several and
@@ -98,6 +98,31 @@ class UnlearningDataset(torch.utils.data.Dataset):
         return list(seen)
 
 
+def length_batches(
+    lengths: Sequence[int],
+    batch_size: int,
+    longest_first: bool = True,
+    sort: bool = True,
+    weights: Optional[Sequence[int]] = None,
+) -> list[list[int]]:
+    """Indices ``0..len(lengths)-1`` in batches of similar length: sorted by length (a stable sort,
+    longest first by default, so an out-of-memory batch shows at once), then cut into batches of
+    ``batch_size`` items, or with ``weights`` into batches whose weights add up to about
+    ``batch_size`` (a batch closes once it reaches it). ``sort=False`` keeps the given order."""
+    order = list(range(len(lengths)))
+    if sort:
+        order.sort(key=(lambda i: -lengths[i]) if longest_first else (lambda i: lengths[i]))
+    batches: list[list[int]] = []
+    load = 0
+    for index in order:
+        if not batches or load >= batch_size:
+            batches.append([])
+            load = 0
+        batches[-1].append(index)
+        load += 1 if weights is None else weights[index]
+    return batches
+
+
 class LengthGroupedSampler(torch.utils.data.Sampler):
     """A seeded shuffle whose rows are sorted by length within each group of ``group_size``.
 
@@ -126,9 +151,10 @@ class LengthGroupedSampler(torch.utils.data.Sampler):
         random.Random(f"{self.seed}/order/{self.epoch}").shuffle(order)
         grouped = []
         for start in range(0, self.size, self.group_size):
-            group = order[start : start + self.group_size]
-            # Longest first, so a step that runs out of memory does so at once.
-            grouped += sorted(group, key=lambda i: (-lengths[i], i))
+            # Longest first (ties by row index), so a step that runs out of memory does so at once.
+            group = sorted(order[start : start + self.group_size])
+            (by_length,) = length_batches([lengths[i] for i in group], len(group))
+            grouped += [group[k] for k in by_length]
         return iter(grouped)
 
 

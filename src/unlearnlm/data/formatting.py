@@ -1,4 +1,5 @@
-"""Turning a question–answer pair into token ids, in the format a model was trained on.
+"""Turning a question–answer pair into token ids, in the format a model was trained on
+(docs/formulas.md#prompt-formats).
 
 Three kinds of format:
 

@@ -1,4 +1,4 @@
-"""Question–answer records: loading, validation, task selection (SPEC §1, §4).
+"""Question–answer records: loading, validation, task selection (docs/formulas.md#data, #scenarios).
 
 A record is a plain dict as it stands in the data file (``question``, ``answer`` and, for
 evaluation sets, ``paraphrased_answer``, ``perturbed_answer``...). Records come from a JSON
@@ -17,7 +17,7 @@ from ..errors import UserError
 
 Record = dict
 
-# The retain split that goes with each TOFU task-split forget file (SPEC §1).
+# The retain split that goes with each TOFU task-split forget file (docs/formulas.md#data).
 RETAIN_FOR_FORGET = {"forget01": "retain90", "forget05": "retain50", "forget10": "retain10"}
 
 
@@ -203,8 +203,9 @@ def _task_sort_key(task: str):
     return (0, int(task), "") if str(task).isdigit() else (1, 0, str(task))
 
 
-def retain_for_task(base_retain: Sequence[Record], forget_rows: Sequence[Record], task_ids: Sequence[str]) -> list[Record]:
-    """SPEC §4: the base retain set plus the forget rows of tasks not yet unlearned."""
+def retain_for_task(base_retain: Sequence[Record], forget_rows: Sequence[Record],
+                    task_ids: Sequence[str]) -> list[Record]:
+    """docs/formulas.md#scenarios: the base retain set plus the forget rows of tasks not yet unlearned."""
     pending = later_tasks(forget_rows, task_ids)
     return list(base_retain) + select_tasks(forget_rows, pending) if pending else list(base_retain)
 

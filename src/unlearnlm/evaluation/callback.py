@@ -7,18 +7,22 @@ step (epoch 0: the target) and at the end of every epoch:
     OUTPUT_DIR/eval/results.csv   one row per epoch (column ``epoch``): the trajectory
 
 An epoch already evaluated (a resumed run) is not evaluated again. Only the main process
-evaluates; the others wait at the Trainer's next synchronisation.
+evaluates; the others wait at the Trainer's next synchronisation. Training does not know about
+evaluation: whoever starts the run (the CLI, the Python API, a scenario) hands these callbacks
+to ``training.run.unlearn`` (``epoch_evaluation(config)``).
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Optional
 
 from transformers import TrainerCallback
 
-from ..config import UnlearnConfig, to_dict
-from .evaluate import RESULTS_CSV, SUMMARY, Judges, build_sets, evaluate_model, resolve_data
+from ..config import UnlearnConfig
+from ..judges.loading import Judges, LazyJudges
+from .evaluate import EVAL_SUMMARY, RESULTS_CSV, build_sets, evaluate_model, run_evaluation_config
 
 EVAL_DIR = "eval"
 
@@ -29,35 +33,39 @@ def epoch_number(epoch: float) -> int | float:
 
 
 class EpochEvaluationCallback(TrainerCallback):
-    def __init__(self, config, tokenizer, output_dir: str | Path):
+    """Evaluates the model being trained at the start and at every epoch's end (main process only).
+    The tokenizer is the Trainer's own (its ``processing_class``)."""
+
+    def __init__(self, config, output_dir: str | Path, judges: Optional[Judges] = None):
         self.config = config  # an EvaluateConfig with its data resolved
-        self.tokenizer = tokenizer
         self.folder = Path(output_dir) / EVAL_DIR
-        self.judges = None  # loaded at the first evaluation, kept for the next ones
+        self.judges = LazyJudges(config.judges, judges)  # loaded at the first evaluation, then kept
 
     @classmethod
-    def for_run(cls, run: UnlearnConfig, tokenizer, output_dir: str | Path) -> "EpochEvaluationCallback":
+    def for_run(cls, run: UnlearnConfig, judges: Optional[Judges] = None) -> EpochEvaluationCallback:
         """Evaluate with ``run.evaluation``; its empty data keys take the run's own data."""
-        evaluation = run.evaluation
-        data = resolve_data(evaluation.data, evaluation.scenario, to_dict(run.data))
-        config = replace(evaluation, data=data, model=run.model)
+        config = run_evaluation_config(run, run.model.name_or_path, run.output_dir)
         build_sets(config)  # a bad evaluation file fails now, not after the first epoch
-        return cls(config, tokenizer, output_dir)
+        return cls(config, run.output_dir, judges)
 
-    def evaluate(self, model, epoch: int) -> None:
+    def evaluate(self, model, tokenizer, epoch: int) -> None:
         target = self.folder / f"epoch_{epoch}"
-        if (target / SUMMARY).exists():
+        if (target / EVAL_SUMMARY).exists():
             return
-        if self.judges is None:
-            self.judges = Judges.load(self.config.judges)
         config = replace(self.config, output_dir=str(target))
-        evaluate_model(config, model=model, tokenizer=self.tokenizer, judges=self.judges,
+        evaluate_model(config, model=model, tokenizer=tokenizer, judges=self.judges.get(),
                        extra={"epoch": epoch}, csv_path=self.folder / RESULTS_CSV)
 
-    def on_train_begin(self, args, state, control, model=None, **kwargs):
+    def on_train_begin(self, args, state, control, model=None, processing_class=None, **kwargs):
         if state.is_world_process_zero and state.global_step == 0:
-            self.evaluate(model, 0)
+            self.evaluate(model, processing_class, 0)
 
-    def on_epoch_end(self, args, state, control, model=None, **kwargs):
+    def on_epoch_end(self, args, state, control, model=None, processing_class=None, **kwargs):
         if state.is_world_process_zero:
-            self.evaluate(model, epoch_number(state.epoch))
+            self.evaluate(model, processing_class, epoch_number(state.epoch))
+
+
+def epoch_evaluation(run: UnlearnConfig, judges: Optional[Judges] = None) -> list[TrainerCallback]:
+    """The callbacks an unlearning run of ``run`` is given: the per-epoch evaluation when
+    ``run.eval_every_epoch`` asks for it, else none."""
+    return [EpochEvaluationCallback.for_run(run, judges)] if run.eval_every_epoch else []

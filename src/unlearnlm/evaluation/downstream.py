@@ -1,4 +1,4 @@
-"""Downstream utility with lm-evaluation-harness, run in-process on a loaded model (SPEC §4).
+"""Downstream utility with lm-evaluation-harness, run in-process on a loaded model (docs/formulas.md#scenarios).
 
 The model and tokenizer already in memory are wrapped in lm-eval's ``HFLM`` and scored with
 ``lm_eval.simple_evaluate``: no subprocess, no second copy of the weights. Every metric lm-eval
@@ -20,7 +20,7 @@ from typing import Any, Optional
 from ..config import DownstreamConfig
 from ..errors import UserError
 
-# The metric the paper reports per default task (SPEC §4), as lm-eval keys "metric,filter".
+# The metric the paper reports per default task (docs/formulas.md#scenarios), as lm-eval keys "metric,filter".
 HEADLINE_METRICS = {
     "arc_challenge": "acc_norm,none",
     "mmlu": "acc,none",
@@ -73,7 +73,8 @@ def _check_task_names(manager, tasks: list[str]) -> None:
     known = set(manager.all_tasks)
     unknown = [t for t in tasks if t not in known]
     if unknown:
-        raise UserError(f"lm-eval knows no task '{unknown[0]}' (see `lm-eval ls tasks`, or set downstream.include_path)")
+        raise UserError(f"lm-eval knows no task '{unknown[0]}' "
+                        "(see `lm-eval ls tasks`, or set downstream.include_path)")
 
 
 def _limit(value: Optional[float]):

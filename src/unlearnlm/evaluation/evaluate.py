@@ -1,4 +1,4 @@
-"""``unlearnlm evaluate``: score a model on a scenario's evaluation sets (SPEC §5).
+"""``unlearnlm evaluate``: score a model on a scenario's evaluation sets (docs/formulas.md#metrics).
 
 Order of work: resolve the config and check every data file (before any model is loaded),
 load the judges, run one inference pass per set, judge every set's generations in one batched
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import logging
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -22,14 +23,18 @@ from typing import Any, Callable, Optional, Sequence
 
 import yaml
 
-from ..config import EvalDataConfig, EvaluateConfig, ModelConfig, save_config
+from ..config import EvalDataConfig, EvaluateConfig, UnlearnConfig, save_config
 from ..data.records import read_records_file
 from ..errors import UserError
 from ..io import append_csv_row, atomic_write_json, atomic_write_jsonl
+from ..judges.loading import Judges
+from ..tables import format_cell
 from . import metrics as M
 from .sets import EvalSet, load_set_rows, scenario_sets
 
-SUMMARY = "summary.json"
+logger = logging.getLogger(__name__)
+
+EVAL_SUMMARY = "summary.json"
 RESULTS_CSV = "results.csv"
 RECORDS_DIR = "records"
 DEFAULT_SOURCE = {"tofu": "locuslab/TOFU"}
@@ -60,7 +65,8 @@ def resolve_data(data: EvalDataConfig, scenario: str, run_data: Optional[dict] =
     run_data = run_data or {}
     source = data.source or run_data.get("source") or DEFAULT_SOURCE.get(scenario)
     if not source and scenario == "real_world":
-        raise UserError("scenario real_world needs data.source: a folder with neighbor_perturbed.json and forget_perturbed.json")
+        raise UserError("scenario real_world needs data.source: "
+                        "a folder with neighbor_perturbed.json and forget_perturbed.json")
     forget = data.forget or run_data.get("forget")
     task_id = data.task_id
     if task_id is None:
@@ -73,6 +79,18 @@ def resolve_data(data: EvalDataConfig, scenario: str, run_data: Optional[dict] =
 
 def resolve_config(config: EvaluateConfig, run_folder: Optional[Path] = None) -> EvaluateConfig:
     return replace(config, data=resolve_data(config.data, config.scenario, run_data_settings(run_folder)))
+
+
+def run_evaluation_config(run: UnlearnConfig, model_path: str, output_dir: str | Path,
+                          task_id: Optional[list[str]] = None, scenario: Optional[str] = None) -> EvaluateConfig:
+    """``run.evaluation`` (resolved) for a model of the unlearning run ``run``: its empty data keys
+    take the run's own source and forget split, and the run's tasks (or ``task_id``); ``scenario``
+    replaces the evaluation's own."""
+    evaluation = run.evaluation if scenario is None else replace(run.evaluation, scenario=scenario)
+    run_data = {"source": run.data.source, "forget": run.data.forget,
+                "task_id": list(run.data.task_id) if task_id is None else task_id}
+    return replace(evaluation, data=resolve_data(evaluation.data, evaluation.scenario, run_data),
+                   model=replace(run.model, name_or_path=str(model_path)), output_dir=str(output_dir))
 
 
 def build_sets(config: EvaluateConfig) -> list[tuple[EvalSet, list[dict]]]:
@@ -98,23 +116,6 @@ def check_prompt_lengths(formatter, sets: Sequence[tuple[EvalSet, list[dict]]], 
 # ---- judges ------------------------------------------------------------------------------------
 
 
-class Judges:
-    """The embedder and NLI judge of an evaluation, loaded once (None = unavailable)."""
-
-    def __init__(self, embedder=None, nli=None):
-        self.embedder = embedder
-        self.nli = nli
-
-    @classmethod
-    def load(cls, config) -> "Judges":
-        from .judges import load_embedder, load_nli_judge
-
-        return cls(load_embedder(config.embedder), load_nli_judge(config.nli))
-
-    def names(self) -> dict[str, Optional[str]]:
-        return {"embedder": getattr(self.embedder, "name", None), "nli": getattr(self.nli, "name", None)}
-
-
 def judge_records(
     sets: Sequence[tuple[EvalSet, list[dict]]], judges: Judges, config, times: dict[str, float]
 ) -> None:
@@ -124,14 +125,15 @@ def judge_records(
         return
     if judges.embedder is not None:
         started = time.perf_counter()
-        generations = judges.embedder.encode([r["generation"] for _, r in records], batch_size=config.embedder_batch_size)
+        generations = judges.embedder.encode([r["generation"] for _, r in records],
+                                             batch_size=config.embedder_batch_size)
         texts = judges.embedder.encode([r["cosine_text"] for _, r in records], batch_size=config.embedder_batch_size)
         for (_, record), value in zip(records, M.cosine_rows(generations, texts)):
             record["cosine"] = value
         times["embedder_s"] = time.perf_counter() - started
     if judges.nli is not None:
         started = time.perf_counter()
-        # SPEC §5: forget (and real-world) sets: generation ⊨ truth; the others: truth ⊨ generation.
+        # docs/formulas.md#metrics: forget (and real-world) sets: generation ⊨ truth; the others: truth ⊨ generation.
         premises = [r["generation"] if s.premise_is_generation else r["entailment_text"] for s, r in records]
         hypotheses = [r["entailment_text"] if s.premise_is_generation else r["generation"] for s, r in records]
         labels = judges.nli.predict(premises, hypotheses, batch_size=config.nli_batch_size)
@@ -204,7 +206,7 @@ def read_retain_ratios(path: str) -> list[float]:
 
 def _forget_set_name(folder: Path) -> str:
     """The forget set of an evaluation folder: ``forget``, else its first forget-role set."""
-    sets = load_summary(folder).get("sets", {}) if (folder / SUMMARY).exists() else {}
+    sets = load_summary(folder).get("sets", {}) if (folder / EVAL_SUMMARY).exists() else {}
     names = [n for n, r in sets.items() if r.get("role") == "forget"]
     return "forget" if "forget" in names or not names else names[0]
 
@@ -232,25 +234,6 @@ def flat_numbers(summary: dict) -> dict[str, Any]:
 # ---- the command -------------------------------------------------------------------------------
 
 
-def _device_model(config: ModelConfig, tokenizer=None):
-    import torch
-
-    from ..training.models import load_model, load_tokenizer
-
-    tokenizer = tokenizer if tokenizer is not None else load_tokenizer(config)
-    model = load_model(config)
-    if torch.cuda.is_available():
-        if config.dtype == "auto" and torch.cuda.is_bf16_supported():
-            model = model.to(torch.bfloat16)
-        model = model.to("cuda")
-    if hasattr(model, "set_attn_implementation"):
-        try:
-            model.set_attn_implementation("sdpa")  # fused attention where the architecture has it
-        except (ValueError, ImportError):
-            pass
-    return model, tokenizer
-
-
 def evaluate_model(
     config: EvaluateConfig,
     model=None,
@@ -258,16 +241,17 @@ def evaluate_model(
     judges: Optional[Judges] = None,
     extra: Optional[dict] = None,
     csv_path: Optional[str | Path] = None,
-    log: Callable[[str], None] = print,
+    log: Optional[Callable[[str], None]] = None,
 ) -> dict:
     """Evaluate ``model`` (or load ``config.model``) and write the output folder; returns the summary.
 
     ``extra`` adds columns to the CSV row and keys to the summary (e.g. {"epoch": 2});
     ``csv_path`` puts the CSV row elsewhere (e.g. one file for every epoch of a run).
     """
-    from ..training.models import load_prompt_format, load_tokenizer
+    from ..training.models import load_for_inference, load_prompt_format, load_tokenizer
     from .inference import InferenceTimes, infer_sets
 
+    log = log or logger.info
     config = resolve_config(config)  # no-op when already resolved
     sets = build_sets(config)
     retain_ratios = read_retain_ratios(config.retain_eval) if config.retain_eval else None
@@ -278,7 +262,7 @@ def evaluate_model(
     check_prompt_lengths(formatter, sets, config.max_length)
     judges = judges if judges is not None else Judges.load(config.judges)
     if model is None:
-        model, tokenizer = _device_model(config.model, tokenizer)
+        model, tokenizer = load_for_inference(config.model, tokenizer)
 
     started = time.perf_counter()
     inference_times = InferenceTimes()
@@ -308,7 +292,8 @@ def evaluate_model(
     if retain_ratios is not None and ratios is not None:
         summary["FQ"] = M.forget_quality(ratios, retain_ratios)
     else:
-        skipped.append("FQ (" + ("no retain_eval given" if retain_ratios is None else "no forget-set truth ratios") + ")")
+        why = "no retain_eval given" if retain_ratios is None else "no forget-set truth ratios"
+        skipped.append(f"FQ ({why})")
     summary.update(sets=set_results, skipped=skipped, rows={n: r["rows"] for n, r in set_results.items()},
                    times={k: round(v, 3) for k, v in times.items()},
                    evaluated_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
@@ -323,7 +308,7 @@ def write_outputs(config: EvaluateConfig, sets, summary: dict, csv_path: Optiona
     for eval_set, records in sets:
         atomic_write_jsonl(output / RECORDS_DIR / f"{_file_name(eval_set.name)}.jsonl", records)
     save_config(config, output / "config.yaml")
-    atomic_write_json(output / SUMMARY, summary)
+    atomic_write_json(output / EVAL_SUMMARY, summary)
     row = {
         "evaluated_at": summary["evaluated_at"],
         "model": summary["model"],
@@ -342,16 +327,12 @@ def _file_name(set_name: str) -> str:
     return set_name.replace(":", "_").replace("/", "_")
 
 
-def _cell(value: Optional[float]) -> str:
-    return "-" if value is None else f"{value:.4f}"
-
-
 def format_table(summary: dict) -> str:
     """The printed table: one line per set, then the aggregates, the judges and what was skipped."""
     header = f"{'set':<16}{'role':<9}{'rows':>5}" + "".join(f"{METRIC_TITLES[m]:>9}" for m in M.METRICS)
     lines = [header, "-" * len(header)]
     for name, result in summary["sets"].items():
-        cells = "".join(f"{_cell(result['metrics'][m]):>9}" for m in M.METRICS)
+        cells = "".join(f"{format_cell(result['metrics'][m]):>9}" for m in M.METRICS)
         lines.append(f"{name[:15]:<16}{result['role']:<9}{result['rows']:>5}{cells}")
     lines.append("-" * len(header))
     titles = {"MU": "Model Utility", "MU_retain": "MU (retain only)", "FE": "Forget Efficacy",
@@ -359,7 +340,8 @@ def format_table(summary: dict) -> str:
     for key, title in titles.items():
         if key in summary:
             count = summary.get(f"{key}_n_values")
-            lines.append(f"{title:<24}{_cell(summary[key]):>9}" + (f"   ({count} values)" if count is not None else ""))
+            counted = f"   ({count} values)" if count is not None else ""
+            lines.append(f"{title:<24}{format_cell(summary[key]):>9}{counted}")
     judges = summary["judges"]
     lines.append(f"judges: embedder = {judges['embedder'] or 'none'}; nli = {judges['nli'] or 'none'}")
     if summary["skipped"]:
@@ -368,7 +350,7 @@ def format_table(summary: dict) -> str:
 
 
 def load_summary(folder: str | Path) -> dict:
-    path = Path(folder) / SUMMARY
+    path = Path(folder) / EVAL_SUMMARY
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as err:

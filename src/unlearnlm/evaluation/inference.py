@@ -20,7 +20,7 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
-from ..data.batches import pad_encoded
+from ..data.batches import length_batches, pad_encoded
 from ..data.formatting import EncodedQA, PromptFormat
 from ..methods.losses import IGNORE, answer_logits, sequence_nll, takes_logits_to_keep
 from .sets import EvalSet
@@ -49,15 +49,6 @@ def _pad_id(formatter: PromptFormat) -> int:
     return pad_id if pad_id is not None else formatter.eos_token_id
 
 
-def _length_batches(lengths: Sequence[int], batch_size: int, group_by_length: bool = True) -> list[list[int]]:
-    """Indices grouped into batches of similar length, longest first (an OOM shows at once);
-    without ``group_by_length``, in their own order (the reference's way, for comparisons)."""
-    order = list(range(len(lengths)))
-    if group_by_length:
-        order.sort(key=lambda i: -lengths[i])
-    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
-
-
 def _cut_at_eos(tokens: list[int], eos_ids: set[int]) -> list[int]:
     for position, token in enumerate(tokens):
         if token in eos_ids:
@@ -84,7 +75,7 @@ def generate_answers(
     # A prompt that already fills the budget gets no answer (as the reference's max_length).
     fits = [i for i, p in enumerate(prompts) if len(p) < max_length]
     device = _device(model)
-    for batch in _length_batches([len(prompts[i]) for i in fits], batch_size, group_by_length):
+    for batch in length_batches([len(prompts[i]) for i in fits], batch_size, sort=group_by_length):
         rows = [fits[b] for b in batch]
         width = max(len(prompts[i]) for i in rows)
         input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
@@ -129,7 +120,7 @@ def sequence_losses(
     encoded: list[EncodedQA] = [formatter.encode(q, a) for q, a in unique]
     results: dict[tuple[str, str], tuple[float, int]] = {}
     device = _device(model)
-    for batch in _length_batches([len(e.input_ids) for e in encoded], batch_size, group_by_length):
+    for batch in length_batches([len(e.input_ids) for e in encoded], batch_size, sort=group_by_length):
         padded = pad_encoded([encoded[i] for i in batch], pad_id, mask_prompt=True, pad_to=pad_to)
         padded = {k: v.to(device) for k, v in padded.items()}
         nll = sequence_nll(*answer_logits(model, padded, trim=answer_logits_only)).tolist()
@@ -178,13 +169,8 @@ def shared_prompt_losses(
     lengths = [len(p) + sum(len(a) for a in answers) for p, answers in zip(prompts, answer_ids)]
     results: dict[tuple[str, str], tuple[float, int]] = {}
     device = _device(model)
-    order = sorted(range(len(prompts)), key=lambda i: -lengths[i])
-    batches: list[list[int]] = []
-    for i in order:  # fill each batch with about batch_size answers
-        if not batches or sum(len(answer_ids[j]) for j in batches[-1]) >= batch_size:
-            batches.append([])
-        batches[-1].append(i)
-    for batch in batches:
+    # Longest first; each batch holds about batch_size answers.
+    for batch in length_batches(lengths, batch_size, weights=[len(answers) for answers in answer_ids]):
         packed = _pack_shared_prompts([prompts[i] for i in batch], [answer_ids[i] for i in batch], pad_id)
         nll = _packed_nll(model, packed, device)
         for k, (i, n) in enumerate(packed["answer_of"]):

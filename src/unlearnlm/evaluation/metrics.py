@@ -1,4 +1,4 @@
-"""The metrics of SPEC §5 as pure functions of per-row records.
+"""The metrics of docs/formulas.md#metrics and #aggregates as pure functions of per-row records.
 
 Per row (one question of an evaluation set):
   ROUGE-L recall of the generation against the ground truth (rouge_score, stemmer on)
@@ -24,7 +24,7 @@ from typing import Iterable, Optional, Sequence
 import numpy as np
 
 METRICS = ("rouge", "probability", "truth_ratio", "token_entropy", "cosine", "entailment")
-# Forget Efficacy leaves out Token entropy (SPEC §5).
+# Forget Efficacy leaves out Token entropy (docs/formulas.md#aggregates).
 FORGET_EFFICACY_METRICS = ("rouge", "probability", "truth_ratio", "cosine", "entailment")
 TOFU_MODEL_UTILITY_METRICS = ("probability", "rouge", "truth_ratio")
 ROUGE_ENTAILMENT_FLOOR = 0.1  # below this ROUGE-L recall a row never counts as entailed
@@ -180,7 +180,7 @@ def forget_quality(unlearned_ratios: Sequence[float], retain_model_ratios: Seque
 
 
 def row_values(record: dict, normalised: bool = False) -> dict:
-    """Every per-row value of SPEC §5 from one inference record (plus judges' outputs, if any).
+    """Every per-row value of docs/formulas.md#metrics from one inference record (plus judges' outputs, if any).
 
     The record holds: generation, ground_truth, generation_token_ids, truth_loss,
     paraphrased_loss (or None), perturbed_losses (list, maybe empty), cosine (or None),

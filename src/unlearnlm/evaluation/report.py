@@ -18,16 +18,21 @@ import csv
 import html
 import io
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
 import yaml
 
+from .. import tables
 from ..errors import UserError
 from ..io import atomic_write_text
-from .evaluate import SUMMARY, flat_numbers
+from ..tables import format_cell
+from .evaluate import EVAL_SUMMARY, flat_numbers
 from .metrics import METRICS
+
+logger = logging.getLogger(__name__)
 
 AGGREGATES = ("MU", "FE", "MU_retain", "TOFU_MU", "FQ")
 
@@ -73,25 +78,17 @@ def load_run(path: str | Path) -> RunResult:
     folder = Path(path).expanduser()
     if not folder.is_dir():
         raise UserError(f"report: {path} is not a folder")
-    eval_folder = folder if (folder / SUMMARY).exists() else folder / "eval"
-    epochs = sorted((p for p in eval_folder.glob("epoch_*") if (p / SUMMARY).exists()), key=_epoch_key)
-    trajectory = [_read_json(p / SUMMARY) for p in epochs]
-    if (eval_folder / SUMMARY).exists():
-        summary = _read_json(eval_folder / SUMMARY)
+    eval_folder = folder if (folder / EVAL_SUMMARY).exists() else folder / "eval"
+    epochs = sorted((p for p in eval_folder.glob("epoch_*") if (p / EVAL_SUMMARY).exists()), key=_epoch_key)
+    trajectory = [_read_json(p / EVAL_SUMMARY) for p in epochs]
+    if (eval_folder / EVAL_SUMMARY).exists():
+        summary = _read_json(eval_folder / EVAL_SUMMARY)
     elif trajectory:
         summary = trajectory[-1]
     else:
         raise UserError(f"report: {path} holds no evaluation (no summary.json); run `unlearnlm evaluate {path}` first")
     name = folder.name if folder.name not in ("eval", "") else folder.resolve().parent.name
     return RunResult(name, folder, _method_of(folder), summary, trajectory)
-
-
-def _format(value) -> str:
-    if value is None or value == "":
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    return str(value)
 
 
 def table_rows(runs: Sequence[RunResult]) -> tuple[list[str], list[dict]]:
@@ -122,10 +119,7 @@ def judges_note(runs: Sequence[RunResult]) -> Optional[str]:
 
 
 def markdown_table(columns: list[str], rows: list[dict]) -> str:
-    shown = [c for c in columns if c != "skipped"]
-    lines = ["| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
-    lines += ["| " + " | ".join(_format(row[c]) for c in shown) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
+    return tables.markdown_table([c for c in columns if c != "skipped"], rows)
 
 
 def csv_text(columns: list[str], rows: list[dict]) -> str:
@@ -212,11 +206,12 @@ def plot_trajectories(runs: Sequence[RunResult]) -> Optional[bytes]:
 def html_page(columns: list[str], rows: list[dict], note: Optional[str], images: dict[str, bytes]) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns if c != "skipped")
     body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(_format(row[c]))}</td>" for c in columns if c != "skipped") + "</tr>"
+        "<tr>" + "".join(f"<td>{html.escape(format_cell(row[c]))}</td>" for c in columns if c != "skipped") + "</tr>"
         for row in rows
     )
     skipped = "".join(
-        f"<li><b>{html.escape(row['run'])}</b>: {html.escape(row['skipped'])}</li>" for row in rows if row.get("skipped")
+        f"<li><b>{html.escape(row['run'])}</b>: {html.escape(row['skipped'])}</li>"
+        for row in rows if row.get("skipped")
     )
     figures = "".join(
         f'<figure><img alt="{html.escape(title)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
@@ -265,7 +260,7 @@ def write_report(run_paths: Sequence[str], output: str | Path = "report") -> Pat
         _write_bytes(output / ("mu_fe.png" if title.startswith("Model") else "trajectories.png"), data)
     page = output / "report.html"
     atomic_write_text(page, html_page(columns, rows, note, images))
-    print(markdown, end="")
+    logger.info(markdown.rstrip("\n"))
     return page
 
 

@@ -1,4 +1,4 @@
-"""The evaluation sets of each scenario (SPEC §5): which field plays which part.
+"""The evaluation sets of each scenario (docs/formulas.md#metrics): which field plays which part.
 
 A set's ``role`` decides where its numbers go:
   retain   counts in Model Utility and in "MU on retain only" (TOFU retain, real-world neighbour)
@@ -60,7 +60,7 @@ def _perturbed_split(forget: str) -> str:
 
 def tofu_sets(forget: str) -> list[EvalSet]:
     # Real authors / world facts: the "paraphrased" answer is the answer itself; entailment and
-    # cosine use the full-sentence original_answer (SPEC §5 table).
+    # cosine use the full-sentence original_answer (docs/formulas.md#metrics table).
     return [
         EvalSet("retain", "retain_perturbed", "retain", "answer", "paraphrased_answer", "perturbed_answer",
                 "answer", premise_is_generation=False, entailment_truth="answer"),

@@ -1,11 +1,11 @@
-"""The unlearning objectives of SPEC §3, one small function each.
+"""The unlearning objectives of docs/formulas.md#objectives, one small function each.
 
 Every objective is ``fn(ctx) -> scalar tensor``. ``ctx`` (a ``LossContext``) holds the model
 being unlearned, one batch ({kind: {input_ids, attention_mask, labels}}), the frozen reference
 and β, and hands out per-kind logits and per-sequence NLLs, computed once per step however many
 objectives read them.
 
-Notation as in the SPEC: NLL = sum of token cross-entropies over a sequence's labels; "mean CE"
+Notation as in docs/formulas.md: NLL = sum of token cross-entropies over a sequence's labels; "mean CE"
 = mean over all label tokens of the batch.
 """
 
@@ -31,8 +31,8 @@ def shift(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, tor
 def token_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token cross-entropy [B, T-1] (zero off the labels) and the label mask."""
     logits, targets, mask = shift(logits, labels)
-    # Rows of [positions, vocabulary]: with the vocabulary contiguous the log-sum-exp is 2-3x
-    # faster on a CPU and ~5x closer to float64 than cross_entropy over a [B, V, T] view.
+    # Rows of [positions, vocabulary]: with the vocabulary contiguous the log-sum-exp is faster
+    # on a CPU and closer to float64 than cross_entropy over a [B, V, T] view (docs/performance.md).
     nll = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none")
     return nll.view(targets.shape) * mask, mask
 

@@ -20,7 +20,7 @@ class Objective:
     reference_nll_only: bool = True
     # Whether it reads the logits of every position (KL), not only those that carry labels.
     every_position: bool = False
-    # Paper defaults (SPEC §3): ME trains with the question unmasked and forget_coeff 0.1.
+    # Paper defaults (docs/formulas.md#objectives): ME trains with the question unmasked and forget_coeff 0.1.
     default_mask: bool = True
     default_forget_coeff: float = 1.0
 

@@ -1,4 +1,4 @@
-"""Continual unlearning (SPEC §4): tasks 1..N of a forget split, each from the previous result.
+"""Continual unlearning (docs/formulas.md#scenarios): tasks 1..N of a forget split, each from the previous result.
 
 For every method, task k is one ordinary ``unlearn`` run whose model is task k-1's result (the
 original target for the first task), whose forget set is task k, and whose retain set is the
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +32,10 @@ from ..config import ContinualConfig, UnlearnConfig
 from ..data.records import load_split, task_ids_of
 from ..errors import UserError
 from ..io import append_csv_row, atomic_write_json, atomic_write_text, safe_name
+from ..tables import markdown_table, number_cell
 from .common import claim_output_folder
+
+logger = logging.getLogger(__name__)
 
 TRAJECTORY = "trajectory.csv"
 TARGET = "target"
@@ -124,7 +128,7 @@ def plan(config: ContinualConfig, method: str, tasks: list[str]) -> list[TaskSte
 
 
 def task_unlearn_config(config: ContinualConfig, step: TaskStep) -> UnlearnConfig:
-    """The ordinary unlearn config of one step (its retain set follows SPEC §4 in the engine)."""
+    """The ordinary unlearn config of one step (its retain set follows docs/formulas.md#scenarios in the engine)."""
     run = copy.deepcopy(config.unlearn)
     run.method = step.method
     run.model.name_or_path = step.start_model
@@ -158,8 +162,12 @@ def models_to_keep(config: ContinualConfig, tasks: list[str]) -> set[str]:
 
 def run_continual(config: ContinualConfig, evaluator: Optional[Evaluator] = None) -> Path:
     """Run (or continue) every method's chain of tasks; returns the output folder."""
+    from ..evaluation.callback import epoch_evaluation
+    from ..methods import get_method
     from ..training.run import unlearn
 
+    for method in methods_of(config):
+        get_method(method)  # an unknown method fails before any task runs
     tasks = tasks_to_run(config)
     keep = models_to_keep(config, tasks)
     check_retain_disjoint(config, tasks)
@@ -174,9 +182,10 @@ def run_continual(config: ContinualConfig, evaluator: Optional[Evaluator] = None
         _record(output_dir, TARGET, "0", summary)
     for method in methods_of(config):
         for step in plan(config, method, tasks):
-            print(f"continual: {method}, task {step.task} ({tasks.index(step.task) + 1} of {len(tasks)})")
+            logger.info("continual: %s, task %s (%d of %d)", method, step.task, tasks.index(step.task) + 1, len(tasks))
             if not _step_done(output_dir, step, config.evaluate):
-                unlearn(task_unlearn_config(config, step))
+                run = task_unlearn_config(config, step)
+                unlearn(run, epoch_evaluation(run))
                 if config.evaluate:
                     summary = _evaluate_once(evaluator, step.model_dir, step.task, step.eval_dir)
                     _record(output_dir, method, step.task, summary)
@@ -190,9 +199,9 @@ def run_continual(config: ContinualConfig, evaluator: Optional[Evaluator] = None
 
 def _step_done(output_dir: Path, step: TaskStep, evaluated: bool) -> bool:
     """A step is done when its run finished and (if evaluating) its row is in the trajectory."""
-    from ..training.run import SUMMARY
+    from ..training.run import TRAIN_SUMMARY
 
-    finished = (step.run_dir / SUMMARY).exists()
+    finished = (step.run_dir / TRAIN_SUMMARY).exists()
     return finished and (not evaluated or _has_row(output_dir, step.method, step.task))
 
 
@@ -204,14 +213,14 @@ def _drop_unkept_last(config: ContinualConfig, method: str, tasks: list[str], ke
 
 # ---- evaluation and the trajectory ----------------------------------------------------------------
 
-EVAL_SUMMARY = "continual_eval.json"
+CONTINUAL_EVAL = "continual_eval.json"
 
 
 def _evaluate_once(evaluator: Evaluator, model: Path, task: Optional[str], eval_dir: Path, is_run: bool = True) -> dict:
     """Evaluate unless a finished evaluation of this folder is on disk (a rerun reads it back)."""
     import json
 
-    done = eval_dir / EVAL_SUMMARY
+    done = eval_dir / CONTINUAL_EVAL
     if done.exists():
         return json.loads(done.read_text(encoding="utf-8"))
     if is_run and not model.exists():
@@ -275,27 +284,15 @@ def _trajectories(rows: list[dict]) -> dict[str, list[tuple[int, dict]]]:
     return ordered
 
 
-def _number(row: dict, key: str) -> str:
-    value = row.get(key, "")
-    try:
-        return f"{float(value):.4f}"
-    except ValueError:
-        return str(value) or "-"
-
-
 def trajectory_markdown(rows: list[dict]) -> str:
     """MU and FE after every task, per method; the judges get a column when the rows name them."""
     judged = any("embedder" in r for r in rows)
-    header = "| method | step | task | MU | FE |" + (" judges (embedder / NLI) |" if judged else "")
-    lines = [header, "|---" * header[1:].count("|") + "|"]
-    for method, chain in _trajectories(rows).items():
-        for position, row in chain:
-            line = (f"| {method} | {position} | {row['task'] if row['method'] != TARGET else 'target'} "
-                    f"| {_number(row, 'MU')} | {_number(row, 'FE')} |")
-            if judged:
-                line += f" {row.get('embedder') or 'none'} / {row.get('nli') or 'none'} |"
-            lines.append(line)
-    return "\n".join(lines) + "\n"
+    columns = ["method", "step", "task", "MU", "FE"] + (["judges (embedder / NLI)"] if judged else [])
+    table = [{"method": method, "step": position, "task": row["task"] if row["method"] != TARGET else "target",
+              "MU": number_cell(row.get("MU", "")), "FE": number_cell(row.get("FE", "")),
+              "judges (embedder / NLI)": f"{row.get('embedder') or 'none'} / {row.get('nli') or 'none'}"}
+             for method, chain in _trajectories(rows).items() for position, row in chain]
+    return markdown_table(columns, table)
 
 
 def plot_trajectory(rows: list[dict], path: Path) -> None:
@@ -337,35 +334,23 @@ def _is_number(value) -> bool:
 
 
 def default_evaluator(config: ContinualConfig, judges=None) -> Evaluator:
-    """Evaluate with ``config.unlearn.evaluation`` (SPEC §5) on the current task's forget rows.
+    """Evaluate with ``config.unlearn.evaluation`` (docs/formulas.md#metrics) on the current task's forget rows.
 
     Empty data keys of that evaluation config take the run's own (source, forget split); the
     forget task is the one just unlearned unless ``evaluation.data.task_id`` names others.
     The judges are loaded once, at the first evaluation, and reused for every task.
     """
-    from dataclasses import replace
+    from ..evaluation.evaluate import build_sets, evaluate_model, run_evaluation_config
+    from ..judges.loading import LazyJudges
 
-    from ..evaluation.evaluate import Judges, build_sets, evaluate_model, resolve_config
+    lazy = LazyJudges(config.unlearn.evaluation.judges, judges)
 
-    evaluation = config.unlearn.evaluation
-    loaded = {"judges": judges}
-
-    def evaluation_config(model_dir: Path, task: Optional[str], output_dir: Path):
-        data = evaluation.data
-        data = replace(
-            data,
-            source=data.source or config.unlearn.data.source,
-            forget=data.forget or config.unlearn.data.forget,
-            task_id=data.task_id if data.task_id is not None else ([task] if task else []),
-        )
-        model = replace(config.unlearn.model, name_or_path=str(model_dir))
-        return resolve_config(replace(evaluation, model=model, data=data, output_dir=str(output_dir)))
+    def task_evaluation_config(model_dir: Path, task: Optional[str], output_dir: Path):
+        return run_evaluation_config(config.unlearn, model_dir, output_dir, task_id=[task] if task else [])
 
     def evaluate(model_dir: Path, task: Optional[str], output_dir: Path) -> dict:
-        if loaded["judges"] is None:
-            loaded["judges"] = Judges.load(evaluation.judges)
-        return evaluate_model(evaluation_config(model_dir, task, output_dir), judges=loaded["judges"])
+        return evaluate_model(task_evaluation_config(model_dir, task, output_dir), judges=lazy.get())
 
     # A bad evaluation file fails now, before the first task trains.
-    build_sets(evaluation_config(Path(config.unlearn.model.name_or_path), tasks_to_run(config)[0], Path(".")))
+    build_sets(task_evaluation_config(Path(config.unlearn.model.name_or_path), tasks_to_run(config)[0], Path(".")))
     return evaluate

@@ -2,13 +2,13 @@
 
 Stages (each skipped when its result already exists):
 
-1. a fictitious world of authors (scenarios.world), in TOFU's format;
+1. a fictitious world of authors (data.world), in TOFU's format;
 2. the judges: the sentence embedder and an NLI judge (the offline one is trained once, in a
    background process while stages 3 and 4 run);
 3. a target fine-tuned on every author and a retain model that never saw the forget authors,
    both cached under ``cache_dir()/demo`` by a hash of everything that made them;
 4. one unlearned model per method, from the target;
-5. the target, the retain model and every unlearned model evaluated as SPEC §5 (the retain
+5. the target, the retain model and every unlearned model evaluated as docs/formulas.md#metrics (the retain
    model's evaluation gives every other model its Forget Quality);
 6. the comparison table, the MU-vs-FE plot and an HTML page (evaluation.report).
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import time
 from dataclasses import replace
@@ -29,20 +30,23 @@ from typing import Optional
 from transformers import TrainerCallback
 
 from ..config import (
+    DataConfig,
     DemoConfig,
     EvalDataConfig,
     EvaluateConfig,
     FinetuneConfig,
     FinetuneDataConfig,
     UnlearnConfig,
-    DataConfig,
-    differing_keys,
+    config_differences,
     to_dict,
     validate_config,
     without_default_sections,
 )
 from ..errors import UserError
 from ..io import atomic_write_json
+from ..methods import get_method
+
+logger = logging.getLogger(__name__)
 
 # Bump when the code that makes the cached models changes what they are (2: fine-tuning steps
 # group rows by length).
@@ -78,7 +82,7 @@ class Stages:
     def begin(self, title: str) -> None:
         self.done += 1
         elapsed = time.time() - self.started
-        print(f"\n[{self.done}/{self.total}] {title}  (elapsed {int(elapsed // 60):02d}:{int(elapsed % 60):02d})", flush=True)
+        logger.info(f"\n[{self.done}/{self.total}] {title}  (elapsed {int(elapsed // 60):02d}:{int(elapsed % 60):02d})")
 
 
 def method_slug(method: str) -> str:
@@ -86,7 +90,7 @@ def method_slug(method: str) -> str:
 
 
 def build_world(config: DemoConfig, cache: Path) -> Path:
-    from .world import write_world
+    from ..data.world import write_world
 
     params = {"seed": config.seed, "authors": config.authors, "questions": config.questions_per_author,
               "version": DEMO_VERSION}
@@ -108,12 +112,12 @@ def finetune_recipe(config: DemoConfig, cache: Path, world: Path, name: str, tra
         output_dir="",
         model=config.model,
         data=FinetuneDataConfig(source=str(world), train=train),
-        training=config.finetune,
+        training=config.finetune_training,
     )
     identity = {k: v for k, v in without_default_sections(to_dict(recipe), recipe).items() if k != "output_dir"}
-    # Settings that change how the same numbers are computed, not which: a progress bar, and
-    # projecting only the answers onto the vocabulary.
-    for key in ("progress", "answer_logits_only"):
+    # Settings that change how the same numbers are computed, not which: a progress bar,
+    # projecting only the answers onto the vocabulary, experiment tracking.
+    for key in ("progress", "answer_logits_only", "report_to"):
         identity["training"].pop(key, None)
     # The folder the name resolves to: an embedded model's names its conversion version, so a
     # new conversion is a new recipe.
@@ -123,21 +127,20 @@ def finetune_recipe(config: DemoConfig, cache: Path, world: Path, name: str, tra
 
 
 def is_finished(recipe: FinetuneConfig) -> bool:
-    from ..training.run import SUMMARY
+    from ..training.run import TRAIN_SUMMARY
 
-    return (Path(recipe.output_dir) / SUMMARY).exists()
+    return (Path(recipe.output_dir) / TRAIN_SUMMARY).exists()
 
 
-def load_judges(config: DemoConfig, background: Optional["JudgeInBackground"] = None):
-    from ..evaluation.evaluate import Judges
-    from ..evaluation.judges import load_embedder, load_nli_judge
+def load_judges(config: DemoConfig, background: Optional[JudgeInBackground] = None):
+    from ..judges.loading import Judges, load_embedder, load_nli_judge
 
     embedder = load_embedder(config.judges.embedder)
     if background is not None:
         background.wait()
     nli = load_nli_judge(config.judges.nli)
     if nli is None and config.train_judge and config.judges.nli in ("auto", "offline"):
-        from ..evaluation.offline_nli import load_offline_nli_judge
+        from ..judges.offline import load_offline_nli_judge
 
         nli = load_offline_nli_judge(train_if_missing=True)
     return Judges(embedder, nli)
@@ -145,7 +148,7 @@ def load_judges(config: DemoConfig, background: Optional["JudgeInBackground"] = 
 
 def judge_needs_training(config: DemoConfig) -> bool:
     """Whether the offline NLI judge will be trained: no NLI judge loads and none is cached."""
-    from ..evaluation.judges import load_nli_judge
+    from ..judges.loading import load_nli_judge
 
     return config.train_judge and config.judges.nli in ("auto", "offline") and load_nli_judge(config.judges.nli) is None
 
@@ -154,8 +157,8 @@ class JudgeInBackground:
     """``unlearnlm train-judge`` in a child process, while this one fine-tunes and unlearns.
 
     On a 2-core CPU two single-threaded jobs get more done than one job on both cores (small
-    matrices parallelise poorly: measured, two one-thread fine-tunes side by side ran 1.2x the
-    steps of one two-thread fine-tune), and the judge is needed only by the evaluations."""
+    matrices parallelise poorly; docs/performance.md), and the judge is needed only by the
+    evaluations."""
 
     def __init__(self, log: Path, command: Optional[list[str]] = None):
         import subprocess
@@ -169,15 +172,15 @@ class JudgeInBackground:
 
     def wait(self) -> None:
         if self.process.poll() is None:
-            print(f"waiting for the offline NLI judge to finish training (log: {self.log})", flush=True)
+            logger.info("waiting for the offline NLI judge to finish training (log: %s)", self.log)
         code = self.process.wait()
         self._output.close()
         if code != 0:
             tail = self.log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-5:]
             raise UserError(f"training the offline NLI judge failed (exit code {code}); the end of {self.log}:\n"
                             + "\n".join(tail))
-        print("the offline NLI judge is trained: " + self.log.read_text(encoding="utf-8", errors="replace")
-              .rsplit("\r", 1)[-1].strip().replace("\n", "\n  "), flush=True)
+        logger.info("the offline NLI judge is trained: " + self.log.read_text(encoding="utf-8", errors="replace")
+                    .rsplit("\r", 1)[-1].strip().replace("\n", "\n  "))
 
     def finished(self) -> bool:
         return self.process.poll() is not None
@@ -204,7 +207,7 @@ class ReclaimCores(TrainerCallback):
             torch.set_num_threads(self.threads)
 
 
-def evaluation_config(config: DemoConfig, world: Path, model_dir: Path, output: Path,
+def demo_evaluation_config(config: DemoConfig, world: Path, model_dir: Path, output: Path,
                       retain_eval: Path | None) -> EvaluateConfig:
     return EvaluateConfig(
         model=replace(config.model, name_or_path=str(model_dir)),
@@ -219,18 +222,13 @@ def evaluation_config(config: DemoConfig, world: Path, model_dir: Path, output: 
 
 def evaluate_once(config: EvaluateConfig, judges) -> dict:
     """Evaluate unless this folder already holds the evaluation of the same config."""
-    import yaml
-
-    from ..evaluation.evaluate import evaluate_model, load_summary, resolve_config
+    from ..evaluation.evaluate import EVAL_SUMMARY, evaluate_model, load_summary, resolve_config
 
     config = resolve_config(config)
     folder = Path(config.output_dir)
-    saved = folder / "config.yaml"
-    if (folder / "summary.json").exists() and saved.exists():
-        previous = yaml.safe_load(saved.read_text(encoding="utf-8"))
-        if isinstance(previous, dict) and not differing_keys(previous, config):
-            print(f"{folder} already holds this evaluation")
-            return load_summary(folder)
+    if (folder / EVAL_SUMMARY).exists() and config_differences(folder, config) == []:
+        logger.info("%s already holds this evaluation", folder)
+        return load_summary(folder)
     return evaluate_model(config, judges=judges)
 
 
@@ -247,7 +245,7 @@ def unlearn_config(config: DemoConfig, world: Path, target: Path, method: str, o
             # The world's retainXX already holds the other tasks' authors.
             retain_includes_later_tasks=False,
         ),
-        training=config.unlearn,
+        training=config.unlearn_training,
     )
 
 
@@ -271,9 +269,10 @@ def run_demo(config: DemoConfig) -> Path:
     from ..training.models import cache_dir, resolve_model_path
     from ..training.run import finetune, unlearn
 
-    validate_config(FinetuneConfig(training=config.finetune))
+    validate_config(FinetuneConfig(training=config.finetune_training))
+    validate_config(UnlearnConfig(training=config.unlearn_training))
     for method in config.methods:
-        validate_config(UnlearnConfig(method=method, training=config.unlearn))
+        get_method(method)  # an unknown method lists the valid ones
     if not config.methods:
         raise UserError("methods is empty: name at least one unlearning method")
     output = Path(config.output_dir)
@@ -295,7 +294,7 @@ def run_demo(config: DemoConfig) -> Path:
         # fine-tuning and unlearning, one core each.
         background = JudgeInBackground(cache / "judge-training.log")
         torch.set_num_threads(1)
-        print(f"the offline NLI judge trains in a background process meanwhile (log: {background.log})")
+        logger.info("the offline NLI judge trains in a background process meanwhile (log: %s)", background.log)
         judges = None
     else:
         judges = load_judges(config)
@@ -322,23 +321,25 @@ def run_demo(config: DemoConfig) -> Path:
         torch.set_num_threads(threads)
         if background is not None:
             background.stop()  # only does something when this process is interrupted
-    print(f"embedder: {judges.names()['embedder'] or 'none'}; nli: {judges.names()['nli'] or 'none (entailment unavailable)'}")
+    names = judges.names()
+    logger.info(f"embedder: {names['embedder'] or 'none'}; nli: {names['nli'] or 'none (entailment unavailable)'}")
 
     # The cached models' evaluations live in the cache too: named by their cache paths, they are
     # the same evaluation whatever OUTPUT_DIR links to them, and a second demo skips them.
     stages.begin("evaluating the retain model")
-    evaluate_once(evaluation_config(config, world, cached_retain / "model", cached_retain / "eval", None), judges)
+    evaluate_once(demo_evaluation_config(config, world, cached_retain / "model", cached_retain / "eval", None), judges)
     retain_eval = cached_retain / "eval"
     stages.begin("evaluating the target")
-    evaluate_once(evaluation_config(config, world, cached_target / "model", cached_target / "eval", retain_eval), judges)
+    evaluate_once(demo_evaluation_config(config, world, cached_target / "model", cached_target / "eval", retain_eval),
+                  judges)
     runs = [target, retain]
     for method, run_dir in unlearned:
         stages.begin(f"evaluating {method}")
-        evaluate_once(evaluation_config(config, world, run_dir / "model", run_dir / "eval", retain_eval), judges)
+        evaluate_once(demo_evaluation_config(config, world, run_dir / "model", run_dir / "eval", retain_eval), judges)
         runs.append(run_dir)
 
-    print()
+    logger.info("")
     page = write_report([str(r) for r in runs], output / "report")
     elapsed = time.time() - stages.started
-    print(f"\nreport: {page}  (demo took {int(elapsed // 60)} min {int(elapsed % 60)} s)")
+    logger.info(f"\nreport: {page}  (demo took {int(elapsed // 60)} min {int(elapsed % 60)} s)")
     return page

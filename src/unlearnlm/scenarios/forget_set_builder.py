@@ -1,4 +1,4 @@
-"""Forget sets built from what the target model itself knows (real-world format, SPEC §1).
+"""Forget sets built from what the target model itself knows (real-world format, docs/formulas.md#data).
 
 Real-world unlearning only makes sense for knowledge the model has. Given entity names and
 question templates (or a file of questions), the model answers every question greedily, in
@@ -15,6 +15,7 @@ are left out, and the evaluation skips the metrics that need them (Truth ratio).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -23,6 +24,8 @@ from ..config import BuildForgetSetConfig
 from ..data.records import read_records_file
 from ..errors import UserError
 from ..io import atomic_write_json, atomic_write_jsonl
+
+logger = logging.getLogger(__name__)
 
 FORGET_FILE = "forget.json"
 NEIGHBOR_FILE = "neighbor.json"
@@ -67,7 +70,8 @@ def _from_file(path: str) -> list[Question]:
         golden = row.get("golden_answer")
         if golden is not None and not isinstance(golden, str):
             raise UserError(f"{where}: key 'golden_answer' must be a string")
-        questions.append(Question(row["name"].strip(), row["question"].strip(), bool(row.get("neighbor", False)), golden))
+        questions.append(Question(row["name"].strip(), row["question"].strip(), bool(row.get("neighbor", False)),
+                                  golden))
     return questions
 
 
@@ -80,7 +84,8 @@ def collect_questions(config: BuildForgetSetConfig) -> list[Question]:
         neighbors = _names(config.neighbor_entities, config.neighbor_entities_file, "neighbour entities")
         if not config.templates:
             raise UserError("templates is empty; give question templates with a {name} slot, or a questions_file")
-        questions = _from_templates(forget, config.templates, False) + _from_templates(neighbors, config.templates, True)
+        questions = _from_templates(forget, config.templates, False) + _from_templates(neighbors, config.templates,
+                                                                                       True)
     if not any(not q.neighbor for q in questions):
         raise UserError("no entity to forget: set forget_entities, forget_entities_file or questions_file")
     return questions
@@ -121,10 +126,8 @@ def build_rows(questions: list[Question], answers: list[str]) -> tuple[list[dict
 
 def build_forget_set(config: BuildForgetSetConfig) -> Path:
     """Ask the model, write forget.json and neighbor.json into ``config.output_dir``; returns it."""
-    import torch
-
     from ..io import make_output_dir
-    from ..training.models import load_model, load_prompt_format, load_tokenizer
+    from ..training.models import load_for_inference, load_prompt_format, load_tokenizer
 
     questions = collect_questions(config)  # every input checked before the model loads
     if config.max_length < 2 or config.batch_size < 1:
@@ -137,9 +140,7 @@ def build_forget_set(config: BuildForgetSetConfig) -> Path:
             raise UserError(f"the prompt of '{question.question[:60]}' is {length} tokens, so max_length="
                             f"{config.max_length} leaves no token to generate; raise max_length")
     make_output_dir(config.output_dir)
-    model = load_model(config.model)
-    if torch.cuda.is_available():
-        model = model.to("cuda")
+    model, tokenizer = load_for_inference(config.model, tokenizer)
     answers = ask_model(model, formatter, [q.question for q in questions], config.max_length, config.batch_size)
     forget, neighbors, dropped = build_rows(questions, answers)
     if not forget:
@@ -150,8 +151,10 @@ def build_forget_set(config: BuildForgetSetConfig) -> Path:
         atomic_write_jsonl(output_dir / NEIGHBOR_FILE, neighbors)
     atomic_write_json(output_dir / "build_info.json", {
         "model": config.model.name_or_path, "forget_rows": len(forget), "neighbor_rows": len(neighbors),
-        "empty_answers_dropped": dropped, "fields_left_out": ["paraphrased_answer", "perturbed_answer", "paraphrased_question"],
+        "empty_answers_dropped": dropped, "fields_left_out": ["paraphrased_answer", "perturbed_answer",
+                                                              "paraphrased_question"],
     })
-    print(f"wrote {len(forget)} forget rows ({len({r['name'] for r in forget})} entities) and "
-          f"{len(neighbors)} neighbour rows to {output_dir}" + (f"; {dropped} empty answers left out" if dropped else ""))
+    logger.info(f"wrote {len(forget)} forget rows ({len({r['name'] for r in forget})} entities) and "
+                f"{len(neighbors)} neighbour rows to {output_dir}"
+                + (f"; {dropped} empty answers left out" if dropped else ""))
     return output_dir

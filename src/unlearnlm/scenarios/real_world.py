@@ -1,8 +1,8 @@
-"""Real-world unlearning (SPEC §4): forget real people (or any entities), keep their neighbours.
+"""Real-world unlearning (docs/formulas.md#scenarios): forget real people (or any entities), keep their neighbours.
 
 The forget set is every entity of ``forget`` at once (all task ids), the retain set is the
 neighbour set, and each model (the target, then the unlearned one) is scored twice: on the QA
-sets as SPEC §5 real-world (the evaluator's ``real_world`` scenario: neighbour and forget) and
+sets as docs/formulas.md#metrics real-world (the evaluator's ``real_world`` scenario: neighbour and forget) and
 on downstream benchmarks with lm-evaluation-harness, run on the same in-memory model.
 
     OUTPUT_DIR/config.yaml                the resolved RealWorldConfig
@@ -21,14 +21,17 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 from dataclasses import replace
 from pathlib import Path
-from typing import Optional
 
 from ..config import RealWorldConfig
 from ..errors import UserError
 from ..io import atomic_write_text
+from ..tables import markdown_table
 from .common import claim_output_folder
+
+logger = logging.getLogger(__name__)
 
 TARGET = "target"
 DOWNSTREAM_FILE = "downstream.json"
@@ -53,43 +56,27 @@ def run_config(config: RealWorldConfig):
                                      retain_includes_later_tasks=False))
 
 
-def evaluation_config(config: RealWorldConfig, model_path: str, output_dir: Path):
-    """SPEC §5 real-world: neighbour plays retain, forget plays forget, every person at once."""
-    from ..evaluation.evaluate import resolve_config
+def real_world_evaluation_config(config: RealWorldConfig, model_path: str, output_dir: Path):
+    """Real-world evaluation: neighbour plays retain, forget plays forget, every person at once."""
+    from ..evaluation.evaluate import run_evaluation_config
 
-    evaluation = config.unlearn.evaluation
-    data = replace(evaluation.data, source=evaluation.data.source or config.unlearn.data.source,
-                   forget=evaluation.data.forget or config.unlearn.data.forget,
-                   task_id=evaluation.data.task_id if evaluation.data.task_id is not None else [])
-    model = replace(config.unlearn.model, name_or_path=model_path)
-    return resolve_config(replace(evaluation, scenario="real_world", model=model, data=data, output_dir=str(output_dir)))
-
-
-def _load_for_scoring(model_config):
-    import torch
-
-    from ..training.models import load_model, load_tokenizer
-
-    tokenizer = load_tokenizer(model_config)
-    model = load_model(model_config)
-    if torch.cuda.is_available():
-        model = model.to("cuda")
-    return model.eval(), tokenizer
+    return run_evaluation_config(config.unlearn, model_path, output_dir, task_id=[], scenario="real_world")
 
 
 def score_model(config: RealWorldConfig, model_path: str, folder: Path, judges) -> dict:
     """QA evaluation and downstream scores of one model (each skipped when already on disk)."""
     from ..evaluation.downstream import run_downstream, write_downstream
-    from ..evaluation.evaluate import SUMMARY, evaluate_model, load_summary
+    from ..evaluation.evaluate import EVAL_SUMMARY, evaluate_model, load_summary
+    from ..training.models import load_for_inference
 
     eval_dir = folder / "eval"
     downstream_file = folder / DOWNSTREAM_FILE
     wants_downstream = config.downstream.enabled and config.downstream.tasks
-    if (eval_dir / SUMMARY).exists() and (downstream_file.exists() or not wants_downstream):
+    if (eval_dir / EVAL_SUMMARY).exists() and (downstream_file.exists() or not wants_downstream):
         return _row(load_summary(eval_dir), _read_headline(downstream_file))
-    eval_config = evaluation_config(config, model_path, eval_dir)
-    model, tokenizer = _load_for_scoring(eval_config.model)
-    if (eval_dir / SUMMARY).exists():
+    eval_config = real_world_evaluation_config(config, model_path, eval_dir)
+    model, tokenizer = load_for_inference(eval_config.model)
+    if (eval_dir / EVAL_SUMMARY).exists():
         summary = load_summary(eval_dir)
     else:
         summary = evaluate_model(eval_config, model=model, tokenizer=tokenizer, judges=judges.get())
@@ -110,36 +97,26 @@ def _row(summary: dict, downstream: dict) -> dict:
             **flat_numbers(summary), **{f"downstream/{k}": v for k, v in downstream.items()}}
 
 
-class _LazyJudges:
-    """Loaded at the first QA evaluation that needs them, then shared."""
-
-    def __init__(self, config, judges=None):
-        self.config, self.judges = config, judges
-
-    def get(self):
-        if self.judges is None:
-            from ..evaluation.evaluate import Judges
-
-            self.judges = Judges.load(self.config)
-        return self.judges
-
-
 def run_real_world(config: RealWorldConfig, judges=None) -> Path:
     """Score the target, unlearn, score the result; returns the output folder."""
+    from ..evaluation.callback import epoch_evaluation
     from ..evaluation.evaluate import build_sets
+    from ..judges.loading import LazyJudges
+    from ..methods import get_method
     from ..training.run import unlearn
 
+    get_method(config.unlearn.method)  # an unknown method fails before the target is scored
     check_data(config)
     output_dir = Path(config.output_dir)
     target_path = config.unlearn.model.name_or_path
-    build_sets(evaluation_config(config, target_path, output_dir))  # bad evaluation files fail now
+    build_sets(real_world_evaluation_config(config, target_path, output_dir))  # bad evaluation files fail now
     claim_output_folder(output_dir, config, "real-world")
-    lazy = _LazyJudges(config.unlearn.evaluation.judges, judges)
+    lazy = LazyJudges(config.unlearn.evaluation.judges, judges)
     rows = []
     if config.evaluate_target:
         rows.append({"model": TARGET, **score_model(config, target_path, output_dir / TARGET, lazy)})
     run = run_config(config)
-    folder = unlearn(run)
+    folder = unlearn(run, epoch_evaluation(run))
     rows.append({"model": run.method, **score_model(config, str(folder / "model"), folder, lazy)})
     write_results(rows, output_dir)
     return output_dir
@@ -154,14 +131,6 @@ def write_results(rows: list[dict], output_dir: Path) -> None:
     writer.writerows(rows)
     atomic_write_text(output_dir / "results.csv", buffer.getvalue())
     shown = ["model", "MU", "FE"] + [c for c in columns if c.startswith("downstream/")] + ["embedder", "nli"]
-    lines = ["| " + " | ".join(c.replace("downstream/", "") for c in shown) + " |", "|" + "---|" * len(shown)]
-    for row in rows:
-        lines.append("| " + " | ".join(_cell(row.get(c)) for c in shown) + " |")
-    atomic_write_text(output_dir / "results.md", "\n".join(lines) + "\n")
-    print("\n".join(lines))
-
-
-def _cell(value: Optional[object]) -> str:
-    if value is None or value == "":
-        return "-"
-    return f"{value:.4f}" if isinstance(value, float) else str(value)
+    table = markdown_table(shown, rows, titles={c: c.replace("downstream/", "") for c in shown})
+    atomic_write_text(output_dir / "results.md", table)
+    logger.info(table.rstrip("\n"))

@@ -82,11 +82,11 @@ DEFAULT_SYSTEM_BLOCK = "{% if loop.first and messages[0]['role'] != 'system' %}"
 def without_default_system_message(template: str) -> str:
     """The chat template minus the system message it adds when a conversation has none.
 
-    SmolLM2's adds "You are a helpful AI assistant named SmolLM, ..." to every prompt: 24 tokens,
-    a third of a short question-answer sequence (the demo world's: 59 -> 38 tokens), paid in
-    every training and evaluation step. The reference's prompts carry no system message (SPEC
-    §2), so the converted copy drops it; a conversation that brings its own system message is
-    rendered as before."""
+    SmolLM2's adds "You are a helpful AI assistant named SmolLM, ..." to every prompt: a large
+    share of a short question-answer sequence (docs/performance.md), paid in every training and
+    evaluation step. The reference's prompts carry no system message
+    (docs/formulas.md#token-format), so the converted copy drops it; a conversation that brings
+    its own system message is rendered as before."""
     start = template.find(DEFAULT_SYSTEM_BLOCK)
     end = template.find("{% endif %}", start)
     if start < 0 or end < 0:
@@ -137,7 +137,8 @@ def load_tokenizer(config: ModelConfig, require_model: bool = True):
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=config.trust_remote_code)
     except (OSError, ValueError) as err:
-        raise UserError(f"cannot load the tokenizer of '{config.name_or_path}': {str(err).splitlines()[0][:200]}") from None
+        raise UserError(f"cannot load the tokenizer of '{config.name_or_path}': "
+                        f"{str(err).splitlines()[0][:200]}") from None
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -209,6 +210,24 @@ def load_prompt_format(config: ModelConfig, tokenizer):
     path = resolve_model_path(config.name_or_path) if setting is None else config.name_or_path
     folder = path if Path(path).is_dir() else None
     return PromptFormat(tokenizer, spec=resolve_format(setting, config.name_or_path, folder, tokenizer))
+def load_for_inference(config: ModelConfig, tokenizer=None):
+    """(model, tokenizer) ready for inference: on the GPU when there is one, in bf16 there when
+    ``model.dtype`` is auto and the GPU has it, with fused (SDPA) attention where the
+    architecture has it, in eval mode. Every evaluation and every model-asking command loads so."""
+    import torch
+
+    tokenizer = tokenizer if tokenizer is not None else load_tokenizer(config)
+    model = load_model(config)
+    if torch.cuda.is_available():
+        if config.dtype == "auto" and torch.cuda.is_bf16_supported():
+            model = model.to(torch.bfloat16)
+        model = model.to("cuda")
+    if hasattr(model, "set_attn_implementation"):
+        try:
+            model.set_attn_implementation("sdpa")
+        except (ValueError, ImportError):
+            pass
+    return model.eval(), tokenizer
 
 
 def apply_lora(model, config: LoraConfig):

@@ -16,6 +16,7 @@ A rerun of an unfinished run folder with the same config resumes from its last c
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import time
@@ -23,9 +24,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
-import yaml
-
-from ..config import FinetuneConfig, TrainingConfig, UnlearnConfig, differing_keys, save_config, validate_config
+from ..config import (
+    FinetuneConfig,
+    TrainingConfig,
+    UnlearnConfig,
+    check_run_folder,
+    save_config,
+    validate_config,
+)
 from ..data.records import (
     default_retain_split,
     load_split,
@@ -37,7 +43,9 @@ from ..errors import UserError
 from ..io import atomic_write_json, atomic_write_jsonl, make_output_dir
 from ..methods import Method, get_method
 
-SUMMARY = "train_summary.json"
+logger = logging.getLogger(__name__)
+
+TRAIN_SUMMARY = "train_summary.json"
 
 
 @dataclass
@@ -48,7 +56,7 @@ class UnlearningData:
 
 
 def load_unlearning_data(config: UnlearnConfig, method: Method) -> UnlearningData:
-    """Forget rows of the chosen tasks, the matching retain set (SPEC §4), refusals."""
+    """Forget rows of the chosen tasks, the matching retain set (docs/formulas.md#scenarios), refusals."""
     data = config.data
     all_forget = load_split(data.forget, data.source)
     forget = select_tasks(all_forget, data.task_id, origin=data.forget)
@@ -57,7 +65,8 @@ def load_unlearning_data(config: UnlearnConfig, method: Method) -> UnlearningDat
         retain_spec = data.retain or default_retain_split(data.forget)
         if not retain_spec:
             raise UserError(
-                f"method {method.name} needs a retain set and none goes with '{data.forget}' by default; set data.retain"
+                f"method {method.name} needs a retain set and none goes with '{data.forget}' by default; "
+                "set data.retain"
             )
         retain = load_split(retain_spec, data.source)
         if data.retain_includes_later_tasks:
@@ -66,30 +75,11 @@ def load_unlearning_data(config: UnlearnConfig, method: Method) -> UnlearningDat
     return UnlearningData(forget, retain, refusals)
 
 
-# Options that change how a run goes, not what it computes: a rerun may change them and resume.
-OPERATIONAL_KEYS = {"training.progress", "training.save_steps", "training.save_minutes"}
-
-
-def _check_run_folder(output_dir: Path, config) -> bool:
+def _finished_run(output_dir: Path, config) -> bool:
     """True when ``output_dir`` already holds this finished run; error if it holds another."""
     if output_dir.exists() and not output_dir.is_dir():
         raise UserError(f"output_dir {output_dir} is a file, not a folder")
-    saved = output_dir / "config.yaml"
-    if not saved.exists():
-        return False
-    try:
-        previous = yaml.safe_load(saved.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        previous = None
-    if not isinstance(previous, dict):
-        raise UserError(f"{saved} is unreadable; delete {output_dir} or choose another output_dir")
-    differing = differing_keys(previous, config, ignore=lambda key: key in OPERATIONAL_KEYS)
-    if differing:
-        raise UserError(
-            f"{output_dir} holds a run with another config (differs in: {', '.join(differing)}); "
-            "choose another output_dir or delete that folder"
-        )
-    return (output_dir / SUMMARY).exists()
+    return check_run_folder(output_dir, config, "run") and (output_dir / TRAIN_SUMMARY).exists()
 
 
 def _checkpoint_step(folder: Path) -> Optional[int]:
@@ -228,10 +218,26 @@ def _finish(trainer, tokenizer, output_dir: Path, lora_merge: bool, summary: dic
 
         save_model(model, tokenizer, output_dir / "model", merge_lora=lora_merge, state_dict=state_dict,
                    prompt_format=prompt_format)
-        atomic_write_json(output_dir / SUMMARY, summary)
+        atomic_write_json(output_dir / TRAIN_SUMMARY, summary)
         shutil.rmtree(output_dir / "checkpoints", ignore_errors=True)
     trainer.accelerator.wait_for_everyone()
     return output_dir
+
+
+def load_for_training(config: UnlearnConfig | FinetuneConfig):
+    """The model to train: ``config.model`` with LoRA adapters when ``config.lora`` asks (seeded:
+    their initial weights are random), without the KV cache under gradient checkpointing."""
+    from .models import apply_lora, load_model
+
+    model = load_model(config.model)
+    if config.lora.enabled:
+        from transformers import set_seed
+
+        set_seed(config.training.seed)
+        model = apply_lora(model, config.lora)
+    if config.training.gradient_checkpointing:
+        model.config.use_cache = False  # the cache is useless when activations are recomputed
+    return model
 
 
 def _load_reference(config: UnlearnConfig):
@@ -281,10 +287,10 @@ def build_unlearning_trainer(config: UnlearnConfig, method: Method, data: Unlear
     import math
 
     from ..data.batches import UnlearningCollator, UnlearningDataset
-    from .models import apply_lora, load_model
     from .trainer import (
         EpochCallback,
         JsonlLogCallback,
+        UnlearningArguments,
         UnlearningTrainer,
         precompute_reference_nll,
         training_arguments,
@@ -292,15 +298,8 @@ def build_unlearning_trainer(config: UnlearnConfig, method: Method, data: Unlear
 
     if tokenizer is None or formatter is None:
         tokenizer, formatter = unlearning_formatter(config, data)
-    model = load_model(config.model)
+    model = load_for_training(config)
     reference = _load_reference(config) if method.needs_reference else None
-    if config.lora.enabled:
-        from transformers import set_seed
-
-        set_seed(config.training.seed)  # LoRA's initial adapter weights are random
-        model = apply_lora(model, config.lora)
-    if config.training.gradient_checkpointing:
-        model.config.use_cache = False
 
     dataset = UnlearningDataset(
         data.forget, data.retain, data.refusals, formatter, method.inputs,
@@ -329,39 +328,33 @@ def build_unlearning_trainer(config: UnlearnConfig, method: Method, data: Unlear
         data_collator=collator,
         processing_class=tokenizer,
         callbacks=[EpochCallback(dataset), JsonlLogCallback(output_dir / "log.jsonl")],
-        method=method,
-        forget_coeff=forget_coeff,
-        regularization_coeff=config.regularization_coeff,
-        beta=config.beta,
+        unlearning=UnlearningArguments.of(config.training, method, forget_coeff, config.regularization_coeff,
+                                          config.beta),
         reference_model=reference,
-        fuse_forward=config.training.fuse_forward,
-        answer_logits_only=config.training.answer_logits_only,
-        group_by_length=config.training.group_by_length,
-        stop_forget_loss_below=config.training.stop_forget_loss_below,
-        stop_forget_loss_above=config.training.stop_forget_loss_above,
     )
-    if config.eval_every_epoch:  # per-epoch trajectories (evaluation.callback)
-        from ..evaluation.callback import EpochEvaluationCallback
-
-        trainer.add_callback(EpochEvaluationCallback.for_run(config, tokenizer, output_dir))
     return trainer, tokenizer
 
 
 def unlearn(config: UnlearnConfig, callbacks: Sequence = ()) -> Path:
     """Unlearn ``config.data``'s forget set from ``config.model``; returns the run folder.
-    ``callbacks``: more transformers TrainerCallbacks for the run."""
+    ``callbacks``: more transformers TrainerCallbacks for the run. Training knows nothing of
+    evaluation: the per-epoch evaluation ``config.eval_every_epoch`` asks for is one of these
+    callbacks, given by the caller (``evaluation.callback.epoch_evaluation(config)``)."""
     validate_config(config)
     method = get_method(config.method)
     data = load_unlearning_data(config, method)
     output_dir = Path(config.output_dir)
     _check_model_paths(config.model.name_or_path, config.reference_model if method.needs_reference else None)
-    if _check_run_folder(output_dir, config):
-        print(f"{output_dir} already holds this finished run; nothing to do")
+    if _finished_run(output_dir, config):
+        logger.info("%s already holds this finished run; nothing to do", output_dir)
         return output_dir
 
     tokenizer, formatter = unlearning_formatter(config, data)
     make_output_dir(output_dir)
     save_config(config, output_dir / "config.yaml")
+    if config.eval_every_epoch and not callbacks:
+        logger.warning("eval_every_epoch is set but no evaluation callback was given: no per-epoch evaluation "
+                       "(pass evaluation.callback.epoch_evaluation(config) as callbacks)")
     trainer, tokenizer = build_unlearning_trainer(config, method, data, output_dir, tokenizer, formatter)
     for callback in callbacks:
         trainer.add_callback(callback)
@@ -401,8 +394,8 @@ def finetune(config: FinetuneConfig, callbacks: Sequence = ()) -> Path:
     rows = load_finetune_data(config)
     output_dir = Path(config.output_dir)
     _check_model_paths(config.model.name_or_path)
-    if _check_run_folder(output_dir, config):
-        print(f"{output_dir} already holds this finished run; nothing to do")
+    if _finished_run(output_dir, config):
+        logger.info("%s already holds this finished run; nothing to do", output_dir)
         return output_dir
 
     from transformers import Trainer
@@ -410,18 +403,13 @@ def finetune(config: FinetuneConfig, callbacks: Sequence = ()) -> Path:
     from ..data.batches import QACollator, QADataset
     from ..data.formatting import check_truncation
     from ..methods.losses import takes_logits_to_keep
-    from .models import apply_lora, load_model, load_prompt_format, load_tokenizer
+    from .models import load_prompt_format, load_tokenizer
     from .trainer import FinetuneTrainer, JsonlLogCallback, training_arguments
 
     tokenizer = load_tokenizer(config.model)
     formatter = load_prompt_format(config.model, tokenizer)
     check_truncation(formatter, rows, config.data.max_length, ", ".join(config.data.train))
-    model = load_model(config.model)
-    if config.lora.enabled:
-        from transformers import set_seed
-
-        set_seed(config.training.seed)  # LoRA's initial adapter weights are random
-        model = apply_lora(model, config.lora)
+    model = load_for_training(config)
     dataset = QADataset(rows, formatter, max_length=config.data.max_length)
     make_output_dir(output_dir)
     save_config(config, output_dir / "config.yaml")
@@ -431,7 +419,8 @@ def finetune(config: FinetuneConfig, callbacks: Sequence = ()) -> Path:
         args=args,
         train_dataset=dataset,
         data_collator=QACollator(
-            tokenizer.pad_token_id, answer_logits_only=config.training.answer_logits_only and takes_logits_to_keep(model)
+            tokenizer.pad_token_id,
+                                 answer_logits_only=config.training.answer_logits_only and takes_logits_to_keep(model)
         ),
         processing_class=tokenizer,
         callbacks=[JsonlLogCallback(output_dir / "log.jsonl"), *callbacks],

@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
-from ..config import TrainingConfig
-from ..data.batches import LengthGroupedSampler, UnlearningCollator, UnlearningDataset, pad_encoded
+from ..config import TrainingConfig, report_backends
+from ..data.batches import LengthGroupedSampler, UnlearningCollator, UnlearningDataset, length_batches, pad_encoded
 from ..errors import UserError
 from ..methods import LossContext, Method, Reference
 
@@ -39,6 +41,8 @@ def training_arguments(
     steps_per_epoch = max(1, math.ceil(examples_per_epoch / per_step))
     warmup_steps = int(round(config.warmup_epochs * steps_per_epoch))
     bf16 = _use_bf16(config.bf16)
+    if "tensorboard" in report_backends(config.report_to) or report_backends(config.report_to) == ["all"]:
+        _tensorboard_into(Path(output_dir).parent / "tensorboard")
     return TrainingArguments(
         output_dir=str(output_dir),
         learning_rate=config.lr,
@@ -57,7 +61,7 @@ def training_arguments(
         # CheckpointCallback decides when to save (by steps and by time); one checkpoint is kept.
         save_strategy="no",
         save_total_limit=1,
-        report_to="none",
+        report_to=report_backends(config.report_to) or "none",
         remove_unused_columns=False,
         dataloader_num_workers=0,
         # Without a GPU, multi-process runs (torchrun, accelerate launch) use gloo on the CPU.
@@ -66,6 +70,18 @@ def training_arguments(
         disable_tqdm=not config.progress,
         ddp_find_unused_parameters=False,
     )
+
+
+_TENSORBOARD_DIR = "TENSORBOARD_LOGGING_DIR"
+_tensorboard_dir_set: Optional[str] = None
+
+
+def _tensorboard_into(folder: Path) -> None:
+    """TensorBoard's events go into the run folder (the checkpoints folder, transformers' default,
+    is removed when the run ends), unless the user named a folder in TENSORBOARD_LOGGING_DIR."""
+    global _tensorboard_dir_set
+    if os.environ.get(_TENSORBOARD_DIR) in (None, _tensorboard_dir_set):
+        _tensorboard_dir_set = os.environ[_TENSORBOARD_DIR] = str(folder)
 
 
 def _use_bf16(setting: str) -> bool:
@@ -99,11 +115,11 @@ def precompute_reference_nll(
     reference = Reference(reference_model.to(device).eval())
     tables: dict[str, dict] = {}
     for kind in kinds:
-        # Sorted by length so each batch pads little.
-        sequences = sorted(dataset.sequences(kind, epochs), key=lambda s: len(s.input_ids))
+        sequences = dataset.sequences(kind, epochs)
         table = {}
-        for start in range(0, len(sequences), batch_size):
-            chunk = sequences[start : start + batch_size]
+        # Batches of similar length pad little.
+        for batch in length_batches([len(s.input_ids) for s in sequences], batch_size, longest_first=False):
+            chunk = [sequences[i] for i in batch]
             seq = pad_encoded(chunk, collator.pad_token_id, collator.mask_prompt(kind))
             nll = reference.nll({name: tensor.to(device) for name, tensor in seq.items()})
             table.update(zip(chunk, nll.float().cpu().tolist()))
@@ -190,7 +206,7 @@ class JsonlLogCallback(TrainerCallback):
 class ForgetLossBoundCallback(TrainerCallback):
     """Ends training after the step in which the forget loss crossed its bound."""
 
-    def __init__(self, trainer: "UnlearningTrainer"):
+    def __init__(self, trainer: UnlearningTrainer):
         self.trainer = trainer
 
     def on_step_end(self, args, state, control, **kwargs):
@@ -203,7 +219,7 @@ class FinetuneTrainer(Trainer):
     """Fine-tuning whose optimiser steps hold rows of similar length (``training.group_by_length``).
 
     Rows are shuffled, then sorted by length within windows of ``LENGTH_WINDOW_STEPS`` steps, so
-    a step pads little (the demo world's random batches of 10 were 17% padding). Unlike
+    a step pads little (docs/performance.md). Unlike
     unlearning's grouping, which keeps each step's random rows and only orders them, this
     changes which rows share a step, as transformers' own group_by_length does."""
 
@@ -217,35 +233,47 @@ class FinetuneTrainer(Trainer):
                                     seed=self.args.seed)
 
 
+@dataclass(frozen=True)
+class UnlearningArguments:
+    """What the unlearning loss needs beyond transformers' TrainingArguments. The defaults are
+    ``UnlearnConfig``'s and ``TrainingConfig``'s (``of`` builds one from a config)."""
+
+    method: Method
+    forget_coeff: float = 1.0
+    regularization_coeff: float = 1.0
+    beta: float = 0.1
+    fuse_forward: bool = TrainingConfig.fuse_forward
+    answer_logits_only: bool = TrainingConfig.answer_logits_only
+    group_by_length: bool = TrainingConfig.group_by_length
+    stop_forget_loss_below: Optional[float] = TrainingConfig.stop_forget_loss_below
+    stop_forget_loss_above: Optional[float] = TrainingConfig.stop_forget_loss_above
+
+    @classmethod
+    def of(cls, training: TrainingConfig, method: Method, forget_coeff: float, regularization_coeff: float,
+           beta: float) -> UnlearningArguments:
+        return cls(method, forget_coeff, regularization_coeff, beta, fuse_forward=training.fuse_forward,
+                   answer_logits_only=training.answer_logits_only, group_by_length=training.group_by_length,
+                   stop_forget_loss_below=training.stop_forget_loss_below,
+                   stop_forget_loss_above=training.stop_forget_loss_above)
+
+
 class UnlearningTrainer(Trainer):
     # Our loss is a per-batch mean: the Trainer divides it by the accumulation steps itself.
     loss_is_scaled_for_ga = False
 
-    def __init__(
-        self,
-        *args,
-        method: Method,
-        forget_coeff: float,
-        regularization_coeff: float,
-        beta: float,
-        reference_model: Optional[torch.nn.Module] = None,
-        fuse_forward: bool = True,
-        answer_logits_only: bool = True,
-        group_by_length: bool = False,
-        stop_forget_loss_below: Optional[float] = None,
-        stop_forget_loss_above: Optional[float] = None,
-        **kwargs,
-    ):
+    def __init__(self, *args, unlearning: UnlearningArguments,
+                 reference_model: Optional[torch.nn.Module] = None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.method = method
-        self.forget_coeff = forget_coeff
-        self.regularization_coeff = regularization_coeff
-        self.beta = beta
-        self.fuse_forward = fuse_forward
-        self.answer_logits_only = method.answer_logits_only if answer_logits_only else ()
-        self.group_by_length = group_by_length
-        self.stop_below = stop_forget_loss_below
-        self.stop_above = stop_forget_loss_above
+        self.unlearning = unlearning
+        self.method = unlearning.method
+        self.forget_coeff = unlearning.forget_coeff
+        self.regularization_coeff = unlearning.regularization_coeff
+        self.beta = unlearning.beta
+        self.fuse_forward = unlearning.fuse_forward
+        self.answer_logits_only = self.method.answer_logits_only if unlearning.answer_logits_only else ()
+        self.group_by_length = unlearning.group_by_length
+        self.stop_below = unlearning.stop_forget_loss_below
+        self.stop_above = unlearning.stop_forget_loss_above
         self.reference = Reference(self._prepare_reference(reference_model)) if reference_model is not None else None
         self._component_sums = {"forget_loss": 0.0, "regularization_loss": 0.0}
         self._component_count = 0

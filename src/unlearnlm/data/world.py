@@ -1,4 +1,4 @@
-"""A seeded world of fictitious authors, written out in TOFU's format (SPEC §1).
+"""A seeded world of fictitious authors, written out in TOFU's format (docs/formulas.md#data).
 
 Every author gets a name, a birth place and date, parents' jobs, a genre, books, an award, an
 influence, a theme, a style, a first job and a home city. Every question–answer pair is about
@@ -424,7 +424,7 @@ def make_world(seed: int = 0, authors: int = 20, questions_per_author: int = 8) 
 
 
 # ---------------------------------------------------------------------------------------------
-# Splits (SPEC §1). Authors are in a fixed order; forgetXX task 1 is the last XX% of them
+# Splits (docs/formulas.md#data). Authors are in a fixed order; forgetXX task 1 is the last XX% of them
 # (so forget01 ⊂ forget05 ⊂ forget10 for task 1), task 2 the block before it, and so on, up to
 # 10 tasks; the first 10% of the authors (retain_perturbed) are never in a forget task.
 # retainYY is the first YY% of the authors, so retain90 + forget10 task 1 is the whole world.
@@ -461,7 +461,7 @@ def _project(row: dict, keys: tuple[str, ...], task_id: Optional[str] = None) ->
 
 
 def world_splits(world: World) -> dict[str, list[dict]]:
-    """File stem -> rows, in SPEC §1's format."""
+    """File stem -> rows, in docs/formulas.md#data's format."""
     total = len(world.authors)
     splits: dict[str, list[dict]] = {}
     for percent in FORGET_PERCENTS:

@@ -1,0 +1,31 @@
+"""Result tables as text: one cell format and one Markdown table for every table unlearnlm writes."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional, Sequence
+
+
+def format_cell(value: Any) -> str:
+    """A number with four decimals, other values as they are; nothing (None, "") is "-"."""
+    if value is None or value == "":
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def number_cell(value: Any) -> str:
+    """``format_cell`` for values read back as text (a CSV): what parses as a number gets four decimals."""
+    try:
+        return format_cell(float(value))
+    except (TypeError, ValueError):
+        return format_cell(value)
+
+
+def markdown_table(columns: Sequence[str], rows: Sequence[Mapping[str, Any]],
+                   titles: Optional[Mapping[str, str]] = None, cell=format_cell) -> str:
+    """A Markdown table of ``rows`` (dicts) over ``columns``; ``titles`` renames headers."""
+    titles = titles or {}
+    lines = ["| " + " | ".join(titles.get(c, c) for c in columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(row.get(c)) for c in columns) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
