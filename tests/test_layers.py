@@ -1,8 +1,11 @@
 """The package's layers hold: every import (function-level ones too) goes to the same or an
 earlier layer, and no two modules import each other, however indirectly.
 
-    leaves (errors, io, config, tables, tiny) -> data -> methods -> training -> judges
+    leaves (errors, io, tables, tiny) -> data -> methods -> config -> training -> judges
     -> evaluation -> scenarios -> the entry points (cli, __main__, api, the package itself)
+
+config sits after methods: a run's typed settings name its method and that method's own typed
+hyper-parameters, and are validated against the registry before any work.
 
 A leaf imports only other leaves; every layer may import the leaves.
 """
@@ -15,8 +18,8 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "unlearnlm"
-LEAVES = {"errors", "io", "config", "tables", "tiny"}
-ORDER = ["data", "methods", "training", "judges", "evaluation", "scenarios"]
+LEAVES = {"errors", "io", "tables", "tiny"}
+ORDER = ["data", "methods", "config", "training", "judges", "evaluation", "scenarios"]
 ENTRY_POINTS = {"cli", "__main__", "api", ""}  # "" = unlearnlm/__init__.py
 
 
@@ -124,4 +127,5 @@ def test_the_checks_can_fail():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
     assert layer("unlearnlm.training.run")[0] < layer("unlearnlm.evaluation.callback")[0]
-    assert layer("unlearnlm.config")[0] == 0 and layer("unlearnlm.cli")[0] > layer("unlearnlm.scenarios.demo")[0]
+    assert layer("unlearnlm.methods.registry")[0] < layer("unlearnlm.config")[0] < layer("unlearnlm.training.run")[0]
+    assert layer("unlearnlm.io")[0] == 0 and layer("unlearnlm.cli")[0] > layer("unlearnlm.scenarios.demo")[0]

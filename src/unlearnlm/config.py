@@ -702,8 +702,9 @@ def validate_config(config: Any) -> None:
         _require(bool(str(config.output_dir).strip()), "output_dir is empty")
         check_output_path(config.output_dir)
     if isinstance(config, UnlearnConfig):
-        # The method's name is checked by the method registry (methods.get_method) where the run
-        # starts: this module is a leaf and imports nothing of unlearnlm's layers.
+        from .methods.registry import get_method
+
+        get_method(config.method)  # an unknown method lists the valid ones
         _require(math.isfinite(config.beta) and config.beta > 0, f"beta must be a positive number, got {config.beta}")
         _require(_finite(config.forget_coeff), f"forget_coeff must be a finite number, got {config.forget_coeff}")
         _require(math.isfinite(config.regularization_coeff),
