@@ -260,7 +260,7 @@ SECTION_PLACES = {
     "model": {"finetune": ["model."], "unlearn": ["model."], "evaluate": ["model."], "continual": ["unlearn.model."],
               "real-world": ["unlearn.model."], "build-forget-set": ["model."], "demo": ["model."]},
     "training": {"finetune": ["training."], "unlearn": ["training."], "continual": ["unlearn.training."],
-                 "real-world": ["unlearn.training."], "demo": ["finetune.", "unlearn."]},
+                 "real-world": ["unlearn.training."], "demo": ["finetune_training.", "unlearn_training."]},
     "lora": {"finetune": ["lora."], "unlearn": ["lora."], "continual": ["unlearn.lora."], "real-world": ["unlearn.lora."]},
     "data": {"unlearn": ["data."], "continual": ["unlearn.data."], "real-world": ["unlearn.data."]},
     "evaluation": {"evaluate": [""], "unlearn": ["evaluation."], "continual": ["unlearn.evaluation."],
