@@ -110,6 +110,28 @@ def cmd_real_world(args: argparse.Namespace) -> None:
     print(f"real-world run written to {folder} (results.md, results.csv)")
 
 
+def cmd_muse(args: argparse.Namespace) -> None:
+    from .config import MuseConfig, load_config
+
+    config = load_config(MuseConfig, args.config, args.overrides)
+    from .scenarios.muse import run_muse
+
+    folder, table = run_muse(config)
+    print(table, end="")
+    print(f"MUSE run written to {folder} (summary.json, results.md)")
+
+
+def cmd_wmdp(args: argparse.Namespace) -> None:
+    from .config import WmdpConfig, load_config
+
+    config = load_config(WmdpConfig, args.config, args.overrides)
+    from .scenarios.wmdp import run_wmdp
+
+    folder, table = run_wmdp(config)
+    print(table, end="")
+    print(f"WMDP run written to {folder} (summary.json, results.md)")
+
+
 def cmd_build_forget_set(args: argparse.Namespace) -> None:
     from .config import BuildForgetSetConfig, load_config
 
@@ -187,6 +209,8 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], None], str, bool]] = {
     "report": (cmd_report, "compare evaluated runs: table, MU-vs-FE and trajectory plots, HTML page", False),
     "continual": (cmd_continual, "unlearn tasks 1..N in turn, evaluating after each (MU/FE trajectory)", True),
     "real-world": (cmd_real_world, "unlearn real people from an instruction model; QA and lm-eval utility", True),
+    "muse": (cmd_muse, "MUSE News/Books: unlearn raw text; score VerbMem, KnowMem, PrivLeak", True),
+    "wmdp": (cmd_wmdp, "WMDP: unlearn hazardous text; wmdp_bio, wmdp_cyber, mmlu accuracy with lm-eval", True),
     "build-forget-set": (cmd_build_forget_set, "ask a model about entities; write forget/neighbour sets from its answers", True),
     "make-world": (cmd_make_world, "write a seeded fictitious world of authors in TOFU's format", False),
     "train-judge": (cmd_train_judge, "train (once, cached) the offline NLI judge and print its accuracy", False),

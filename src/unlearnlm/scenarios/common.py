@@ -36,3 +36,28 @@ def claim_output_folder(output_dir: Path, config, what: str) -> None:
             f"{output_dir} holds a {what} run with another config (differs in: {', '.join(differing)}); "
             "choose another output_dir or delete that folder"
         )
+
+
+def load_for_scoring(model_config):
+    """A model in eval mode (on the GPU when there is one) and its tokenizer."""
+    import torch
+
+    from ..training.models import load_model, load_tokenizer
+
+    tokenizer = load_tokenizer(model_config)
+    model = load_model(model_config)
+    if torch.cuda.is_available():
+        model = model.to("cuda")
+    return model.eval(), tokenizer
+
+
+def markdown_table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
+    """A Markdown table of ``rows``: columns (key, title); numbers with 4 decimals, missing as '-'."""
+    def cell(value) -> str:
+        if value is None or value == "":
+            return "-"
+        return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(title for _, title in columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(row.get(key)) for key, _ in columns) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
