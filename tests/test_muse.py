@@ -434,3 +434,21 @@ def test_muse_refuses_bad_settings_before_any_model_work(bos_model, muse_folder,
     assert main(["muse", *_muse_overrides(bos_model, muse_folder, output_dir, "evaluation.corpus=films")]) == 2
     assert "unknown evaluation.corpus 'films'" in capsys.readouterr().err
     assert not output_dir.exists()
+
+
+@pytest.mark.parametrize("method", ["NPO+KL", "ME+GD"])
+def test_reference_and_entropy_objectives_train_on_text(bos_model, muse_folder, tmp_path, method):
+    """NPO's precomputed reference NLLs, KL's reference logits and ME's every-position loss on chunks."""
+    from unlearnlm.training.run import unlearn
+
+    config = load_config(UnlearnConfig, None, [
+        f"method={method}", f"model.name_or_path={bos_model}", f"data.source={muse_folder}", "data.format=text",
+        "data.forget=raw/forget", "data.retain=raw/retain1", "data.task_id=[]", "data.chunk_length=6",
+        "training.epochs=1", "training.per_device_batch_size=2", "training.gradient_accumulation_steps=1",
+        "training.progress=false", f"output_dir={tmp_path / 'run'}"])
+    folder = unlearn(config)
+    summary = json.loads((folder / "train_summary.json").read_text())
+    log = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
+    assert summary["method"] == method and summary["steps"] == math.ceil(summary["forget_chunks"] / 2)
+    assert all(math.isfinite(row["forget_loss"]) and math.isfinite(row["regularization_loss"])
+               for row in log if "forget_loss" in row)
