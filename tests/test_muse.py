@@ -452,3 +452,31 @@ def test_reference_and_entropy_objectives_train_on_text(bos_model, muse_folder, 
     assert summary["method"] == method and summary["steps"] == math.ceil(summary["forget_chunks"] / 2)
     assert all(math.isfinite(row["forget_loss"]) and math.isfinite(row["regularization_loss"])
                for row in log if "forget_loss" in row)
+
+
+def test_hub_names_go_to_datasets_with_config_and_split(monkeypatch):
+    """By hub name: load_dataset(name, CONFIG, split=SPLIT); its errors become one line. (A stand-in
+    for load_dataset: tests never reach the hub.)"""
+    import datasets
+
+    from unlearnlm.data.text import load_rows
+
+    calls = []
+
+    def fake_load_dataset(name, config, split):
+        calls.append((name, config, split))
+        if split == "retain3":
+            raise ValueError('Unknown split "retain3". Should be one of [\'forget\', \'retain1\'].\nmore lines')
+        return [{"text": f"{config}/{split}"}]
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    assert load_rows("raw/forget", "muse-bench/MUSE-News") == [{"text": "raw/forget"}]
+    assert load_rows("cyber-forget-corpus", "cais/wmdp-corpora") == [{"text": "cyber-forget-corpus/train"}]
+    assert calls == [("muse-bench/MUSE-News", "raw", "forget"), ("cais/wmdp-corpora", "cyber-forget-corpus", "train")]
+    with pytest.raises(UserError, match=r"cannot load config 'raw' split 'retain3' of dataset 'muse-bench/MUSE-News' "
+                                        r"\(Unknown split \"retain3\". Should be one of \['forget', 'retain1'\].\); "
+                                        r"offline, name a local folder") as caught:
+        load_rows("raw/retain3", "muse-bench/MUSE-News")
+    assert "\n" not in str(caught.value)
+    with pytest.raises(UserError, match=r"row 1: missing key 'prompt'"):
+        load_rows("verbmem/forget", "muse-bench/MUSE-News", ("prompt", "gt"))
