@@ -214,7 +214,10 @@ def test_muse_presets_load_with_muses_settings():
         assert (config.unlearn.data.forget, config.unlearn.data.retain) == ("raw/forget", "raw/retain1")
         assert config.unlearn.data.chunk_length == 2048 and config.evaluation.corpus == corpus
         t = config.unlearn.training
-        assert (t.lr, t.epochs, t.per_device_batch_size * t.gradient_accumulation_steps) == (1e-5, 10.0, 32)
+        assert (t.lr, t.lr_scheduler, t.warmup_epochs, t.weight_decay, t.epochs) == (1e-5, "constant", 0.0, 0.0, 10.0)
+        assert t.per_device_batch_size * t.gradient_accumulation_steps == 4
+        assert config.unlearn.method == "NPO+GD" and config.unlearn.beta == 0.1
+        assert load_config(MuseConfig, None).unlearn == load_config(MuseConfig, "muse-news").unlearn
         assert (config.evaluation.verbmem_max_new_tokens, config.evaluation.knowmem_max_new_tokens) == (128, 32)
 
 

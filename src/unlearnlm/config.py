@@ -318,14 +318,15 @@ class MuseEvalConfig:
 
 def _muse_unlearn_defaults() -> UnlearnConfig:
     # MUSE's baselines: the target, its raw forget text in 2,048-token chunks, raw retain1, 10 epochs
-    # at lr 1e-5, effective batch 32.
+    # at a constant lr 1e-5 without warm-up or weight decay, 2 chunks per device on 2 GPUs.
     return UnlearnConfig(
         method="NPO+GD",
         output_dir="runs/muse",  # replaced by OUTPUT_DIR/METHOD
         model=ModelConfig(name_or_path="muse-bench/MUSE-News_target"),
         data=DataConfig(source="muse-bench/MUSE-News", forget="raw/forget", retain="raw/retain1", task_id=[],
                         retain_includes_later_tasks=False, format="text", chunk_length=2048),
-        training=TrainingConfig(lr=1e-5, epochs=10.0, per_device_batch_size=4, gradient_accumulation_steps=8),
+        training=TrainingConfig(lr=1e-5, lr_scheduler="constant", warmup_epochs=0.0, weight_decay=0.0, epochs=10.0,
+                                per_device_batch_size=2, gradient_accumulation_steps=2),
     )
 
 
