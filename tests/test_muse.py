@@ -423,6 +423,8 @@ def test_muse_evaluation_only_with_a_retrained_reference(bos_model, muse_folder,
     assert target["metrics"]["privleak_auc"] == pytest.approx(retrain["metrics"]["privleak_auc"])
     assert target["metrics"]["privleak"] == pytest.approx(0.0, abs=1e-9) and retrain["metrics"]["privleak"] == 0.0
     assert target["privleak_reference"]["model"] == str(bos_model)
+    stored = json.loads((folder / "retrain" / "muse.json").read_text())
+    assert stored["metrics"]["privleak"] == 0.0 and stored["privleak_reference"]["model"] == str(bos_model)
     assert "VerbMem_f" not in table and "PrivLeak" in table
 
 

@@ -75,6 +75,11 @@ def check_rows(rows: Sequence[dict], origin: str, keys: Sequence[str]) -> None:
                 raise UserError(f"{where}: key '{key}' must be a string, got {type(row[key]).__name__}")
 
 
+def _listing(names: list[str], most: int = 12) -> str:
+    shown = ", ".join(names[:most]) or "nothing"
+    return shown + (f", ... ({len(names)} in all)" if len(names) > most else "")
+
+
 def _folder_file(folder: Path, config: str, split: str, explicit_split: bool) -> Path:
     """FOLDER/CONFIG/SPLIT.* (or, for a bare CONFIG, FOLDER/CONFIG.*)."""
     if not explicit_split:
@@ -84,12 +89,12 @@ def _folder_file(folder: Path, config: str, split: str, explicit_split: bool) ->
     sub = folder / config
     if not sub.is_dir():
         configs = sorted({p.stem if p.is_file() else p.name for p in folder.iterdir() if not p.name.startswith(".")})
-        raise UserError(f"folder {folder} has no config '{config}'; it holds: {', '.join(configs) or 'nothing'}")
+        raise UserError(f"folder {folder} has no config '{config}'; it holds: {_listing(configs)}")
     found = next((sub / f"{split}{s}" for s in TEXT_FILE_SUFFIXES if (sub / f"{split}{s}").is_file()), None)
     if found is None:
         splits = sorted({p.stem for p in sub.iterdir() if p.suffix in TEXT_FILE_SUFFIXES})
         raise UserError(f"config '{config}' of {folder} has no split '{split}'; "
-                        f"it holds: {', '.join(splits) or 'nothing'}")
+                        f"it holds: {_listing(splits)}")
     return found
 
 

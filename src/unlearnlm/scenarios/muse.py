@@ -81,6 +81,7 @@ def run_muse(config: MuseConfig) -> tuple[Path, str]:
             # Against itself: A = A_R, privleak 0 by definition.
             result["metrics"]["privleak"] = privleak(reference_auc, reference_auc)[0]
             result["privleak_reference"] = {"model": retrain, "auc": reference_auc}
+            atomic_write_json(output_dir / "retrain" / RESULT_FILE, result)
         models.append({"model": "retrain", **result})
     target = config.unlearn.model.name_or_path
     if config.evaluate_target or not config.train:
