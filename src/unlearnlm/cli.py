@@ -118,6 +118,28 @@ def cmd_real_world(args: argparse.Namespace) -> None:
     logger.info(f"real-world run written to {folder} (results.md, results.csv)")
 
 
+def cmd_muse(args: argparse.Namespace) -> None:
+    from .config import MuseConfig, load_config
+
+    config = load_config(MuseConfig, args.config, args.overrides)
+    from .scenarios.muse import run_muse
+
+    folder, table = run_muse(config)
+    print(table, end="")
+    print(f"MUSE run written to {folder} (summary.json, results.md)")
+
+
+def cmd_wmdp(args: argparse.Namespace) -> None:
+    from .config import WmdpConfig, load_config
+
+    config = load_config(WmdpConfig, args.config, args.overrides)
+    from .scenarios.wmdp import run_wmdp
+
+    folder, table = run_wmdp(config)
+    print(table, end="")
+    print(f"WMDP run written to {folder} (summary.json, results.md)")
+
+
 def cmd_build_forget_set(args: argparse.Namespace) -> None:
     from .config import BuildForgetSetConfig, load_config
 
@@ -233,6 +255,8 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], None], str, bool]] = {
                          "ask a model about entities; write forget/neighbour sets from its answers", True),
     "show-format": (cmd_show_format,
                     "print as JSON the token ids, tokens, label mask and generation prompt of a QA pair", False),
+    "muse": (cmd_muse, "MUSE News/Books: unlearn raw text; score VerbMem, KnowMem, PrivLeak", True),
+    "wmdp": (cmd_wmdp, "WMDP: unlearn hazardous text; wmdp_bio, wmdp_cyber, mmlu accuracy with lm-eval", True),
     "make-world": (cmd_make_world, "write a seeded fictitious world of authors in TOFU's format", False),
     "train-judge": (cmd_train_judge, "train (once, cached) the offline NLI judge and print its accuracy", False),
     "demo": (cmd_demo, "the paper's comparison on the embedded model, offline, on a CPU (the main job)", True),

@@ -78,6 +78,13 @@ class DataConfig:
     max_length: int = 512
     # Pad every sequence to this many tokens (the reference pads to 500); empty = per batch only.
     pad_to: Optional[int] = None
+    # qa: question-answer rows (TOFU's). text: plain-text corpora (MUSE, WMDP) trained on as causal-LM
+    # chunks; forget and retain then name CONFIG/SPLIT of `source` (raw/forget) or a file, and
+    # task_id must be empty. Only objectives that read forget and retain text work on text.
+    format: str = "qa"
+    # text: tokens per chunk, BOS included (MUSE trains on 2,048); and the key holding each row's text.
+    chunk_length: int = 2048
+    text_key: str = "text"
 
 
 @dataclass
@@ -299,6 +306,85 @@ class RealWorldConfig:
     evaluate_target: bool = True
     downstream: DownstreamConfig = field(default_factory=DownstreamConfig)
     output_dir: str = "runs/real_world"
+
+
+MUSE_METRICS = ("verbmem_f", "knowmem_f", "knowmem_r", "privleak")
+
+
+@dataclass
+class MuseEvalConfig:
+    """MUSE's evaluation (evaluation.muse): VerbMem on the forget set, KnowMem on forget and retain
+    QA, PrivLeak from Min-K% scores of privleak forget against holdout."""
+
+    # A hub dataset (muse-bench/MUSE-News, muse-bench/MUSE-Books) or a local folder in its layout
+    # (verbmem/forget.json, knowmem/forget_qa.json, ...); empty = the unlearning data's source.
+    source: Optional[str] = None
+    # Whose published retrained-model PrivLeak reference to use when no retrain_model is given.
+    corpus: str = "news"
+    metrics: list[str] = field(default_factory=lambda: list(MUSE_METRICS))
+    verbmem_max_new_tokens: int = 128
+    knowmem_max_new_tokens: int = 32
+    # Min-K%: the share k of each text's lowest token log-probabilities.
+    min_k: float = 0.4
+    # A model trained without the forget set: its own PrivLeak AUC becomes the reference.
+    retrain_model: Optional[str] = None
+    # First N rows of each set; 0 = all (as MUSE).
+    ds_size: int = 0
+    generation_batch_size: int = 8
+    loss_batch_size: int = 4
+    # Longest privleak text scored, in tokens (BOS included); empty = every token.
+    privleak_max_length: Optional[int] = None
+
+
+def _muse_unlearn_defaults() -> UnlearnConfig:
+    # MUSE's baselines: the target, its raw forget text in 2,048-token chunks, raw retain1, 10 epochs
+    # at a constant lr 1e-5 without warm-up or weight decay, 2 chunks per device on 2 GPUs.
+    return UnlearnConfig(
+        method="NPO+GD",
+        output_dir="runs/muse",  # replaced by OUTPUT_DIR/METHOD
+        model=ModelConfig(name_or_path="muse-bench/MUSE-News_target"),
+        data=DataConfig(source="muse-bench/MUSE-News", forget="raw/forget", retain="raw/retain1", task_id=[],
+                        retain_includes_later_tasks=False, format="text", chunk_length=2048),
+        training=TrainingConfig(lr=1e-5, lr_scheduler="constant", warmup_epochs=0.0, weight_decay=0.0, epochs=10.0,
+                                per_device_batch_size=2, gradient_accumulation_steps=2),
+    )
+
+
+@dataclass
+class MuseConfig:
+    # The unlearning run (unlearn.data.format must be text); unlearn.model is the target.
+    unlearn: UnlearnConfig = field(default_factory=_muse_unlearn_defaults)
+    # false: no unlearning, only the evaluation of unlearn.model (and of retrain_model).
+    train: bool = True
+    # Score the target before unlearning too.
+    evaluate_target: bool = True
+    evaluation: MuseEvalConfig = field(default_factory=MuseEvalConfig)
+    output_dir: str = "runs/muse"
+
+
+def _wmdp_unlearn_defaults() -> UnlearnConfig:
+    # WMDP's cyber corpora from the hub (the bio forget corpus is gated: name its local file).
+    return UnlearnConfig(
+        method="GA+GD",
+        output_dir="runs/wmdp",  # replaced by OUTPUT_DIR/METHOD
+        data=DataConfig(source="cais/wmdp-corpora", forget="cyber-forget-corpus", retain="cyber-retain-corpus",
+                        task_id=[], retain_includes_later_tasks=False, format="text", chunk_length=512),
+    )
+
+
+def _wmdp_downstream_defaults() -> DownstreamConfig:
+    return DownstreamConfig(tasks=["wmdp_bio", "wmdp_cyber", "mmlu"])
+
+
+@dataclass
+class WmdpConfig:
+    unlearn: UnlearnConfig = field(default_factory=_wmdp_unlearn_defaults)
+    # false: no unlearning, only the accuracies of unlearn.model.
+    train: bool = True
+    evaluate_target: bool = True
+    # lm-eval tasks: WMDP's (lower = forgotten, chance 0.25) and MMLU (utility).
+    downstream: DownstreamConfig = field(default_factory=_wmdp_downstream_defaults)
+    output_dir: str = "runs/wmdp"
 
 
 @dataclass
@@ -717,6 +803,13 @@ def validate_config(config: Any) -> None:
             "output_dir": "per-epoch evaluations go into OUTPUT_DIR/eval"},
             "the run's evaluations score the run's own model (its model section) into its own folder",
             prefix="evaluation.")
+        validate_data_format(config)
+    if isinstance(config, (MuseConfig, WmdpConfig)):
+        _require(config.unlearn.data.format == "text",
+                 f"unlearn.data.format must be text here (the corpora are plain text), "
+                 f"got '{config.unlearn.data.format}'")
+    if isinstance(config, MuseConfig):
+        validate_muse_evaluation(config.evaluation)
     if isinstance(config, EvaluateConfig):
         validate_evaluation(config)
     if isinstance(config, ContinualConfig):
@@ -822,6 +915,46 @@ def validate_demo(config: "DemoConfig") -> None:
     splits = {"forget_split": ("forget01", "forget05", "forget10"), "retain_split": ("retain90", "retain50", "retain10")}
     for key, valid in splits.items():
         _require(getattr(config, key) in valid, f"unknown {key} '{getattr(config, key)}'; valid: {', '.join(valid)}")
+
+
+DATA_FORMATS = ("qa", "text")
+
+
+def validate_data_format(config: UnlearnConfig) -> None:
+    """Text mode gives forget and retain chunks only: a method reading questions or refusals is refused."""
+    data = config.data
+    _require(data.format in DATA_FORMATS, f"unknown data.format '{data.format}'; valid: {', '.join(DATA_FORMATS)}")
+    if data.format != "text":
+        return
+    from .data.batches import TEXT_KINDS
+    from .methods.registry import get_method
+
+    method = get_method(config.method)
+    missing = [kind for kind in method.inputs if kind not in TEXT_KINDS]
+    _require(not missing, f"method {method.name} reads {', '.join(missing)} sequences (questions or refusals), which "
+                          "plain text has not; on data.format=text use one that reads forget and retain text only "
+                          "(e.g. GA, NPO, GA+GD, NPO+KL)")
+    _require(data.chunk_length >= 2, f"data.chunk_length must be at least 2, got {data.chunk_length}")
+    _require(bool(data.text_key.strip()), "data.text_key is empty")
+    _require(not data.task_id,
+             "data.task_id selects QA tasks and text has none: set data.task_id=[] with data.format=text")
+    _require(not (method.needs_retain and not data.retain),
+             f"method {method.name} needs a retain text set: set data.retain (e.g. raw/retain1)")
+    _require(not config.eval_every_epoch, "eval_every_epoch scores QA sets; it does not run with data.format=text")
+
+
+def validate_muse_evaluation(e: MuseEvalConfig) -> None:
+    unknown = [m for m in e.metrics if m not in MUSE_METRICS]
+    _require(not unknown,
+             f"unknown evaluation.metrics '{unknown[0] if unknown else ''}'; valid: {', '.join(MUSE_METRICS)}")
+    _require(bool(e.metrics), "evaluation.metrics is empty")
+    _require(e.corpus in ("news", "books"), f"unknown evaluation.corpus '{e.corpus}'; valid: news, books")
+    for name in ("verbmem_max_new_tokens", "knowmem_max_new_tokens", "generation_batch_size", "loss_batch_size"):
+        _require(getattr(e, name) >= 1, f"evaluation.{name} must be at least 1, got {getattr(e, name)}")
+    _require(math.isfinite(e.min_k) and 0 < e.min_k <= 1, f"evaluation.min_k must be in (0, 1], got {e.min_k}")
+    _require(e.ds_size >= 0, f"evaluation.ds_size must be zero (all rows) or more, got {e.ds_size}")
+    _require(e.privleak_max_length is None or e.privleak_max_length >= 2,
+             f"evaluation.privleak_max_length must be at least 2, got {e.privleak_max_length}")
 
 
 def validate_evaluation(e: EvaluateConfig, prefix: str = "") -> None:

@@ -121,6 +121,29 @@ def length_batches(
         batches[-1].append(index)
         load += 1 if weights is None else weights[index]
     return batches
+# The kinds plain text can give: the forget text and a retain text; no question, no refusal.
+TEXT_KINDS = ("forget", "retain")
+
+
+class TextUnlearningDataset(UnlearningDataset):
+    """Unlearning examples made of plain-text chunks (MUSE, WMDP): the forget chunk, and a retain
+    chunk drawn at random as for QA rows. A chunk has no prompt: every token but the first is a
+    label (with ``mask`` on or off alike)."""
+
+    def __init__(self, forget_chunks: Sequence[tuple[int, ...]], retain_chunks: Sequence[tuple[int, ...]],
+                 kinds: Iterable[str], seed: int):
+        self.kinds = tuple(kinds)
+        unsupported = set(self.kinds) - set(TEXT_KINDS)
+        if unsupported:
+            raise ValueError(f"plain text gives no {sorted(unsupported)} sequences")
+        self.seed = seed
+        self.epoch = 0
+        self.max_length = None
+        self.forget = [((), tuple(chunk)) for chunk in forget_chunks]
+        self.retain = [((), tuple(chunk)) for chunk in retain_chunks] if "retain" in self.kinds else []
+        if "retain" in self.kinds and not self.retain:
+            raise ValueError("this objective needs a retain set, and it is empty")
+        self.refusals = []
 
 
 class LengthGroupedSampler(torch.utils.data.Sampler):

@@ -29,6 +29,8 @@ HEADLINE_METRICS = {
     "gsm8k": "exact_match,flexible-extract",
 }
 DEFAULT_TASKS = list(HEADLINE_METRICS)
+# WMDP (Li et al., 2024): multiple-choice accuracy, lower = forgotten (chance 0.25).
+HEADLINE_METRICS.update({"wmdp_bio": "acc,none", "wmdp_cyber": "acc,none"})
 
 
 @dataclass

@@ -56,8 +56,15 @@ class UnlearningData:
 
 
 def load_unlearning_data(config: UnlearnConfig, method: Method) -> UnlearningData:
-    """Forget rows of the chosen tasks, the matching retain set (docs/formulas.md#scenarios), refusals."""
+    """Forget rows of the chosen tasks, the matching retain set (docs/formulas.md#scenarios), refusals.
+    With data.format=text: rows of text (forget, and retain when the method reads it)."""
     data = config.data
+    if data.format == "text":
+        from ..data.text import load_rows
+
+        forget = load_rows(data.forget, data.source, (data.text_key,))
+        retain = load_rows(data.retain, data.source, (data.text_key,)) if method.needs_retain else []
+        return UnlearningData(forget, retain, [])
     all_forget = load_split(data.forget, data.source)
     forget = select_tasks(all_forget, data.task_id, origin=data.forget)
     retain: list[dict] = []
@@ -270,6 +277,8 @@ def unlearning_formatter(config: UnlearnConfig, data: UnlearningData):
 
     tokenizer = load_tokenizer(config.model)
     formatter = load_prompt_format(config.model, tokenizer)
+    if config.data.format == "text":  # chunks of plain text: no prompt, nothing to cut
+        return tokenizer, formatter
     check_truncation(formatter, data.forget, config.data.max_length, config.data.forget)
     if data.retain:
         retain_name = config.data.retain or default_retain_split(config.data.forget) or "retain set"
@@ -301,10 +310,21 @@ def build_unlearning_trainer(config: UnlearnConfig, method: Method, data: Unlear
     model = load_for_training(config)
     reference = _load_reference(config) if method.needs_reference else None
 
-    dataset = UnlearningDataset(
-        data.forget, data.retain, data.refusals, formatter, method.inputs,
-        seed=config.training.seed, max_length=config.data.max_length,
-    )
+    if config.data.format == "text":
+        from ..data.batches import TextUnlearningDataset
+        from ..data.text import chunk_token_stream
+
+        key, length = config.data.text_key, config.data.chunk_length
+        dataset = TextUnlearningDataset(
+            chunk_token_stream([r[key] for r in data.forget], tokenizer, length),
+            chunk_token_stream([r[key] for r in data.retain], tokenizer, length) if data.retain else [],
+            method.inputs, seed=config.training.seed,
+        )
+    else:
+        dataset = UnlearningDataset(
+            data.forget, data.retain, data.refusals, formatter, method.inputs,
+            seed=config.training.seed, max_length=config.data.max_length,
+        )
     mask = method.forget.default_mask if config.mask is None else config.mask
     forget_coeff = method.forget.default_forget_coeff if config.forget_coeff is None else config.forget_coeff
     args = training_arguments(config.training, output_dir / "checkpoints", len(dataset), _world_size())
@@ -366,6 +386,8 @@ def unlearn(config: UnlearnConfig, callbacks: Sequence = ()) -> Path:
         "mask": trainer.data_collator.mask,
         "forget_rows": len(data.forget),
         "retain_rows": len(data.retain),
+        **({"forget_chunks": len(trainer.train_dataset), "retain_chunks": len(trainer.train_dataset.retain)}
+           if config.data.format == "text" else {}),
         "steps": trainer.state.global_step,
         "stopped_early": trainer.stopped_early,
         "resumed_from": resumed_from,
