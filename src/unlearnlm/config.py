@@ -308,6 +308,57 @@ class BuildForgetSetConfig:
 
 
 @dataclass
+class RelearnAttackConfig:
+    # What U is fine-tuned on: forget_half (a seeded random half of the forget set; the other
+    # half alone is evaluated), retain (the run's retain set: benign fine-tuning), or a
+    # JSON/JSONL file of question/answer rows.
+    data: str = "forget_half"
+    steps: int = 20
+    lr: float = 1e-5
+    # Batch as fine-tuning (FinetuneConfig's defaults).
+    per_device_batch_size: int = 4
+    gradient_accumulation_steps: int = 4
+    seed: int = 1001
+
+
+@dataclass
+class QuantizeAttackConfig:
+    # Round-to-nearest fake quantisation, one attack per width.
+    bits: list[int] = field(default_factory=lambda: [8, 4])
+    group_size: int = 128
+    # bitsandbytes' own loading too (int8, nf4), where a GPU and the package are there.
+    bitsandbytes: list[str] = field(default_factory=lambda: ["int8", "nf4"])
+
+
+@dataclass
+class ProbesAttackConfig:
+    # A YAML file of probe templates; empty = the one shipped (evaluation/probes.yaml).
+    templates: Optional[str] = None
+    # Probes to run; empty = every probe of the file.
+    names: list[str] = field(default_factory=list)
+    # Seed of the multiple-choice order and of the reverse question's wrong names.
+    seed: int = 0
+
+
+ATTACKS = ("relearn", "quantize", "probes")
+BNB_MODES = ("int8", "nf4")  # bitsandbytes' 8-bit (LLM.int8) and 4-bit NormalFloat loading
+
+
+@dataclass
+class AttackConfig:
+    attacks: list[str] = field(default_factory=lambda: list(ATTACKS))
+    relearn: RelearnAttackConfig = field(default_factory=RelearnAttackConfig)
+    quantize: QuantizeAttackConfig = field(default_factory=QuantizeAttackConfig)
+    probes: ProbesAttackConfig = field(default_factory=ProbesAttackConfig)
+    progress: bool = True
+
+
+def _demo_attacks() -> AttackConfig:
+    # Relearning batches as the demo's fine-tuning (10 rows a step).
+    return AttackConfig(relearn=RelearnAttackConfig(per_device_batch_size=10, gradient_accumulation_steps=1))
+
+
+@dataclass
 class DemoConfig:
     """The paper's fictitious comparison on the embedded model, sized for a 2-core CPU."""
 
@@ -340,6 +391,10 @@ class DemoConfig:
     # small CPU; the evaluations wait for it).
     train_judge: bool = True
     judge_in_background: bool = True
+    # Attack every unlearned model (relearning, quantisation, probes; `unlearnlm attack`) and
+    # add the method x attack recovery table to the report.
+    run_attacks: bool = True
+    attack: AttackConfig = field(default_factory=_demo_attacks)
 
 
 C = TypeVar("C")
@@ -627,9 +682,43 @@ def validate_config(config: Any) -> None:
             validate_evaluation(config.evaluation, prefix="evaluation.")
     if isinstance(config, EvaluateConfig):
         validate_evaluation(config)
+    if isinstance(config, AttackConfig):
+        validate_attacks(config)
+    if isinstance(config, DemoConfig) and config.run_attacks:
+        validate_attacks(config.attack, prefix="attack.")
     for item in dataclasses.fields(config):  # a scenario's per-task run (continual.unlearn, ...)
         if isinstance(getattr(config, item.name), UnlearnConfig):
             validate_config(getattr(config, item.name))
+
+
+def validate_attacks(a: AttackConfig, prefix: str = "") -> None:
+    """The attack settings, checked before any model or data is touched."""
+    _require(bool(a.attacks), f"{prefix}attacks is empty; valid: {', '.join(ATTACKS)}")
+    for name in a.attacks:
+        _require(name in ATTACKS, f"unknown attack '{name}'; valid: {', '.join(ATTACKS)}")
+    _require(len(set(a.attacks)) == len(a.attacks), f"{prefix}attacks names an attack twice: {','.join(a.attacks)}")
+    r = a.relearn
+    _require(r.steps >= 1, f"{prefix}relearn.steps must be at least 1, got {r.steps}")
+    _require(math.isfinite(r.lr) and r.lr > 0, f"{prefix}relearn.lr must be a positive number, got {r.lr}")
+    _require(r.per_device_batch_size >= 1,
+             f"{prefix}relearn.per_device_batch_size must be at least 1, got {r.per_device_batch_size}")
+    _require(r.gradient_accumulation_steps >= 1,
+             f"{prefix}relearn.gradient_accumulation_steps must be at least 1, got {r.gradient_accumulation_steps}")
+    _require(bool(r.data.strip()), f"{prefix}relearn.data is empty; use forget_half, retain or a file")
+    if r.data not in ("forget_half", "retain") and "relearn" in a.attacks:
+        _require(Path(r.data).expanduser().is_file(),
+                 f"{prefix}relearn.data '{r.data}' is neither forget_half, retain nor an existing file")
+    q = a.quantize
+    _require(bool(q.bits) or bool(q.bitsandbytes), f"{prefix}quantize.bits and quantize.bitsandbytes are both empty")
+    for bits in q.bits:
+        _require(2 <= bits <= 16, f"{prefix}quantize.bits must be between 2 and 16, got {bits}")
+    _require(len(set(q.bits)) == len(q.bits), f"{prefix}quantize.bits names a width twice")
+    _require(q.group_size >= 1, f"{prefix}quantize.group_size must be at least 1, got {q.group_size}")
+    for mode in q.bitsandbytes:
+        _require(mode in BNB_MODES, f"unknown {prefix}quantize.bitsandbytes mode '{mode}'; valid: {', '.join(BNB_MODES)}")
+    if a.probes.templates:
+        _require(Path(a.probes.templates).expanduser().is_file(),
+                 f"{prefix}probes.templates: no file {a.probes.templates}")
 
 
 def validate_evaluation(e: EvaluateConfig, prefix: str = "") -> None:

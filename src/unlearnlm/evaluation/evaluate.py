@@ -221,12 +221,16 @@ def flat_numbers(summary: dict) -> dict[str, Any]:
 
 
 def _device_model(config: ModelConfig):
-    import torch
-
     from ..training.models import load_model, load_tokenizer
 
     tokenizer = load_tokenizer(config)
-    model = load_model(config)
+    return to_inference_device(load_model(config), config), tokenizer
+
+
+def to_inference_device(model, config: ModelConfig):
+    """The GPU when there is one (bf16 where it has it and the dtype is auto), fused attention."""
+    import torch
+
     if torch.cuda.is_available():
         if config.dtype == "auto" and torch.cuda.is_bf16_supported():
             model = model.to(torch.bfloat16)
@@ -236,7 +240,7 @@ def _device_model(config: ModelConfig):
             model.set_attn_implementation("sdpa")  # fused attention where the architecture has it
         except (ValueError, ImportError):
             pass
-    return model, tokenizer
+    return model
 
 
 def evaluate_model(
