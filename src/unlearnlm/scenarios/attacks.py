@@ -428,6 +428,12 @@ def run_attacks(config: AttackConfig, run: str | Path, judges=None) -> dict:
             results += attack_quantize(plan, config, judges, target, unlearned, skipped)
         else:
             results += attack_probes(plan, config, judges, target, unlearned, skipped)
+    entries = [r.as_dict() for r in results]
+    kinds = {_kind(e["attack"]) for e in entries} | {_kind(s["attack"]) for s in skipped}
+    previous = _previous_summary(plan.output)
+    # An earlier command's other attacks stay in the summary (attacks=relearn, then attacks=quantize).
+    kept = [e for e in previous.get("attacks", []) if _kind(e["attack"]) not in kinds]
+    kept_skipped = [s for s in previous.get("skipped", []) if _kind(s["attack"]) not in kinds]
     summary = {
         "run": str(plan.run),
         "method": plan.run_config.get("method", ""),
@@ -436,13 +442,27 @@ def run_attacks(config: AttackConfig, run: str | Path, judges=None) -> dict:
         "target_eval": str(target.folder),
         "unlearned": {"FE": unlearned.FE, "MU": unlearned.MU, "forget": unlearned.metrics()},
         "target_model": {"FE": target.FE, "MU": target.MU, "forget": target.metrics()},
-        "attacks": [r.as_dict() for r in results],
-        "skipped": skipped,
+        "attacks": kept + entries,
+        "skipped": kept_skipped + skipped,
         "config": to_dict(config),
     }
     atomic_write_json(plan.output / SUMMARY, summary)
     atomic_write_text(plan.output / "summary.md", format_attack_table(summary) + "\n")
     return summary
+
+
+def _kind(attack: str) -> str:
+    """relearn:forget_half -> relearn; probe:role_play -> probes (the attacks= name that makes it)."""
+    kind = attack.split(":", 1)[0]
+    return "probes" if kind == "probe" else kind
+
+
+def _previous_summary(folder: Path) -> dict:
+    try:
+        previous = json.loads((folder / SUMMARY).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return previous if isinstance(previous, dict) else {}
 
 
 def _cell(value: float | None) -> str:
