@@ -6,10 +6,9 @@ import csv
 import json
 
 import yaml
+from test_report import PNG_MAGIC, _summary, _write
 
 from unlearnlm.evaluation.report import write_report
-
-from test_report import PNG_MAGIC, _summary, _write
 
 
 def _attacked_run(tmp_path, name, method, recoveries):
@@ -18,9 +17,9 @@ def _attacked_run(tmp_path, name, method, recoveries):
     (run / "config.yaml").write_text(yaml.safe_dump({"method": method}))
     attacks = []
     for attack, values in recoveries.items():
+        present = [v for v in values.values() if v is not None]
         attacks.append({"attack": attack, "rows": 4, "FE": 0.5, "MU": 0.4, "recovery": values,
-                        "mean_recovery": None if all(v is None for v in values.values())
-                        else sum(v for v in values.values() if v is not None) / sum(v is not None for v in values.values())})
+                        "mean_recovery": sum(present) / len(present) if present else None})
     (run / "attacks").mkdir()
     (run / "attacks" / "summary.json").write_text(json.dumps({
         "unlearned": {"FE": 0.7, "MU": 0.5}, "attacks": attacks,

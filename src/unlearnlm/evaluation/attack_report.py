@@ -62,7 +62,7 @@ def attack_markdown(summaries: Sequence[tuple[str, dict]]) -> str:
              "Mean recovery of the forget metrics, (m(attacked) - m(unlearned)) / (m(target) - m(unlearned)): "
              "0 = the forgetting held, 1 = back to the target.", "",
              "| method | FE | MU | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 3)]
-    for (label, summary), row in zip(summaries, cells):
+    for (label, summary), row in zip(summaries, cells, strict=True):
         unlearned = summary.get("unlearned", {})
         lines.append(f"| {label} | {_format(unlearned.get('FE'))} | {_format(unlearned.get('MU'))} | "
                      + " | ".join(_format(v) for v in row) + " |")
