@@ -319,6 +319,8 @@ class RelearnAttackConfig:
     per_device_batch_size: int = 4
     gradient_accumulation_steps: int = 4
     seed: int = 1001
+    # Keep the relearned weights (RUN/attacks/relearn/run/model) once evaluated; false deletes them.
+    keep_model: bool = True
 
 
 @dataclass
@@ -354,8 +356,16 @@ class AttackConfig:
 
 
 def _demo_attacks() -> AttackConfig:
-    # Relearning batches as the demo's fine-tuning (10 rows a step).
-    return AttackConfig(relearn=RelearnAttackConfig(per_device_batch_size=10, gradient_accumulation_steps=1))
+    # Sized so the attacks at most double the demo's second run (docs/demo.md): relearning 20
+    # steps on half of the forget set (5 rows: a batch of 5 is all of them, where the demo's
+    # fine-tuning batch of 10 would repeat each row twice for the same mean loss at twice the
+    # cost) and 4-bit quantisation. Probes and 8 bits: attack.attacks=relearn,quantize,probes
+    # attack.quantize.bits=8,4.
+    return AttackConfig(
+        attacks=["relearn", "quantize"],
+        relearn=RelearnAttackConfig(per_device_batch_size=5, gradient_accumulation_steps=1, keep_model=False),
+        quantize=QuantizeAttackConfig(bits=[4]),
+    )
 
 
 @dataclass

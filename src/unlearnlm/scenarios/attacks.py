@@ -297,16 +297,25 @@ def attack_relearn(plan: AttackPlan, config: AttackConfig, judges, target: Score
                                 lr_scheduler="constant", seed=settings.seed, group_by_length=False,
                                 progress=config.progress),
     )
-    _replace_other_run(Path(recipe.output_dir), recipe)
-    finetune(recipe)
-    eval_config = _with(plan.eval_config, folder / "eval", model=folder / "run" / "model")
+    run_folder = Path(recipe.output_dir)
+    eval_config = _with(plan.eval_config, folder / "eval", model=run_folder / "model")
     indices = None
     if plan.relearn_heldout is not None:
         heldout_file = folder / "data" / "forget_heldout.json"
         atomic_write_jsonl(heldout_file, [_clean(plan.forget_rows[i]) for i in plan.relearn_heldout])
         eval_config = replace(eval_config, data=replace(eval_config.data, forget=str(heldout_file), task_id=[]))
         indices = set(plan.relearn_heldout)
-    _evaluate(eval_config, {"attack": "relearn", "settings": to_dict(settings)}, judges)
+    identity = to_dict(recipe)
+    identity["training"].pop("progress")  # a progress bar changes nothing relearned
+    marker = {"attack": "relearn", "recipe": identity}
+    if not _same_settings(folder / "eval", {"evaluation": to_dict(eval_config), **marker}):
+        _replace_other_run(run_folder, recipe)
+        if not (run_folder / "model" / "config.json").exists():  # weights deleted by keep_model=false
+            shutil.rmtree(run_folder, ignore_errors=True)
+        finetune(recipe)
+        _evaluate(eval_config, marker, judges)
+    if not settings.keep_model:
+        shutil.rmtree(run_folder / "model", ignore_errors=True)
     attacked = Scored.read(folder / "eval")
     if indices is not None:
         # The held-out rows in U's and T's records, in the order they were evaluated here.
@@ -324,8 +333,15 @@ def attack_relearn(plan: AttackPlan, config: AttackConfig, judges, target: Score
 def _replace_other_run(folder: Path, recipe: FinetuneConfig) -> None:
     """A relearning run of other settings in the attack's folder is this command's own product:
     it makes way for the new one (finetune() would refuse the folder)."""
+    from ..config import flatten_keys
+    from ..training.run import OPERATIONAL_KEYS
+
     saved = folder / "config.yaml"
-    if saved.exists() and (yaml.safe_load(saved.read_text(encoding="utf-8")) or {}) != to_dict(recipe):
+    if not saved.exists():
+        return
+    before = flatten_keys(yaml.safe_load(saved.read_text(encoding="utf-8")) or {})
+    now = flatten_keys(to_dict(recipe))
+    if any(before.get(k) != now.get(k) for k in set(before) | set(now) if k not in OPERATIONAL_KEYS):
         logger.info("replacing the relearning run in %s (other settings)", folder)
         shutil.rmtree(folder)
 
