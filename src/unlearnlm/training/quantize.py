@@ -3,8 +3,8 @@
 ``fake_quantize_model`` rounds every linear layer's weight (not the embeddings, not the output
 head) to ``bits``-bit integers, round-to-nearest with a symmetric absmax scale per group of
 ``group_size`` input columns, and writes the dequantised values back. The arithmetic is done in
-float64 on the CPU from the weights as loaded, so it gives the same numbers whatever device the
-model runs on afterwards. ``load_bitsandbytes`` loads a model through bitsandbytes' own 8-bit or
+float32 on the CPU from the weights as loaded (IEEE division and round-half-to-even: no
+device-specific kernel), so it gives the same numbers whatever device the model runs on afterwards. ``load_bitsandbytes`` loads a model through bitsandbytes' own 8-bit or
 nf4 kernels instead (a GPU and the package needed).
 """
 
@@ -24,7 +24,7 @@ def fake_quantize_weight(weight: torch.Tensor, bits: int, group_size: int = 128)
         raise ValueError(f"bits must be at least 2, got {bits}")
     rows, columns = weight.shape
     levels = 2 ** (bits - 1) - 1
-    values = weight.detach().to("cpu", torch.float64)
+    values = weight.detach().to("cpu", torch.float32)
     pad = (-columns) % group_size
     grouped = torch.nn.functional.pad(values, (0, pad)).view(rows, -1, group_size)
     scale = grouped.abs().amax(dim=-1, keepdim=True) / levels
