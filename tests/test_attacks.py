@@ -397,3 +397,18 @@ def test_a_run_without_evaluation_is_refused(unlearned_run, tmp_path, capsys):
     assert "is not a training run folder" in capsys.readouterr().err
     with pytest.raises(UserError):
         plan_attacks(AttackConfig(), copy)
+
+
+def test_relearning_on_the_retain_set_or_a_file_evaluates_the_whole_forget_set(unlearned_run, tmp_path):
+    run, _, _ = unlearned_run
+    plan = plan_attacks(load_config(AttackConfig, None, ["attacks=relearn", "relearn.data=retain"]), run)
+    retain = [json.loads(line) for line in (run.parent / "data" / "retain.json").read_text().splitlines()]
+    assert plan.relearn_rows == [{"question": r["question"], "answer": r["answer"]} for r in retain]
+    assert plan.relearn_heldout is None and len(plan.forget_rows) == 12
+    own = write_jsonl(tmp_path / "facts.jsonl", [{"question": "Who is ivan?", "answer": "ivan is a baker."}])
+    plan = plan_attacks(load_config(AttackConfig, None, ["attacks=relearn", f"relearn.data={own}"]), run)
+    assert plan.relearn_rows == [{"question": "Who is ivan?", "answer": "ivan is a baker."}]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"question": "no answer"}\n')
+    with pytest.raises(UserError, match="answer"):
+        plan_attacks(load_config(AttackConfig, None, ["attacks=relearn", f"relearn.data={bad}"]), run)
