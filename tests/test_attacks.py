@@ -9,6 +9,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+import yaml
 from conftest import write_jsonl
 from test_evaluate import FakeEmbedder, FakeNLI, _facts
 
@@ -397,6 +398,14 @@ def test_a_run_without_evaluation_is_refused(unlearned_run, tmp_path, capsys):
     assert "is not a training run folder" in capsys.readouterr().err
     with pytest.raises(UserError):
         plan_attacks(AttackConfig(), copy)
+    # a run whose target folder is gone
+    moved = tmp_path / "moved"
+    shutil.copytree(run, moved, ignore=shutil.ignore_patterns("attacks"))
+    saved = yaml.safe_load((moved / "config.yaml").read_text())
+    saved["model"]["name_or_path"] = str(tmp_path / "gone" / "model")
+    (moved / "config.yaml").write_text(yaml.safe_dump(saved))
+    with pytest.raises(UserError, match="does not exist"):
+        plan_attacks(AttackConfig(attacks=["quantize"]), moved)
 
 
 def test_relearning_on_the_retain_set_or_a_file_evaluates_the_whole_forget_set(unlearned_run, tmp_path):

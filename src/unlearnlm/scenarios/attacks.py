@@ -161,6 +161,10 @@ def plan_attacks(config: AttackConfig, run: str | Path) -> AttackPlan:
     target = (run_config.get("model") or {}).get("name_or_path") if isinstance(run_config, dict) else None
     if not target:
         raise UserError(f"{folder}/config.yaml names no model.name_or_path: the target is unknown")
+    from ..training.models import embedded_alias, resolve_model_path
+
+    if embedded_alias(str(target)) is None:
+        resolve_model_path(str(target))  # a target folder deleted since the run is named now
     eval_config = from_dict(EvaluateConfig, yaml.safe_load((eval_folder / "config.yaml").read_text(encoding="utf-8")))
     sets = build_sets(eval_config)
     forget = [(s, rows) for s, rows in sets if s.role == "forget"]
