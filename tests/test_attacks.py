@@ -184,6 +184,7 @@ def test_relearning_half_the_forget_set_brings_the_other_half_back(unlearned_run
     summary = run_attacks(config, run, judges=judges)
     (attack,) = summary["attacks"]
     assert attack["attack"] == "relearn:forget_half" and attack["rows"] == 6
+    assert set(summary["times"]) == {"relearn_s"} and summary["times"]["relearn_s"] > 0
     data = run / "attacks" / "relearn" / "data"
     (train_file,) = data.glob("relearn-*.json")
     relearned = {json.loads(line)["question"] for line in train_file.read_text().splitlines()}

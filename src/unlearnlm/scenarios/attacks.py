@@ -24,6 +24,7 @@ import json
 import logging
 import random
 import shutil
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -440,14 +441,17 @@ def run_attacks(config: AttackConfig, run: str | Path, judges=None) -> dict:
                             "evaluate it again")
     results: list[AttackResult] = []
     skipped: list[dict] = []
+    times = {}
     for attack in config.attacks:
         logger.info("attack %s on %s", attack, plan.run)
+        started = time.perf_counter()
         if attack == "relearn":
             results.append(attack_relearn(plan, config, judges, target, unlearned))
         elif attack == "quantize":
             results += attack_quantize(plan, config, judges, target, unlearned, skipped)
         else:
             results += attack_probes(plan, config, judges, target, unlearned, skipped)
+        times[f"{attack}_s"] = round(time.perf_counter() - started, 2)
     entries = [r.as_dict() for r in results]
     kinds = {_kind(e["attack"]) for e in entries} | {_kind(s["attack"]) for s in skipped}
     previous = _previous_summary(plan.output)
@@ -465,6 +469,8 @@ def run_attacks(config: AttackConfig, run: str | Path, judges=None) -> dict:
         "attacks": kept + entries,
         "skipped": kept_skipped + skipped,
         "config": to_dict(config),
+        # wall seconds of each attack this time (an evaluation reused costs next to nothing)
+        "times": times,
     }
     atomic_write_json(plan.output / SUMMARY, summary)
     atomic_write_text(plan.output / "summary.md", format_attack_table(summary) + "\n")
