@@ -4,8 +4,9 @@
 head) to ``bits``-bit integers, round-to-nearest with a symmetric absmax scale per group of
 ``group_size`` input columns, and writes the dequantised values back. The arithmetic is done in
 float32 on the CPU from the weights as loaded (IEEE division and round-half-to-even: no
-device-specific kernel), so it gives the same numbers whatever device the model runs on afterwards. ``load_bitsandbytes`` loads a model through bitsandbytes' own 8-bit or
-nf4 kernels instead (a GPU and the package needed).
+device-specific kernel), so it gives the same numbers whatever device the model runs on
+afterwards. ``load_bitsandbytes`` loads a model through bitsandbytes' own 8-bit or nf4 kernels
+instead (a GPU and the package needed).
 """
 
 from __future__ import annotations
