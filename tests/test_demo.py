@@ -45,6 +45,13 @@ def test_demo_runs_every_stage_and_reuses_its_cache(world_model, tmp_path, monke
     for name in ("target", "retain", "me-gd", "npo-gd"):
         assert f"| {name} |" in table
     out = tmp_path / "demo"
+    # every unlearned model attacked (relearning, 4-bit), the table in the report, the weights dropped
+    assert "## Robustness: recovery under attack" in table and "| ME+GD (me-gd) |" in table
+    for slug in ("me-gd", "npo-gd"):
+        attacks = json.loads((out / "unlearn" / slug / "attacks" / "summary.json").read_text())
+        assert [a["attack"] for a in attacks["attacks"]] == ["relearn:forget_half", "quantize:4bit"]
+        assert attacks["target_eval"] == str((out / "target").resolve() / "eval")  # the cached one, reused
+        assert not (out / "unlearn" / slug / "attacks" / "relearn" / "run" / "model").exists()
     target_summary = json.loads((out / "target" / "eval" / "summary.json").read_text())
     assert target_summary["FQ"] is not None  # measured against the retain model's evaluation
     assert (out / "target").is_symlink() and (out / "target").resolve().parent == tmp_path / "cache" / "demo"
@@ -124,7 +131,7 @@ def test_the_judge_trains_in_a_background_process_while_the_models_fine_tune(wor
     monkeypatch.setattr(run_module, "unlearn", unlearn_recording)
     before = torch.get_num_threads()
     config = from_dict(DemoConfig, {**SMALL, "output_dir": str(tmp_path / "demo"), "methods": ["GA+GD"],
-                                    "model": {"name_or_path": str(world_model)}})
+                                    "model": {"name_or_path": str(world_model)}, "run_attacks": False})
     run_demo(config)
     assert [e[0] for e in events] == ["started", "finetune", "finetune", "unlearn", "waited", "stopped"]
     assert events[1][1] == events[2][1] == events[3][1] == 1

@@ -76,6 +76,24 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     logger.info(f"evaluation written to {summary['output_dir']}")
 
 
+def cmd_attack(args: argparse.Namespace) -> None:
+    from .config import AttackConfig, load_config
+
+    config = load_config(AttackConfig, args.config, args.overrides)
+    from .scenarios.attacks import format_attack_table, run_attacks
+
+    summary = run_attacks(config, args.run)
+    logger.info(format_attack_table(summary))
+    logger.info(f"attacks written to {args.run}/attacks (summary.json, summary.md)")
+
+
+def _attack_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", "-c", help="YAML file of attack settings")
+    parser.add_argument("run", metavar="RUN", help="an unlearning run folder, evaluated (RUN/eval)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="attacks=relearn,quantize,probes relearn.steps=20 quantize.bits=8,4 probes.names=...")
+
+
 def cmd_report(args: argparse.Namespace) -> None:
     from .evaluation.report import write_report
     from .io import check_output_path
@@ -248,6 +266,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], None], str, bool]] = {
     "presets": (cmd_presets, "list the config presets shipped with unlearnlm", False),
     "evaluate": (cmd_evaluate, "score a model: ROUGE, Probability, Truth ratio, entropy, cosine, entailment, MU, FE",
                  False),
+    "attack": (cmd_attack, "attack an unlearned run (relearning, quantisation, probes): how much comes back", False),
     "report": (cmd_report, "compare evaluated runs: table, MU-vs-FE and trajectory plots, HTML page", False),
     "continual": (cmd_continual, "unlearn tasks 1..N in turn, evaluating after each (MU/FE trajectory)", True),
     "real-world": (cmd_real_world, "unlearn real people from an instruction model; QA and lm-eval utility", True),
@@ -289,6 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
 EXTRA_ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
     "evaluate": _evaluate_arguments,
     "report": _report_arguments,
+    "attack": _attack_arguments,
     "make-world": _make_world_arguments,
     "show-format": _show_format_arguments,
     "train-judge": _train_judge_arguments,

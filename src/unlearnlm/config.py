@@ -414,6 +414,67 @@ class BuildForgetSetConfig:
 
 
 @dataclass
+class RelearnAttackConfig:
+    # What U is fine-tuned on: forget_half (a seeded random half of the forget set; the other
+    # half alone is evaluated), retain (the run's retain set: benign fine-tuning), or a
+    # JSON/JSONL file of question/answer rows.
+    data: str = "forget_half"
+    steps: int = 20
+    lr: float = 1e-5
+    # Batch as fine-tuning (FinetuneConfig's defaults).
+    per_device_batch_size: int = 4
+    gradient_accumulation_steps: int = 4
+    seed: int = 1001
+    # Keep the relearned weights (RUN/attacks/relearn/run/model) once evaluated; false deletes them.
+    keep_model: bool = True
+
+
+@dataclass
+class QuantizeAttackConfig:
+    # Round-to-nearest fake quantisation, one attack per width.
+    bits: list[int] = field(default_factory=lambda: [8, 4])
+    group_size: int = 128
+    # bitsandbytes' own loading too (int8, nf4), where a GPU and the package are there.
+    bitsandbytes: list[str] = field(default_factory=lambda: ["int8", "nf4"])
+
+
+@dataclass
+class ProbesAttackConfig:
+    # A YAML file of probe templates; empty = the one shipped (evaluation/probes.yaml).
+    templates: Optional[str] = None
+    # Probes to run; empty = every probe of the file.
+    names: list[str] = field(default_factory=list)
+    # Seed of the multiple-choice order and of the reverse question's wrong names.
+    seed: int = 0
+
+
+ATTACKS = ("relearn", "quantize", "probes")
+BNB_MODES = ("int8", "nf4")  # bitsandbytes' 8-bit (LLM.int8) and 4-bit NormalFloat loading
+
+
+@dataclass
+class AttackConfig:
+    attacks: list[str] = field(default_factory=lambda: list(ATTACKS))
+    relearn: RelearnAttackConfig = field(default_factory=RelearnAttackConfig)
+    quantize: QuantizeAttackConfig = field(default_factory=QuantizeAttackConfig)
+    probes: ProbesAttackConfig = field(default_factory=ProbesAttackConfig)
+    progress: bool = True
+
+
+def _demo_attacks() -> AttackConfig:
+    # Sized so the attacks at most double the demo's second run (docs/demo.md): relearning 20
+    # steps on half of the forget set (5 rows: a batch of 5 is all of them, where the demo's
+    # fine-tuning batch of 10 would repeat each row twice for the same mean loss at twice the
+    # cost) and 4-bit quantisation. Probes and 8 bits: attack.attacks=relearn,quantize,probes
+    # attack.quantize.bits=8,4.
+    return AttackConfig(
+        attacks=["relearn", "quantize"],
+        relearn=RelearnAttackConfig(per_device_batch_size=5, gradient_accumulation_steps=1, keep_model=False),
+        quantize=QuantizeAttackConfig(bits=[4]),
+    )
+
+
+@dataclass
 class DemoConfig:
     """The paper's fictitious comparison on the embedded model, sized for a 2-core CPU."""
 
@@ -444,6 +505,10 @@ class DemoConfig:
     # small CPU; the evaluations wait for it).
     train_judge: bool = True
     judge_in_background: bool = True
+    # Attack every unlearned model (relearning, quantisation, probes; `unlearnlm attack`) and
+    # add the method x attack recovery table to the report.
+    run_attacks: bool = True
+    attack: AttackConfig = field(default_factory=_demo_attacks)
 
 
 C = TypeVar("C")
@@ -825,6 +890,10 @@ def validate_config(config: Any) -> None:
         _require(not bad, f"templates: '{bad[0] if bad else ''}' has no {{name}} slot")
     elif isinstance(config, DemoConfig):
         validate_demo(config)
+    if isinstance(config, AttackConfig):
+        validate_attacks(config)
+    if isinstance(config, DemoConfig) and config.run_attacks:
+        validate_attacks(config.attack, prefix="attack.")
     validate_own = getattr(config, "validate", None)  # configs defined beside their command (train-judge)
     if callable(validate_own):
         validate_own()
@@ -955,6 +1024,36 @@ def validate_muse_evaluation(e: MuseEvalConfig) -> None:
     _require(e.ds_size >= 0, f"evaluation.ds_size must be zero (all rows) or more, got {e.ds_size}")
     _require(e.privleak_max_length is None or e.privleak_max_length >= 2,
              f"evaluation.privleak_max_length must be at least 2, got {e.privleak_max_length}")
+
+
+def validate_attacks(a: AttackConfig, prefix: str = "") -> None:
+    """The attack settings, checked before any model or data is touched."""
+    _require(bool(a.attacks), f"{prefix}attacks is empty; valid: {', '.join(ATTACKS)}")
+    for name in a.attacks:
+        _require(name in ATTACKS, f"unknown attack '{name}'; valid: {', '.join(ATTACKS)}")
+    _require(len(set(a.attacks)) == len(a.attacks), f"{prefix}attacks names an attack twice: {','.join(a.attacks)}")
+    r = a.relearn
+    _require(r.steps >= 1, f"{prefix}relearn.steps must be at least 1, got {r.steps}")
+    _require(math.isfinite(r.lr) and r.lr > 0, f"{prefix}relearn.lr must be a positive number, got {r.lr}")
+    _require(r.per_device_batch_size >= 1,
+             f"{prefix}relearn.per_device_batch_size must be at least 1, got {r.per_device_batch_size}")
+    _require(r.gradient_accumulation_steps >= 1,
+             f"{prefix}relearn.gradient_accumulation_steps must be at least 1, got {r.gradient_accumulation_steps}")
+    _require(bool(r.data.strip()), f"{prefix}relearn.data is empty; use forget_half, retain or a file")
+    if r.data not in ("forget_half", "retain") and "relearn" in a.attacks:
+        _require(Path(r.data).expanduser().is_file(),
+                 f"{prefix}relearn.data '{r.data}' is neither forget_half, retain nor an existing file")
+    q = a.quantize
+    _require(bool(q.bits) or bool(q.bitsandbytes), f"{prefix}quantize.bits and quantize.bitsandbytes are both empty")
+    for bits in q.bits:
+        _require(2 <= bits <= 16, f"{prefix}quantize.bits must be between 2 and 16, got {bits}")
+    _require(len(set(q.bits)) == len(q.bits), f"{prefix}quantize.bits names a width twice")
+    _require(q.group_size >= 1, f"{prefix}quantize.group_size must be at least 1, got {q.group_size}")
+    for mode in q.bitsandbytes:
+        _require(mode in BNB_MODES, f"unknown {prefix}quantize.bitsandbytes mode '{mode}'; valid: {', '.join(BNB_MODES)}")
+    if a.probes.templates:
+        _require(Path(a.probes.templates).expanduser().is_file(),
+                 f"{prefix}probes.templates: no file {a.probes.templates}")
 
 
 def validate_evaluation(e: EvaluateConfig, prefix: str = "") -> None:

@@ -8,6 +8,7 @@ output folder:
     report.md / report.csv   the comparison table (judges named in their own columns)
     mu_fe.png                Model Utility against Forget Efficacy, one point per run
     trajectories.png         MU and FE per epoch, one line per run (when any run has epochs)
+    attacks.png, report_attacks.csv   the method x attack recovery (when runs have RUN/attacks/summary.json)
     report.html              a self-contained page showing all of it
 """
 
@@ -258,6 +259,13 @@ def write_report(run_paths: Sequence[str], output: str | Path = "report") -> Pat
         images["Per-epoch trajectories"] = trajectories
     for title, data in images.items():
         _write_bytes(output / ("mu_fe.png" if title.startswith("Model") else "trajectories.png"), data)
+    from .attack_report import write_attack_section  # runs attacked by `unlearnlm attack`
+
+    attack_section, attack_plot = write_attack_section(runs, output)
+    if attack_section:
+        markdown += "\n" + attack_section
+        atomic_write_text(output / "report.md", markdown)
+        images["Recovery under attack (method x attack)"] = attack_plot
     page = output / "report.html"
     atomic_write_text(page, html_page(columns, rows, note, images))
     logger.info(markdown.rstrip("\n"))

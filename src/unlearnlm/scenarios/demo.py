@@ -10,7 +10,8 @@ Stages (each skipped when its result already exists):
 4. one unlearned model per method, from the target;
 5. the target, the retain model and every unlearned model evaluated as docs/formulas.md#metrics (the retain
    model's evaluation gives every other model its Forget Quality);
-6. the comparison table, the MU-vs-FE plot and an HTML page (evaluation.report).
+6. with ``run_attacks``, every unlearned model attacked (relearning, quantisation: scenarios.attacks);
+7. the comparison table, the MU-vs-FE plot, the method x attack recovery and an HTML page (evaluation.report).
 
 Layout of OUTPUT_DIR: ``world`` and ``target`` / ``retain`` (links into the cache), ``unlearn/<METHOD>/``
 (run folders, each with ``eval/``), ``report/``.
@@ -262,6 +263,16 @@ def check_disjoint(world: Path, config: DemoConfig) -> None:
         )
 
 
+def attack_methods(config: DemoConfig, unlearned: list[tuple[str, Path]], judges, stages: Stages) -> None:
+    """``unlearnlm attack`` on every unlearned model (the target's evaluation is the cached one)."""
+    from .attacks import format_attack_table, run_attacks
+
+    for method, run_dir in unlearned:
+        stages.begin(f"attacking {method} ({', '.join(config.attack.attacks)})")
+        summary = run_attacks(config.attack, run_dir, judges=judges)
+        logger.info(format_attack_table(summary))
+
+
 def run_demo(config: DemoConfig) -> Path:
     import torch
 
@@ -275,9 +286,15 @@ def run_demo(config: DemoConfig) -> Path:
         get_method(method)  # an unknown method lists the valid ones
     if not config.methods:
         raise UserError("methods is empty: name at least one unlearning method")
+    if config.run_attacks:
+        validate_config(config.attack)
+        if "probes" in config.attack.attacks:
+            from ..evaluation.probes import load_probes
+
+            load_probes(config.attack.probes.templates, config.attack.probes.names)
     output = Path(config.output_dir)
     cache = cache_dir() / "demo"
-    stages = Stages(total=6 + 2 * len(config.methods))
+    stages = Stages(total=6 + (3 if config.run_attacks else 2) * len(config.methods))
 
     stages.begin("the embedded model and the fictitious world")
     resolve_model_path(config.model.name_or_path)  # converts the embedded model once
@@ -337,6 +354,8 @@ def run_demo(config: DemoConfig) -> Path:
         stages.begin(f"evaluating {method}")
         evaluate_once(demo_evaluation_config(config, world, run_dir / "model", run_dir / "eval", retain_eval), judges)
         runs.append(run_dir)
+    if config.run_attacks:
+        attack_methods(config, unlearned, judges, stages)
 
     logger.info("")
     page = write_report([str(r) for r in runs], output / "report")

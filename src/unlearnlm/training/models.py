@@ -211,13 +211,17 @@ def load_prompt_format(config: ModelConfig, tokenizer):
     folder = path if Path(path).is_dir() else None
     return PromptFormat(tokenizer, spec=resolve_format(setting, config.name_or_path, folder, tokenizer))
 def load_for_inference(config: ModelConfig, tokenizer=None):
-    """(model, tokenizer) ready for inference: on the GPU when there is one, in bf16 there when
-    ``model.dtype`` is auto and the GPU has it, with fused (SDPA) attention where the
-    architecture has it, in eval mode. Every evaluation and every model-asking command loads so."""
+    """(model, tokenizer) ready for inference (see ``to_inference_device``). Every evaluation and
+    every model-asking command loads so."""
+    tokenizer = tokenizer if tokenizer is not None else load_tokenizer(config)
+    return to_inference_device(load_model(config), config), tokenizer
+
+
+def to_inference_device(model, config: ModelConfig):
+    """``model`` on the GPU when there is one, in bf16 there when ``model.dtype`` is auto and the
+    GPU has it, with fused (SDPA) attention where the architecture has it, in eval mode."""
     import torch
 
-    tokenizer = tokenizer if tokenizer is not None else load_tokenizer(config)
-    model = load_model(config)
     if torch.cuda.is_available():
         if config.dtype == "auto" and torch.cuda.is_bf16_supported():
             model = model.to(torch.bfloat16)
@@ -227,7 +231,7 @@ def load_for_inference(config: ModelConfig, tokenizer=None):
             model.set_attn_implementation("sdpa")
         except (ValueError, ImportError):
             pass
-    return model.eval(), tokenizer
+    return model.eval()
 
 
 def apply_lora(model, config: LoraConfig):

@@ -1,0 +1,130 @@
+"""The report's robustness part: a method x attack table of recovery, and a plot of it.
+
+Reads RUN/attacks/summary.json (written by ``unlearnlm attack RUN``) of every reported run that
+has one. A cell is the attack's mean recovery over the forget metrics of Forget Efficacy
+(ROUGE, Probability, Truth ratio, Cosine, Entailment; those with a value): 0 = the forgetting
+held, 1 = the target's knowledge is back. report_attacks.csv holds every metric's recovery.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from .recovery import RECOVERY_METRICS
+
+ATTACK_SUMMARY = Path("attacks") / "summary.json"
+
+
+def attack_summaries(runs: Sequence) -> list[tuple[str, dict]]:
+    """(row label, attack summary) of each run (RunResult) with attacks, in the report's order."""
+    found = []
+    for run in runs:
+        path = Path(run.folder) / ATTACK_SUMMARY
+        if path.exists():
+            try:
+                summary = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            label = f"{run.method} ({run.name})" if run.method and run.method != run.name else run.name
+            found.append((label, summary))
+    return found
+
+
+def attack_names(summaries: Sequence[tuple[str, dict]]) -> list[str]:
+    names: list[str] = []
+    for _, summary in summaries:
+        names += [a["attack"] for a in summary.get("attacks", []) if a["attack"] not in names]
+    return names
+
+
+def recovery_matrix(summaries: Sequence[tuple[str, dict]]) -> tuple[list[str], list[str], list[list]]:
+    """Row labels, attack names and the mean recovery of each (None where not run or no value)."""
+    names = attack_names(summaries)
+    cells = []
+    for _, summary in summaries:
+        by_name = {a["attack"]: a.get("mean_recovery") for a in summary.get("attacks", [])}
+        cells.append([by_name.get(n) for n in names])
+    return [label for label, _ in summaries], names, cells
+
+
+def _format(value) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def attack_markdown(summaries: Sequence[tuple[str, dict]]) -> str:
+    """The method x attack table (mean recovery), with each run's FE and MU before attack."""
+    labels, names, cells = recovery_matrix(summaries)
+    lines = ["## Robustness: recovery under attack", "",
+             "Mean recovery of the forget metrics, (m(attacked) - m(unlearned)) / (m(target) - m(unlearned)): "
+             "0 = the forgetting held, 1 = back to the target.", "",
+             "| method | FE | MU | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 3)]
+    for (label, summary), row in zip(summaries, cells, strict=True):
+        unlearned = summary.get("unlearned", {})
+        lines.append(f"| {label} | {_format(unlearned.get('FE'))} | {_format(unlearned.get('MU'))} | "
+                     + " | ".join(_format(v) for v in row) + " |")
+    skipped = sorted({f"{s['attack']} ({s['reason']})" for _, summary in summaries for s in summary.get("skipped", [])})
+    if skipped:
+        lines += ["", "Skipped: " + "; ".join(skipped)]
+    return "\n".join(lines) + "\n"
+
+
+def attack_csv(summaries: Sequence[tuple[str, dict]]) -> str:
+    """One row per run and attack: FE, MU, every metric's recovery and the mean."""
+    columns = ["method", "attack", "rows", "FE", "MU", *(f"recovery/{m}" for m in RECOVERY_METRICS), "mean_recovery"]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns)
+    writer.writeheader()
+    for label, summary in summaries:
+        for attack in summary.get("attacks", []):
+            row = {"method": label, "attack": attack["attack"], "rows": attack.get("rows"), "FE": attack.get("FE"),
+                   "MU": attack.get("MU"), "mean_recovery": attack.get("mean_recovery")}
+            row.update({f"recovery/{m}": attack.get("recovery", {}).get(m) for m in RECOVERY_METRICS})
+            writer.writerow({k: "" if v is None else v for k, v in row.items()})
+    return buffer.getvalue()
+
+
+def plot_attack_recovery(summaries: Sequence[tuple[str, dict]]) -> bytes:
+    """A heat map of the method x attack table, each cell written in it (grey: no value)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    labels, names, cells = recovery_matrix(summaries)
+    values = np.array([[np.nan if v is None else v for v in row] for row in cells], dtype=float)
+    figure, axis = plt.subplots(figsize=(1.2 + 0.9 * len(names), 1.2 + 0.45 * len(labels)))
+    cmap = plt.get_cmap("RdYlGn_r").with_extremes(bad="#dddddd")
+    image = axis.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=0.0, vmax=1.0, aspect="auto")
+    for i in range(len(labels)):
+        for j in range(len(names)):
+            axis.text(j, i, _format(cells[i][j]), ha="center", va="center", fontsize=7)
+    axis.set_xticks(range(len(names)), names, rotation=40, ha="right", fontsize=7)
+    axis.set_yticks(range(len(labels)), labels, fontsize=7)
+    figure.colorbar(image, ax=axis).set_label("recovery: 0 held, 1 = target", fontsize=7)
+    axis.set_title("Recovery of forgotten knowledge under attack", fontsize=9)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=120)
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def write_attack_section(runs: Sequence, output: Path) -> tuple[str, bytes | None]:
+    """report_attacks.csv and attacks.png into ``output``; returns the markdown section and the
+    plot ("" and None when no run has attack summaries)."""
+    from ..io import atomic_write_text
+
+    summaries = attack_summaries(runs)
+    if not summaries or not attack_names(summaries):
+        return "", None
+    atomic_write_text(output / "report_attacks.csv", attack_csv(summaries))
+    png = plot_attack_recovery(summaries)
+    tmp = output / ".attacks.png.tmp"
+    tmp.write_bytes(png)
+    tmp.replace(output / "attacks.png")
+    return attack_markdown(summaries), png

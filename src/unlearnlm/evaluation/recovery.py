@@ -1,0 +1,77 @@
+"""How much forgotten knowledge an attack brings back: recovery of the forget metrics.
+
+For an unlearned model U of target T and an attacked U' (or U asked another way), each forget
+metric m gives
+
+    recovery(m) = (m(U') - m(U)) / (m(T) - m(U))
+
+0 = nothing regained, 1 = back to the target's level (beyond 1 or below 0 is possible and kept);
+None when m(T) = m(U) (no gap to close) or a value is missing.
+
+Every metric is read as FE reads it, higher = more knowledge: ROUGE, Probability, Cosine,
+Entailment as they are, and the Truth ratio in its forget form 1 - mean(min(R, 1/R)), the very
+number FE subtracts. ``likelihood_accuracy`` adds the multiple-choice view of the same loss pass:
+the share of rows whose paraphrased (true) answer is likelier than every perturbed one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+
+from . import metrics as M
+
+# The forget metrics whose recovery is reported (FE's five, then the multiple-choice accuracy).
+RECOVERY_METRICS = (*M.FORGET_EFFICACY_METRICS, "likelihood_accuracy")
+# A gap below this is float noise, not a difference between T and U: recovery is None.
+NO_GAP = 1e-9
+
+
+def recovery(attacked: float | None, unlearned: float | None, target: float | None) -> float | None:
+    """(m(U') - m(U)) / (m(T) - m(U)); None when a value is missing or m(T) = m(U)."""
+    if attacked is None or unlearned is None or target is None:
+        return None
+    gap = target - unlearned
+    if abs(gap) < NO_GAP:
+        return None
+    return (attacked - unlearned) / gap
+
+
+def recoveries(attacked: Mapping[str, float | None], unlearned: Mapping[str, float | None],
+               target: Mapping[str, float | None], names: Sequence[str] = RECOVERY_METRICS) -> dict:
+    """{metric: recovery} over ``names`` (None where a model lacks the metric)."""
+    return {m: recovery(attacked.get(m), unlearned.get(m), target.get(m)) for m in names}
+
+
+def likelihood_accuracy(records: Sequence[dict]) -> float | None:
+    """Share of rows whose paraphrased answer has a lower average loss than each perturbed one
+    (the multiple-choice reading of the loss pass); None without those losses."""
+    if not records:
+        return None
+    correct = 0
+    for record in records:
+        paraphrased, perturbed = record.get("paraphrased_loss"), record.get("perturbed_losses") or []
+        if paraphrased is None or not perturbed:
+            return None
+        correct += paraphrased < min(perturbed)
+    return correct / len(records)
+
+
+def forget_metrics(records: Sequence[dict]) -> dict[str, float | None]:
+    """The forget set's metrics (forget form) and its likelihood accuracy, from scored records
+    (records/SET.jsonl of an evaluation, or any subset of their rows)."""
+    values = dict(M.set_metrics(records, forget_form=True))
+    values["likelihood_accuracy"] = likelihood_accuracy(records)
+    return values
+
+
+def forget_efficacy_of(values: Mapping[str, float | None]) -> float | None:
+    """1 - mean of FE's five metrics among those present (as metrics.forget_efficacy)."""
+    present = [values[m] for m in M.FORGET_EFFICACY_METRICS if values.get(m) is not None]
+    return 1.0 - sum(present) / len(present) if present else None
+
+
+def mean_recovery(values: Iterable[float | None]) -> float | None:
+    """Mean of the finite recoveries (the report's one number per method and attack)."""
+    present = [v for v in values if v is not None and math.isfinite(v)]
+    return sum(present) / len(present) if present else None

@@ -1,0 +1,61 @@
+"""The report's method x attack recovery table and plot (attack summaries made in-test)."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import yaml
+from test_report import PNG_MAGIC, _summary, _write
+
+from unlearnlm.evaluation.report import write_report
+
+
+def _attacked_run(tmp_path, name, method, recoveries):
+    run = tmp_path / name
+    _write(run / "eval", _summary(0.5, 0.7))
+    (run / "config.yaml").write_text(yaml.safe_dump({"method": method}))
+    attacks = []
+    for attack, values in recoveries.items():
+        present = [v for v in values.values() if v is not None]
+        attacks.append({"attack": attack, "rows": 4, "FE": 0.5, "MU": 0.4, "recovery": values,
+                        "mean_recovery": sum(present) / len(present) if present else None})
+    (run / "attacks").mkdir()
+    (run / "attacks" / "summary.json").write_text(json.dumps({
+        "unlearned": {"FE": 0.7, "MU": 0.5}, "attacks": attacks,
+        "skipped": [{"attack": "quantize:bnb-nf4", "reason": "no CUDA GPU"}]}))
+    return run
+
+
+def test_report_shows_method_by_attack_recovery(tmp_path):
+    ga = _attacked_run(tmp_path, "ga", "GA+GD", {"relearn:forget_half": {"rouge": 0.5, "probability": 1.0},
+                                                  "quantize:4bit": {"rouge": 0.1, "probability": None}})
+    me = _attacked_run(tmp_path, "me", "ME+GD", {"quantize:4bit": {"rouge": 0.0, "probability": 0.2},
+                                                  "probe:role_play": {"rouge": None, "probability": None}})
+    plain = tmp_path / "plain"
+    _write(plain, _summary(0.6, 0.1))
+    page = write_report([str(ga), str(me), str(plain)], tmp_path / "out")
+    markdown = (tmp_path / "out" / "report.md").read_text()
+    assert "## Robustness: recovery under attack" in markdown
+    assert "| method | FE | MU | relearn:forget_half | quantize:4bit | probe:role_play |" in markdown
+    # mean over the metrics with a value: (0.5 + 1.0) / 2; 0.1; not run; (0.0 + 0.2) / 2; no value
+    assert "| GA+GD (ga) | 0.70 | 0.50 | 0.75 | 0.10 | - |" in markdown
+    assert "| ME+GD (me) | 0.70 | 0.50 | - | 0.10 | - |" in markdown
+    assert "Skipped: quantize:bnb-nf4 (no CUDA GPU)" in markdown
+    with open(tmp_path / "out" / "report_attacks.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["method"], r["attack"]) for r in rows] == [("GA+GD (ga)", "relearn:forget_half"),
+                                                          ("GA+GD (ga)", "quantize:4bit"),
+                                                          ("ME+GD (me)", "quantize:4bit"),
+                                                          ("ME+GD (me)", "probe:role_play")]
+    assert float(rows[0]["recovery/probability"]) == 1.0 and rows[1]["recovery/probability"] == ""
+    assert (tmp_path / "out" / "attacks.png").read_bytes().startswith(PNG_MAGIC)
+    assert page.read_text().count("data:image/png;base64,") == 2  # MU-vs-FE and the recovery plot
+
+
+def test_no_attack_summaries_no_attack_section(tmp_path):
+    plain = tmp_path / "plain"
+    _write(plain, _summary(0.6, 0.1))
+    write_report([str(plain)], tmp_path / "out")
+    assert "Robustness" not in (tmp_path / "out" / "report.md").read_text()
+    assert not (tmp_path / "out" / "attacks.png").exists()
