@@ -870,6 +870,7 @@ def validate_config(config: Any) -> None:
             prefix="evaluation.")
         validate_data_format(config)
     if isinstance(config, (MuseConfig, WmdpConfig)):
+        _within("unlearn", validate_config, config.unlearn)
         _require(config.unlearn.data.format == "text",
                  f"unlearn.data.format must be text here (the corpora are plain text), "
                  f"got '{config.unlearn.data.format}'")

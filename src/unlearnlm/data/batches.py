@@ -121,6 +121,8 @@ def length_batches(
         batches[-1].append(index)
         load += 1 if weights is None else weights[index]
     return batches
+
+
 # The kinds plain text can give: the forget text and a retain text; no question, no refusal.
 TEXT_KINDS = ("forget", "retain")
 
@@ -144,6 +146,9 @@ class TextUnlearningDataset(UnlearningDataset):
         if "retain" in self.kinds and not self.retain:
             raise ValueError("this objective needs a retain set, and it is empty")
         self.refusals = []
+
+    def _join(self, question: tuple[int, ...], chunk: tuple[int, ...]) -> EncodedQA:
+        return EncodedQA(tuple(question) + tuple(chunk), len(question))
 
 
 class LengthGroupedSampler(torch.utils.data.Sampler):
