@@ -227,9 +227,11 @@ def test_inputs_that_are_fine(tmp_path, qa_folder):
 SECTION_BAD_VALUES = {
     "model": [(["name_or_path="], "name_or_path"), (["dtype=float8"], "model.dtype"),
               (["trust_remote_code=perhaps"], "true or false"), (["prompt_format.kind=llama9"], "prompt_format.kind"),
-              (["prompt_format.question_start=Q:"], "kind=tags"), (["prompt_format.colour=red"], "prompt_format.colour")],
+              (["prompt_format.question_start=Q:"], "kind=tags"),
+              (["prompt_format.colour=red"], "prompt_format.colour")],
     "training": [(["lr=-1"], "lr"), (["epochs=0"], "epochs"), (["per_device_batch_size=0"], "per_device_batch_size"),
-                 (["gradient_accumulation_steps=0"], "gradient_accumulation_steps"), (["warmup_epochs=-1"], "warmup_epochs"),
+                 (["gradient_accumulation_steps=0"], "gradient_accumulation_steps"),
+                 (["warmup_epochs=-1"], "warmup_epochs"),
                  (["weight_decay=-1"], "weight_decay"), (["logging_steps=0"], "logging_steps"),
                  (["save_steps=-1"], "save_steps"), (["save_minutes=nan"], "save_minutes"),
                  (["optimizer=sgdx"], "optimizer"), (["lr_scheduler=zigzag"], "lr_scheduler"), (["bf16=maybe"], "bf16"),
@@ -241,7 +243,8 @@ SECTION_BAD_VALUES = {
     "evaluation": [(["scenario=tofu2"], "scenario"), (["ds_size=-1"], "ds_size"), (["max_length=1"], "max_length"),
                    (["generation_batch_size=0"], "generation_batch_size"), (["loss_batch_size=0"], "loss_batch_size"),
                    (["pad_to=0"], "pad_to"), (["judges.nli_batch_size=0"], "nli_batch_size"),
-                   (["judges.embedder_batch_size=0"], "embedder_batch_size"), (["share_prompts=maybe"], "true or false")],
+                   (["judges.embedder_batch_size=0"], "embedder_batch_size"),
+                   (["share_prompts=maybe"], "true or false")],
     "judges": [(["nli_batch_size=0"], "nli_batch_size"), (["embedder= "], "embedder")],
     "downstream": [(["batch_size=0"], "downstream.batch_size"), (["limit=0"], "downstream.limit"),
                    (["num_fewshot=-1"], "num_fewshot"), (["tasks="], "downstream.tasks")],
@@ -255,14 +258,16 @@ SECTION_PLACES = {
               "real-world": ["unlearn.model."], "build-forget-set": ["model."], "demo": ["model."]},
     "training": {"finetune": ["training."], "unlearn": ["training."], "continual": ["unlearn.training."],
                  "real-world": ["unlearn.training."], "demo": ["finetune.", "unlearn."]},
-    "lora": {"finetune": ["lora."], "unlearn": ["lora."], "continual": ["unlearn.lora."], "real-world": ["unlearn.lora."]},
+    "lora": {"finetune": ["lora."], "unlearn": ["lora."], "continual": ["unlearn.lora."],
+             "real-world": ["unlearn.lora."]},
     "data": {"unlearn": ["data."], "continual": ["unlearn.data."], "real-world": ["unlearn.data."]},
     "evaluation": {"evaluate": [""], "unlearn": ["evaluation."], "continual": ["unlearn.evaluation."],
                    "real-world": ["unlearn.evaluation."]},
     "judges": {"demo": ["judges."], "evaluate": ["judges."]},
     "downstream": {"real-world": ["downstream."]},
     "unlearn": {"unlearn": [""], "continual": ["unlearn."], "real-world": ["unlearn."]},
-    "top": {c: [""] for c in ("finetune", "unlearn", "evaluate", "continual", "real-world", "build-forget-set", "demo")},
+    "top": {c: [""] for c in ("finetune", "unlearn", "evaluate", "continual", "real-world", "build-forget-set",
+                              "demo")},
 }
 # Settings particular to one command, and settings a command sets itself (refused, not ignored).
 COMMAND_BAD_VALUES = {
@@ -271,7 +276,8 @@ COMMAND_BAD_VALUES = {
                 (["evaluation.output_dir=elsewhere"], "evaluation.output_dir"),
                 (["evaluation.model.prompt_format.kind=tags"], "evaluation.model.prompt_format.kind")],
     "continual": [(["methods=FOO"], "FOO"), (["methods=GA+GD,GA+GD"], "twice"),
-                  (["unlearn.data.task_id=2"], "unlearn.data.task_id"), (["unlearn.reference_model=/x"], "fix_ref_model"),
+                  (["unlearn.data.task_id=2"], "unlearn.data.task_id"),
+                  (["unlearn.reference_model=/x"], "fix_ref_model"),
                   (["unlearn.output_dir=elsewhere"], "unlearn.output_dir"),
                   (["unlearn.data.retain_includes_later_tasks=false"], "retain_includes_later_tasks"),
                   (["methods=GA+GD", "unlearn.method=NPO"], "unlearn.method"),
@@ -294,7 +300,8 @@ COMMAND_BAD_VALUES = {
     "make-world": [(["authors=2"], "authors"), (["questions_per_author=0"], "questions_per_author"),
                    (["questions_per_author=99"], "questions_per_author"), (["seed=abc"], "seed"),
                    (["colour=red"], "colour")],
-    "train-judge": [(["steps=-5"], "steps"), (["lr=0"], "lr"), (["batch_size=0"], "batch_size"), (["worlds=0"], "worlds"),
+    "train-judge": [(["steps=-5"], "steps"), (["lr=0"], "lr"), (["batch_size=0"], "batch_size"),
+                    (["worlds=0"], "worlds"),
                     (["authors=1"], "authors"), (["warmup_steps=-1"], "warmup_steps"),
                     (["vitaminc_share=1.5"], "vitaminc_share"), (["max_length=0"], "max_length"),
                     (["trainable_layers=-1"], "trainable_layers"), (["first_seed=-1"], "first_seed"),
@@ -593,3 +600,20 @@ def test_every_command_gets_bad_inputs():
     print("bad inputs per command:", json.dumps(counts, sort_keys=True))
     assert set(COMMANDS) - set(counts) <= {"methods", "presets"}  # those two take no input
     assert all(n >= 4 for n in counts.values()), counts
+
+
+@pytest.mark.parametrize("kind", ["truncated-safetensors", "pickle-payload-bin", "wrong-sizes"])
+def test_bad_checkpoint_in_a_real_process(kind, tiny_model, qa_folder, tmp_path):
+    """Through the entry point: no library warning or progress bar joins the error line."""
+    import shutil
+
+    spoil, pieces = CHECKPOINTS[kind]
+    folder = tmp_path / "ckpt"
+    shutil.copytree(tiny_model, folder)
+    spoil(folder)
+    argv = _model_command("unlearn", folder, qa_folder, tmp_path, tmp_path / "out")
+    result = subprocess.run([sys.executable, "-m", "unlearnlm.cli", *argv], capture_output=True, text=True,
+                            timeout=300, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")})
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    _one_clean_line(result.returncode, "\n".join(lines), [str(folder), *pieces])
+    assert not (folder / "PICKLE_RAN").exists()

@@ -146,9 +146,8 @@ def _show_format_arguments(parser: argparse.ArgumentParser) -> None:
 
 def cmd_make_world(args: argparse.Namespace) -> None:
     from .config import from_dict, parse_overrides
-    from .scenarios.world import WorldConfig, write_world
-
     from .io import check_output_path
+    from .scenarios.world import WorldConfig, write_world
 
     config = from_dict(WorldConfig, parse_overrides(args.settings))
     check_output_path(args.output_dir)
@@ -219,7 +218,8 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], None], str, bool]] = {
     "continual": (cmd_continual, "unlearn tasks 1..N in turn, evaluating after each (MU/FE trajectory)", True),
     "real-world": (cmd_real_world, "unlearn real people from an instruction model; QA and lm-eval utility", True),
     "build-forget-set": (cmd_build_forget_set, "ask a model about entities; write forget/neighbour sets from its answers", True),
-    "show-format": (cmd_show_format, "print as JSON the token ids, tokens, label mask and generation prompt of a QA pair", False),
+    "show-format": (cmd_show_format,
+                    "print as JSON the token ids, tokens, label mask and generation prompt of a QA pair", False),
     "make-world": (cmd_make_world, "write a seeded fictitious world of authors in TOFU's format", False),
     "train-judge": (cmd_train_judge, "train (once, cached) the offline NLI judge and print its accuracy", False),
     "demo": (cmd_demo, "the paper's comparison on the embedded model, offline, on a CPU (the main job)", True),

@@ -565,7 +565,8 @@ def validate_training(t: TrainingConfig, prefix: str = "training.") -> None:
     """Ranges and names of the training options, checked before any model is loaded."""
     _require(math.isfinite(t.lr) and t.lr > 0, f"{prefix}lr must be a positive number, got {t.lr}")
     _require(math.isfinite(t.epochs) and t.epochs > 0, f"{prefix}epochs must be a positive number, got {t.epochs}")
-    _require(t.per_device_batch_size >= 1, f"{prefix}per_device_batch_size must be at least 1, got {t.per_device_batch_size}")
+    _require(t.per_device_batch_size >= 1,
+             f"{prefix}per_device_batch_size must be at least 1, got {t.per_device_batch_size}")
     _require(t.gradient_accumulation_steps >= 1,
              f"{prefix}gradient_accumulation_steps must be at least 1, got {t.gradient_accumulation_steps}")
     _require(math.isfinite(t.warmup_epochs) and t.warmup_epochs >= 0,
@@ -792,9 +793,11 @@ def validate_demo(config: "DemoConfig") -> None:
     _require(bool(config.methods), "methods is empty")
     _methods_known(config.methods, "methods")
     _require(config.authors >= 4, f"authors must be at least 4, got {config.authors}")
-    _require(config.questions_per_author >= 1, f"questions_per_author must be at least 1, got {config.questions_per_author}")
+    _require(config.questions_per_author >= 1,
+             f"questions_per_author must be at least 1, got {config.questions_per_author}")
     _require(config.ds_size >= 0, f"ds_size must be zero (all rows) or more, got {config.ds_size}")
-    splits = {"forget_split": ("forget01", "forget05", "forget10"), "retain_split": ("retain90", "retain50", "retain10")}
+    splits = {"forget_split": ("forget01", "forget05", "forget10"),
+              "retain_split": ("retain90", "retain50", "retain10")}
     for key, valid in splits.items():
         _require(getattr(config, key) in valid, f"unknown {key} '{getattr(config, key)}'; valid: {', '.join(valid)}")
 

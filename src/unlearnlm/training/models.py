@@ -12,6 +12,7 @@ import importlib.metadata
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -161,10 +162,13 @@ def load_model(config: ModelConfig, dtype: Optional[str] = None):
     bar = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # a bar per load says nothing, and would precede an error line
     try:
-        model, info = AutoModelForCausalLM.from_pretrained(
-            path, dtype=_dtype(dtype or config.dtype), trust_remote_code=config.trust_remote_code,
-            output_loading_info=True, ignore_mismatched_sizes=True,  # mismatches are reported below, not loaded
-        )
+        with warnings.catch_warnings():
+            # torch's notice about a foreign pickle's protocol, before it refuses that pickle anyway
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            model, info = AutoModelForCausalLM.from_pretrained(
+                path, dtype=_dtype(dtype or config.dtype), trust_remote_code=config.trust_remote_code,
+                output_loading_info=True, ignore_mismatched_sizes=True,  # mismatches are reported below, not loaded
+            )
     except UserError:
         raise
     except (OSError, ValueError, RuntimeError) as err:
@@ -176,7 +180,8 @@ def load_model(config: ModelConfig, dtype: Optional[str] = None):
                             "plain tensor file (only weights are ever unpickled)") from None
         if not module.startswith("safetensors"):
             raise
-        raise UserError(f"cannot load model '{config.name_or_path}' ({path}): corrupt weights ({_one_line(err)})") from None
+        raise UserError(
+            f"cannot load model '{config.name_or_path}' ({path}): corrupt weights ({_one_line(err)})") from None
     finally:
         if bar:
             hf_logging.enable_progress_bar()
