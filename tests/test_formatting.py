@@ -263,6 +263,9 @@ def test_show_format_prints_ids_tokens_mask_and_generation_prompt(tiny_model, tm
     assert shown["tokens"] == ["user", "where", "was", "bob", "born", "?", "assistant",
                                "bob", "was", "born", "in", "lima", ".", "<|im_end|>"]
     assert shown["label_mask"] == [0] * 7 + [1] * 7 and len(shown["generation_prompt_ids"]) == 7
+    (bare / FORMAT_FILE).write_text(json.dumps({"kind": "tags", "question_start": "user ", "question_end": " "}))
+    assert main(["show-format", str(bare), "-q", "Where was bob born?", "-a", "bob was born in lima."]) == 0
+    assert json.loads(capsys.readouterr().out)["tokens"][:2] == ["user", "where"]  # the recorded format
     assert main(["show-format", str(bare), "kind=llama9"]) == 2
     assert "unknown model.prompt_format.kind 'llama9'" in capsys.readouterr().err
 

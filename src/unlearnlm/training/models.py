@@ -211,7 +211,8 @@ def load_prompt_format(config: ModelConfig, tokenizer):
     from ..data.formatting import PromptFormat, resolve_format, spec_from_setting
 
     setting = spec_from_setting(config.prompt_format.kind, dataclasses.asdict(config.prompt_format))
-    path = resolve_model_path(config.name_or_path) if setting is None else config.name_or_path
+    local = Path(config.name_or_path).expanduser()
+    path = str(local) if local.is_dir() or setting is not None else resolve_model_path(config.name_or_path)
     folder = path if Path(path).is_dir() else None
     return PromptFormat(tokenizer, spec=resolve_format(setting, config.name_or_path, folder, tokenizer))
 
