@@ -617,3 +617,24 @@ def test_bad_checkpoint_in_a_real_process(kind, tiny_model, qa_folder, tmp_path)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     _one_clean_line(result.returncode, "\n".join(lines), [str(folder), *pieces])
     assert not (folder / "PICKLE_RAN").exists()
+
+
+def test_a_model_folder_that_cannot_be_written_is_one_line(tiny_model, tmp_path, monkeypatch):
+    """A filesystem error while the result is saved (a full disk, say) names the folder."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from unlearnlm.errors import UserError
+    from unlearnlm.training.models import save_model
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(type(model), "save_pretrained", disk_full)
+    with pytest.raises(UserError, match=r"cannot write the model folder .*out/model: No space left on device"):
+        save_model(model, AutoTokenizer.from_pretrained(tiny_model), tmp_path / "out" / "model")
+    assert not (tmp_path / "out" / "model").exists() and not list((tmp_path / "out").glob(".model.*"))
+    with pytest.raises(UserError, match="is a file"):
+        (tmp_path / "file").write_text("x")
+        save_model(model, AutoTokenizer.from_pretrained(tiny_model), tmp_path / "file" / "model")

@@ -244,11 +244,16 @@ def save_model(model, tokenizer, folder: str | Path, merge_lora: bool = True, st
     ``state_dict`` carries gathered weights of a sharded model; a LoRA model trained sharded
     is saved as its adapter (merge it afterwards), since its unwrapped layers hold no weights.
     """
+    from ..io import make_output_dir
+
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
+    make_output_dir(folder.parent, "model folder")
     if merge_lora and hasattr(model, "merge_and_unload") and state_dict is None:
         model = model.merge_and_unload()
-    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    try:
+        staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    except OSError as err:
+        raise UserError(f"cannot write the model folder {folder}: {err.strerror or err}") from None
     try:
         model.save_pretrained(staging, state_dict=state_dict)
         tokenizer.save_pretrained(staging)
@@ -259,6 +264,8 @@ def save_model(model, tokenizer, folder: str | Path, merge_lora: bool = True, st
         if folder.exists():
             shutil.rmtree(folder)
         os.replace(staging, folder)
+    except OSError as err:  # a full disk, a folder made read-only while training
+        raise UserError(f"cannot write the model folder {folder}: {err.strerror or err}") from None
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
