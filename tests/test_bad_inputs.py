@@ -305,7 +305,7 @@ COMMAND_BAD_VALUES = {
                     (["authors=1"], "authors"), (["warmup_steps=-1"], "warmup_steps"),
                     (["vitaminc_share=1.5"], "vitaminc_share"), (["max_length=0"], "max_length"),
                     (["trainable_layers=-1"], "trainable_layers"), (["first_seed=-1"], "first_seed"),
-                    (["warmup_steps=500"], "warmup_steps"), (["--threads", "0"], "--threads"), (["speed=3"], "speed")],
+                    (["--threads", "0"], "--threads"), (["speed=3"], "speed")],
     "show-format": [(["kind=llama9"], "prompt_format.kind"), (["question_start=Q:"], "kind=tags"),
                     (["colour=red"], "colour"), (["kind=tags", "answer_start"], "key=value")],
     "report": [(["/nonexistent/run"], "/nonexistent/run")],
