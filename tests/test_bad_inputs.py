@@ -233,9 +233,11 @@ def test_inputs_that_are_fine(tmp_path, qa_folder):
 SECTION_BAD_VALUES = {
     "model": [(["name_or_path="], "name_or_path"), (["dtype=float8"], "model.dtype"),
               (["trust_remote_code=perhaps"], "true or false"), (["prompt_format.kind=llama9"], "prompt_format.kind"),
-              (["prompt_format.question_start=Q:"], "kind=tags"), (["prompt_format.colour=red"], "prompt_format.colour")],
+              (["prompt_format.question_start=Q:"], "kind=tags"),
+              (["prompt_format.colour=red"], "prompt_format.colour")],
     "training": [(["lr=-1"], "lr"), (["epochs=0"], "epochs"), (["per_device_batch_size=0"], "per_device_batch_size"),
-                 (["gradient_accumulation_steps=0"], "gradient_accumulation_steps"), (["warmup_epochs=-1"], "warmup_epochs"),
+                 (["gradient_accumulation_steps=0"], "gradient_accumulation_steps"),
+                 (["warmup_epochs=-1"], "warmup_epochs"),
                  (["weight_decay=-1"], "weight_decay"), (["logging_steps=0"], "logging_steps"),
                  (["save_steps=-1"], "save_steps"), (["save_minutes=nan"], "save_minutes"),
                  (["optimizer=sgdx"], "optimizer"), (["lr_scheduler=zigzag"], "lr_scheduler"), (["bf16=maybe"], "bf16"),
@@ -247,7 +249,8 @@ SECTION_BAD_VALUES = {
     "evaluation": [(["scenario=tofu2"], "scenario"), (["ds_size=-1"], "ds_size"), (["max_length=1"], "max_length"),
                    (["generation_batch_size=0"], "generation_batch_size"), (["loss_batch_size=0"], "loss_batch_size"),
                    (["pad_to=0"], "pad_to"), (["judges.nli_batch_size=0"], "nli_batch_size"),
-                   (["judges.embedder_batch_size=0"], "embedder_batch_size"), (["share_prompts=maybe"], "true or false")],
+                   (["judges.embedder_batch_size=0"], "embedder_batch_size"),
+                   (["share_prompts=maybe"], "true or false")],
     "judges": [(["nli_batch_size=0"], "nli_batch_size"), (["embedder= "], "embedder")],
     "downstream": [(["batch_size=0"], "downstream.batch_size"), (["limit=0"], "downstream.limit"),
                    (["num_fewshot=-1"], "num_fewshot"), (["tasks="], "downstream.tasks")],
@@ -268,7 +271,8 @@ SECTION_PLACES = {
     "judges": {"demo": ["judges."], "evaluate": ["judges."]},
     "downstream": {"real-world": ["downstream."]},
     "unlearn": {"unlearn": [""], "continual": ["unlearn."], "real-world": ["unlearn."]},
-    "top": {c: [""] for c in ("finetune", "unlearn", "evaluate", "continual", "real-world", "build-forget-set", "demo")},
+    "top": {c: [""] for c in ("finetune", "unlearn", "evaluate", "continual", "real-world", "build-forget-set",
+                              "demo")},
 }
 # Settings particular to one command, and settings a command sets itself (refused, not ignored).
 COMMAND_BAD_VALUES = {
@@ -277,7 +281,8 @@ COMMAND_BAD_VALUES = {
                 (["evaluation.output_dir=elsewhere"], "evaluation.output_dir"),
                 (["evaluation.model.prompt_format.kind=tags"], "evaluation.model.prompt_format.kind")],
     "continual": [(["methods=FOO"], "FOO"), (["methods=GA+GD,GA+GD"], "twice"),
-                  (["unlearn.data.task_id=2"], "unlearn.data.task_id"), (["unlearn.reference_model=/x"], "fix_ref_model"),
+                  (["unlearn.data.task_id=2"], "unlearn.data.task_id"),
+                  (["unlearn.reference_model=/x"], "fix_ref_model"),
                   (["unlearn.output_dir=elsewhere"], "unlearn.output_dir"),
                   (["unlearn.data.retain_includes_later_tasks=false"], "retain_includes_later_tasks"),
                   (["methods=GA+GD", "unlearn.method=NPO"], "unlearn.method"),
@@ -300,11 +305,12 @@ COMMAND_BAD_VALUES = {
     "make-world": [(["authors=2"], "authors"), (["questions_per_author=0"], "questions_per_author"),
                    (["questions_per_author=99"], "questions_per_author"), (["seed=abc"], "seed"),
                    (["colour=red"], "colour")],
-    "train-judge": [(["steps=-5"], "steps"), (["lr=0"], "lr"), (["batch_size=0"], "batch_size"), (["worlds=0"], "worlds"),
+    "train-judge": [(["steps=-5"], "steps"), (["lr=0"], "lr"), (["batch_size=0"], "batch_size"),
+                    (["worlds=0"], "worlds"),
                     (["authors=1"], "authors"), (["warmup_steps=-1"], "warmup_steps"),
                     (["vitaminc_share=1.5"], "vitaminc_share"), (["max_length=0"], "max_length"),
                     (["trainable_layers=-1"], "trainable_layers"), (["first_seed=-1"], "first_seed"),
-                    (["warmup_steps=500"], "warmup_steps"), (["--threads", "0"], "--threads"), (["speed=3"], "speed")],
+                    (["--threads", "0"], "--threads"), (["speed=3"], "speed")],
     "show-format": [(["kind=llama9"], "prompt_format.kind"), (["question_start=Q:"], "kind=tags"),
                     (["colour=red"], "colour"), (["kind=tags", "answer_start"], "key=value")],
     "report": [(["/nonexistent/run"], "/nonexistent/run")],
@@ -599,3 +605,41 @@ def test_every_command_gets_bad_inputs():
     print("bad inputs per command:", json.dumps(counts, sort_keys=True))
     assert set(COMMANDS) - set(counts) <= {"methods", "presets"}  # those two take no input
     assert all(n >= 4 for n in counts.values()), counts
+
+
+@pytest.mark.parametrize("kind", ["truncated-safetensors", "pickle-payload-bin", "wrong-sizes"])
+def test_bad_checkpoint_in_a_real_process(kind, tiny_model, qa_folder, tmp_path):
+    """Through the entry point: no library warning or progress bar joins the error line."""
+    import shutil
+
+    spoil, pieces = CHECKPOINTS[kind]
+    folder = tmp_path / "ckpt"
+    shutil.copytree(tiny_model, folder)
+    spoil(folder)
+    argv = _model_command("unlearn", folder, qa_folder, tmp_path, tmp_path / "out")
+    result = subprocess.run([sys.executable, "-m", "unlearnlm.cli", *argv], capture_output=True, text=True,
+                            timeout=300, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")})
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    _one_clean_line(result.returncode, "\n".join(lines), [str(folder), *pieces])
+    assert not (folder / "PICKLE_RAN").exists()
+
+
+def test_a_model_folder_that_cannot_be_written_is_one_line(tiny_model, tmp_path, monkeypatch):
+    """A filesystem error while the result is saved (a full disk, say) names the folder."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from unlearnlm.errors import UserError
+    from unlearnlm.training.models import save_model
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(type(model), "save_pretrained", disk_full)
+    with pytest.raises(UserError, match=r"cannot write the model folder .*out/model: No space left on device"):
+        save_model(model, AutoTokenizer.from_pretrained(tiny_model), tmp_path / "out" / "model")
+    assert not (tmp_path / "out" / "model").exists() and not list((tmp_path / "out").glob(".model.*"))
+    with pytest.raises(UserError, match="is a file"):
+        (tmp_path / "file").write_text("x")
+        save_model(model, AutoTokenizer.from_pretrained(tiny_model), tmp_path / "file" / "model")

@@ -196,7 +196,8 @@ def test_hub_names_of_the_paper_targets_pick_their_preset(plain_tokenizer):
     from unlearnlm.data.formatting import PRESETS, resolve_format
 
     assert resolve_format(None, "locuslab/tofu_ft_llama2-7b", None, plain_tokenizer) == PRESETS["tofu-llama2"]
-    assert resolve_format(None, "meta-llama/Meta-Llama-3-8B-Instruct", None, plain_tokenizer) == PRESETS["llama3-instruct"]
+    llama3 = resolve_format(None, "meta-llama/Meta-Llama-3-8B-Instruct", None, plain_tokenizer)
+    assert llama3 == PRESETS["llama3-instruct"]
     assert resolve_format(None, "someone/other-model", None, plain_tokenizer).kind == "question_answer"
 
 
@@ -250,7 +251,8 @@ def test_show_format_prints_ids_tokens_mask_and_generation_prompt(tiny_model, tm
     expected = PromptFormat(tokenizer).encode("Where was bob born?", "bob was born in lima.")
     assert shown["input_ids"] == list(expected.input_ids) and shown["format"] == {"kind": "chat_template"}
     assert shown["tokens"][-1] == "<|im_end|>" and shown["tokens"][:2] == ["<|im_start|>", "user"]
-    assert shown["label_mask"] == [0] * expected.prompt_length + [1] * (len(expected.input_ids) - expected.prompt_length)
+    answer_length = len(expected.input_ids) - expected.prompt_length
+    assert shown["label_mask"] == [0] * expected.prompt_length + [1] * answer_length
     assert shown["generation_prompt_ids"] == list(expected.input_ids[: expected.prompt_length])
     # A bare tokenizer folder (no config.json, no weights) and a tags override.
     bare = tmp_path / "tok"
@@ -261,6 +263,9 @@ def test_show_format_prints_ids_tokens_mask_and_generation_prompt(tiny_model, tm
     assert shown["tokens"] == ["user", "where", "was", "bob", "born", "?", "assistant",
                                "bob", "was", "born", "in", "lima", ".", "<|im_end|>"]
     assert shown["label_mask"] == [0] * 7 + [1] * 7 and len(shown["generation_prompt_ids"]) == 7
+    (bare / FORMAT_FILE).write_text(json.dumps({"kind": "tags", "question_start": "user ", "question_end": " "}))
+    assert main(["show-format", str(bare), "-q", "Where was bob born?", "-a", "bob was born in lima."]) == 0
+    assert json.loads(capsys.readouterr().out)["tokens"][:2] == ["user", "where"]  # the recorded format
     assert main(["show-format", str(bare), "kind=llama9"]) == 2
     assert "unknown model.prompt_format.kind 'llama9'" in capsys.readouterr().err
 
@@ -289,6 +294,23 @@ def test_a_format_is_kept_from_finetune_through_unlearn_to_evaluate(tiny_model, 
                  "data.forget=forget", "data.retain=retain", "method=GA+GD", f"output_dir={tmp_path / 'un'}",
                  *small]) == 0
     assert read_recorded_format(tmp_path / "un" / "model") == tags
-    assert main(["evaluate", str(tmp_path / "un"), "scenario=custom", f"data.custom_forget={qa_folder / 'forget_perturbed.json'}",
+    assert main(["evaluate", str(tmp_path / "un"), "scenario=custom",
+                 f"data.custom_forget={qa_folder / 'forget_perturbed.json'}",
                  "judges.embedder=none", "judges.nli=none", "max_length=24", "ds_size=2"]) == 0
     assert seen == [tags, tags, tags]
+
+
+def test_a_default_format_leaves_the_demo_cache_key_unchanged(tiny_model, tmp_path):
+    """The demo's cached models are named by a hash of their recipe: a default prompt format is not
+    part of it (recipes hashed before the setting existed still match); a chosen one is."""
+    from dataclasses import replace
+
+    from unlearnlm.config import DemoConfig, to_dict, without_default_sections
+    from unlearnlm.scenarios.demo import finetune_recipe
+
+    config = DemoConfig(model=ModelConfig(str(tiny_model)))
+    recipe = finetune_recipe(config, tmp_path, tmp_path / "world", "target", ["full"])
+    assert "prompt_format" not in without_default_sections(to_dict(recipe), recipe)["model"]
+    tagged = replace(config, model=ModelConfig(str(tiny_model), prompt_format=PromptFormatConfig(kind="tofu-llama2")))
+    assert finetune_recipe(tagged, tmp_path, tmp_path / "world", "target", ["full"]).output_dir != recipe.output_dir
+    assert finetune_recipe(config, tmp_path, tmp_path / "world", "target", ["full"]).output_dir == recipe.output_dir

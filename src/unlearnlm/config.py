@@ -980,9 +980,11 @@ def validate_demo(config: "DemoConfig") -> None:
     _require(bool(config.methods), "methods is empty")
     _methods_known(config.methods, "methods")
     _require(config.authors >= 4, f"authors must be at least 4, got {config.authors}")
-    _require(config.questions_per_author >= 1, f"questions_per_author must be at least 1, got {config.questions_per_author}")
+    _require(config.questions_per_author >= 1,
+             f"questions_per_author must be at least 1, got {config.questions_per_author}")
     _require(config.ds_size >= 0, f"ds_size must be zero (all rows) or more, got {config.ds_size}")
-    splits = {"forget_split": ("forget01", "forget05", "forget10"), "retain_split": ("retain90", "retain50", "retain10")}
+    splits = {"forget_split": ("forget01", "forget05", "forget10"),
+              "retain_split": ("retain90", "retain50", "retain10")}
     for key, valid in splits.items():
         _require(getattr(config, key) in valid, f"unknown {key} '{getattr(config, key)}'; valid: {', '.join(valid)}")
 

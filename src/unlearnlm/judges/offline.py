@@ -79,8 +79,6 @@ class JudgeTrainingConfig:
             raise UserError(f"lr must be a positive number, got {self.lr}")
         if not 0 <= self.vitaminc_share < 1:
             raise UserError(f"vitaminc_share must be in [0, 1), got {self.vitaminc_share}")
-        if self.warmup_steps > self.steps:
-            raise UserError(f"warmup_steps ({self.warmup_steps}) exceeds steps ({self.steps})")
 
 
 def training_pairs(config: JudgeTrainingConfig, refusals: Sequence[str]) -> list[Pair]:

@@ -12,6 +12,7 @@ import importlib.metadata
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -162,10 +163,13 @@ def load_model(config: ModelConfig, dtype: Optional[str] = None):
     bar = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # a bar per load says nothing, and would precede an error line
     try:
-        model, info = AutoModelForCausalLM.from_pretrained(
-            path, dtype=_dtype(dtype or config.dtype), trust_remote_code=config.trust_remote_code,
-            output_loading_info=True, ignore_mismatched_sizes=True,  # mismatches are reported below, not loaded
-        )
+        with warnings.catch_warnings():
+            # torch's notice about a foreign pickle's protocol, before it refuses that pickle anyway
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            model, info = AutoModelForCausalLM.from_pretrained(
+                path, dtype=_dtype(dtype or config.dtype), trust_remote_code=config.trust_remote_code,
+                output_loading_info=True, ignore_mismatched_sizes=True,  # mismatches are reported below, not loaded
+            )
     except UserError:
         raise
     except (OSError, ValueError, RuntimeError) as err:
@@ -177,7 +181,8 @@ def load_model(config: ModelConfig, dtype: Optional[str] = None):
                             "plain tensor file (only weights are ever unpickled)") from None
         if not module.startswith("safetensors"):
             raise
-        raise UserError(f"cannot load model '{config.name_or_path}' ({path}): corrupt weights ({_one_line(err)})") from None
+        raise UserError(
+            f"cannot load model '{config.name_or_path}' ({path}): corrupt weights ({_one_line(err)})") from None
     finally:
         if bar:
             hf_logging.enable_progress_bar()
@@ -207,7 +212,8 @@ def load_prompt_format(config: ModelConfig, tokenizer):
     from ..data.formatting import PromptFormat, resolve_format, spec_from_setting
 
     setting = spec_from_setting(config.prompt_format.kind, dataclasses.asdict(config.prompt_format))
-    path = resolve_model_path(config.name_or_path) if setting is None else config.name_or_path
+    local = Path(config.name_or_path).expanduser()
+    path = str(local) if local.is_dir() or setting is not None else resolve_model_path(config.name_or_path)
     folder = path if Path(path).is_dir() else None
     return PromptFormat(tokenizer, spec=resolve_format(setting, config.name_or_path, folder, tokenizer))
 def load_for_inference(config: ModelConfig, tokenizer=None):
@@ -261,11 +267,16 @@ def save_model(model, tokenizer, folder: str | Path, merge_lora: bool = True, st
     ``state_dict`` carries gathered weights of a sharded model; a LoRA model trained sharded
     is saved as its adapter (merge it afterwards), since its unwrapped layers hold no weights.
     """
+    from ..io import make_output_dir
+
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
+    make_output_dir(folder.parent, "model folder")
     if merge_lora and hasattr(model, "merge_and_unload") and state_dict is None:
         model = model.merge_and_unload()
-    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    try:
+        staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    except OSError as err:
+        raise UserError(f"cannot write the model folder {folder}: {err.strerror or err}") from None
     try:
         model.save_pretrained(staging, state_dict=state_dict)
         tokenizer.save_pretrained(staging)
@@ -276,6 +287,8 @@ def save_model(model, tokenizer, folder: str | Path, merge_lora: bool = True, st
         if folder.exists():
             shutil.rmtree(folder)
         os.replace(staging, folder)
+    except OSError as err:  # a full disk, a folder made read-only while training
+        raise UserError(f"cannot write the model folder {folder}: {err.strerror or err}") from None
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
