@@ -128,6 +128,22 @@ class EvalDataConfig:
     # forget-like sets (Forget Efficacy) and retain-like sets (Model Utility).
     custom_forget: list[str] = field(default_factory=list)
     custom_retain: list[str] = field(default_factory=list)
+    # Rows no model ever trained on, for the membership-inference AUCs and privleak: TOFU's
+    # holdout01 / holdout05 / holdout10 (a split of `source`), or a file or folder of QA rows.
+    holdout: Optional[str] = None
+
+
+@dataclass
+class PrivacyConfig:
+    # Min-K% and Min-K%++ average the lowest share k of an answer's token scores.
+    min_k: float = 0.4
+    # The Reference MIA score (LOSS minus a reference model's LOSS of the same row) reads the
+    # per-row losses of that model's evaluation of the same sets (its output folder); empty =
+    # retain_eval's.
+    reference_eval: Optional[str] = None
+    # GradNorm MIA score: the p of the gradient norm (1, 2 or inf); one backward per forget and
+    # holdout row. Empty = off.
+    grad_norm_p: Optional[str] = None
 
 
 @dataclass
@@ -156,8 +172,9 @@ class EvaluateConfig:
     # float rounding; false = one whole sequence per answer (always so with pad_to, or flash attention).
     share_prompts: bool = True
     judges: JudgesConfig = field(default_factory=JudgesConfig)
-    # Forget Quality: a retain model's evaluation (its output folder or forget records file).
+    # Forget Quality and privleak: a retain model's evaluation (its output folder or forget records file).
     retain_eval: Optional[str] = None
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     output_dir: str = "runs/eval"
 
 
@@ -643,6 +660,10 @@ def validate_evaluation(e: EvaluateConfig, prefix: str = "") -> None:
     for name in ("embedder_batch_size", "nli_batch_size"):
         value = getattr(e.judges, name)
         _require(value >= 1, f"{prefix}judges.{name} must be at least 1, got {value}")
+    _require(0 < e.privacy.min_k <= 1, f"{prefix}privacy.min_k must be in (0, 1], got {e.privacy.min_k}")
+    _require(e.privacy.grad_norm_p in (None, "1", "2", "inf"),
+             f"{prefix}privacy.grad_norm_p must be 1, 2 or inf, got {e.privacy.grad_norm_p}")
+    _require(e.data.holdout is None or e.data.holdout.strip() != "", f"{prefix}data.holdout may not be blank")
 
 
 def save_config(config: Any, path: str | Path) -> None:

@@ -84,7 +84,11 @@ def _check_run_folder(output_dir: Path, config) -> bool:
     if not isinstance(previous, dict):
         raise UserError(f"{saved} is unreadable; delete {output_dir} or choose another output_dir")
     before, now = flatten_keys(previous), flatten_keys(to_dict(config))
-    differing = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k) and k not in OPERATIONAL_KEYS)
+    # A setting added to the config since that run, left at its default, is not a difference.
+    defaults = flatten_keys(to_dict(type(config)()))
+    added_at_default = {k for k in set(now) - set(before) if k in defaults and now[k] == defaults[k]}
+    differing = sorted(k for k in set(before) | set(now)
+                       if before.get(k) != now.get(k) and k not in OPERATIONAL_KEYS | added_at_default)
     if differing:
         raise UserError(
             f"{output_dir} holds a run with another config (differs in: {', '.join(differing)}); "
