@@ -9,7 +9,7 @@ import pytest
 from unlearnlm.config import DemoConfig, from_dict
 from unlearnlm.errors import UserError
 from unlearnlm.scenarios.demo import run_demo
-from unlearnlm.scenarios.world import all_rows, make_world
+from unlearnlm.scenarios.world import all_rows, holdout_authors, make_world
 from unlearnlm.scenarios.utility_facts import REAL_AUTHORS, WORLD_FACTS
 from unlearnlm.tiny import make_tiny_model
 
@@ -30,6 +30,8 @@ def world_model(tmp_path_factory):
         texts += [row["question"], row["answer"], row["paraphrased_answer"], *row["perturbed_answer"]]
     for row in REAL_AUTHORS + WORLD_FACTS:
         texts += [row["question"], row["answer"], row["original_answer"], *row["perturbed_answer"]]
+    for rows in holdout_authors(SMALL["seed"], SMALL["authors"], SMALL["questions_per_author"], 4).rows:
+        texts += [text for row in rows for text in (row["question"], row["answer"])]
     return make_tiny_model(tmp_path_factory.mktemp("demo_model") / "model", texts)
 
 
@@ -45,6 +47,12 @@ def test_demo_runs_every_stage_and_reuses_its_cache(world_model, tmp_path, monke
     out = tmp_path / "demo"
     target_summary = json.loads((out / "target" / "eval" / "summary.json").read_text())
     assert target_summary["FQ"] is not None  # measured against the retain model's evaluation
+    # privleak against the retain model's Min-K% AUC on holdout authors no model has seen
+    assert target_summary["privleak_reference"] == "the retain model's Min-K% AUC"
+    retain_summary = json.loads((out / "retain" / "eval" / "summary.json").read_text())
+    assert target_summary["privleak_reference_auc"] == pytest.approx(retain_summary["AUC_min_k"])
+    assert retain_summary["privleak_reference"].startswith("A_R = 0.5 assumed")
+    assert "privleak" in table and "AUC_min_k" in table and "forget/extraction_strength" in table
     assert (out / "target").is_symlink() and (out / "target").resolve().parent == tmp_path / "cache" / "demo"
     # The retain model never saw the forget authors.
     world = out / "world"
@@ -52,6 +60,10 @@ def test_demo_runs_every_stage_and_reuses_its_cache(world_model, tmp_path, monke
               if json.loads(l)["task_id"] == "1"}
     retain = {json.loads(l)["question"] for l in (world / "retain90.json").read_text().splitlines()}
     assert forget and not forget & retain
+    full = {json.loads(l)["question"] for l in (world / "full.json").read_text().splitlines()}
+    holdout_file = next((tmp_path / "cache" / "demo").glob("holdout-*/holdout.json"))
+    holdout = {json.loads(l)["question"] for l in holdout_file.read_text().splitlines()}
+    assert len(holdout) == 4 * SMALL["questions_per_author"] and not holdout & full
     capsys.readouterr()
 
     # A second demo in a new folder reuses the cached world, target and retain model.

@@ -10,14 +10,13 @@ import zlib
 
 import pytest
 import torch
+from conftest import write_jsonl
 
 from unlearnlm.config import EvaluateConfig, load_config
 from unlearnlm.errors import UserError
 from unlearnlm.evaluation import metrics as M
 from unlearnlm.evaluation import privacy as P
 from unlearnlm.evaluation.evaluate import Judges, evaluate_model
-
-from conftest import write_jsonl
 
 # ---- the formulas ----------------------------------------------------------------------------
 
@@ -217,7 +216,8 @@ def test_holdout_set_gives_the_aucs_and_privleak_with_the_fallback_said(privacy_
     assert summary["privleak"] == pytest.approx(((1 - summary["AUC_min_k"]) - 0.5) / 0.5 * 100)
     assert summary["privleak_reference"].startswith("A_R = 0.5 assumed (no retain_eval given)")
     for record in forget + holdout:  # the kept per-token values are those of the loss
-        assert -sum(record["truth_token_log_probs"]) / record["truth_tokens"] == pytest.approx(record["truth_loss"], rel=1e-5)
+        loss = -sum(record["truth_token_log_probs"]) / record["truth_tokens"]
+        assert loss == pytest.approx(record["truth_loss"], rel=1e-5)
         assert len(record["truth_token_mu"]) == len(record["truth_token_sigma"]) == record["truth_tokens"]
     assert "AUC_min_k" in (output / "results.csv").read_text().splitlines()[0]
 
@@ -239,10 +239,11 @@ def test_kept_token_values_are_those_of_a_plain_forward(privacy_eval, tiny_model
     targets = [ids[0, t + 1].item() for t in positions]
     p = log_p.exp()
     mu = [(p[t] * log_p[t]).sum().item() for t in positions]
-    sigma = [math.sqrt(max((p[t] * log_p[t] ** 2).sum().item() - m**2, 1e-6)) for t, m in zip(positions, mu)]
+    sigma = [math.sqrt(max((p[t] * log_p[t] ** 2).sum().item() - m**2, 1e-6))
+             for t, m in zip(positions, mu, strict=True)]
     assert record["truth_token_ids"] == targets
-    assert record["truth_token_log_probs"] == pytest.approx([log_p[t, y].item() for t, y in zip(positions, targets)],
-                                                            abs=1e-5)
+    expected = [log_p[t, y].item() for t, y in zip(positions, targets, strict=True)]
+    assert record["truth_token_log_probs"] == pytest.approx(expected, abs=1e-5)
     assert record["truth_token_mu"] == pytest.approx(mu, abs=1e-5)
     assert record["truth_token_sigma"] == pytest.approx(sigma, abs=1e-5)
     assert record["truth_predicted_ids"] == [int(log_p[t].argmax()) for t in positions]

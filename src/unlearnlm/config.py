@@ -135,6 +135,9 @@ class EvalDataConfig:
 
 @dataclass
 class PrivacyConfig:
+    # Keep the ground truth's per-token values in the loss pass (every privacy metric reads
+    # them); false = the paper's metrics alone.
+    keep_token_values: bool = True
     # Min-K% and Min-K%++ average the lowest share k of an answer's token scores.
     min_k: float = 0.4
     # The Reference MIA score (LOSS minus a reference model's LOSS of the same row) reads the
@@ -338,6 +341,9 @@ class DemoConfig:
     # Retain set of unlearning and training set of the retain model: the world's retain90 is
     # every author outside forget10's task 1.
     retain_split: str = "retain90"
+    # Authors of the world's kind that no model trains on (the holdout set of privleak and the
+    # MIA AUCs): written from their own random stream, the world's files unchanged.
+    holdout_authors: int = 4
     methods: list[str] = field(default_factory=lambda: ["ME+GD", "IDK+AP", "GA+GD", "NPO+GD", "DPO+GD", "IDK+GD"])
     # Target (every author) and retain model (all but the forget authors): same recipe. At lr 3e-4
     # the target learnt the world (forget ROUGE 0.81) but forgot real authors (ROUGE 0, MU 0);

@@ -367,7 +367,7 @@ def evaluate_model(
     records = infer_sets(
         model, formatter, sets, config.max_length, config.generation_batch_size, config.loss_batch_size,
         inference_times, log, config.group_by_length, config.pad_to, config.answer_logits_only,
-        config.share_prompts,
+        config.share_prompts, config.privacy.keep_token_values,
     )
     judged_sets = [(eval_set, set_records) for (eval_set, _), set_records in zip(sets, records)]
     times = {"generation_s": inference_times.generation_s, "loss_s": inference_times.loss_s}

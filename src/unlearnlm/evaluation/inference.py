@@ -311,13 +311,15 @@ def infer_sets(
     pad_to: Optional[int] = None,
     answer_logits_only: bool = True,
     share_prompts: bool = True,
+    keep_token_values: bool = True,
 ) -> list[list[dict]]:
     """Per-row records of each set: generation, its tokens, and every loss the metrics need.
 
     With ``group_by_length`` the questions of every set are generated in one pass, and the loss
     sequences of every set scored in another, in batches of similar length: a generation batch
     runs as many steps as its longest answer, so fewer, fuller batches take fewer steps. Without
-    it, set by set in set order (the reference's way)."""
+    it, set by set in set order (the reference's way). ``keep_token_values`` keeps each ground
+    truth's per-token values (the privacy metrics' input) from the same logits."""
     times = times if times is not None else InferenceTimes()
     was_training = model.training
     model.eval()
@@ -345,7 +347,7 @@ def infer_sets(
 
                 started = time.perf_counter()
                 group_pairs = [(q, a) for k in group for q, a, _ in pairs[k]]
-                for k in group:
+                for k in group if keep_token_values else ():
                     details.update({(q, a): None for q, a, (_, part) in pairs[k] if part == "truth"})
                 if share_prompts and pad_to is None and supports_shared_prompts(model):
                     values = iter(shared_prompt_losses(model, formatter, group_pairs, loss_batch_size, details))

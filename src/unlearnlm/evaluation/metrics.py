@@ -261,7 +261,7 @@ def _reference_row(record, kind):
     return None if values is None or reference is None else P.loss_score(values) - reference
 
 
-NO_TOKENS = "no per-token values of the ground truth (empty answer)"
+NO_TOKENS = "no per-token values of the ground truth (an empty answer, or privacy.keep_token_values=false)"
 
 REGISTRY: tuple[Metric, ...] = (
     Metric("rouge", "ROUGE", "rouge_recall", _rouge_row, lambda v, k: _mean_or_none(v),
