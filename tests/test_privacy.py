@@ -291,3 +291,17 @@ def test_bad_privacy_settings_are_user_errors(tiny_model, privacy_folder, tmp_pa
     with pytest.raises(UserError, match="no split 'holdout05'"):
         evaluate_model(_config(tiny_model, privacy_folder, tmp_path, "data.holdout=holdout05"),
                        judges=Judges(Embedder(), None))
+
+
+def test_every_output_derives_from_the_registry(privacy_eval):
+    """Each declared metric has its column in the CSV and its set value in the summary; every
+    missing one is listed with the reason its declaration gives; every aggregate has its direction."""
+    output, summary = privacy_eval
+    header = (output / "results.csv").read_text().splitlines()[0].split(",")
+    for metric in M.REGISTRY:
+        assert f"forget/{metric.name}" in header and metric.name in summary["sets"]["forget"]["metrics"]
+        if summary["sets"]["forget"]["metrics"][metric.name] is None:
+            assert any(s.startswith(f"{metric.name} on ") and metric.missing in s for s in summary["skipped"])
+    for aggregate in M.AGGREGATES:
+        assert aggregate.name in summary["directions"]
+    assert summary["sets"]["forget"]["metrics"]["extraction_strength"] is not None
