@@ -9,7 +9,9 @@ In one process, on the same model and the same TOFU rows, with the same judges:
             privleak and Reference: here an evaluation of the same model, made once, untimed)
 
 The two modes alternate (paper, full, paper, full, ...) so that a change in the machine's load
-hits both; the ratio is the full suite's total wall time over the paper suite's (target <= 1.2).
+hits both; the ratio is the full suite's total time over the paper suite's (target <= 1.2), in
+wall time and in the process's CPU time (one torch thread by default: on a shared machine the CPU
+time is what the load does not distort).
 
 Model passes are counted, not estimated: a hook on the model counts every forward call and the
 sequences it runs, and generation is counted per generated row. The same counters then run a
@@ -21,7 +23,7 @@ of both designs are printed side by side (a generated row counts one pass, a los
 pass per sequence it runs; one of our packed sequences holds a question's prompt and all its
 answers).
 
-    python benchmarks/bench_privacy_suite.py                   # 8 rows per set, 2 repetitions, a few minutes
+    python benchmarks/bench_privacy_suite.py                   # 5 rows per set, one run per mode, a few minutes
     python benchmarks/bench_privacy_suite.py --rows 20 --repeats 3
 
 Sets: TOFU forget01_perturbed (forget role) and retain_perturbed (retain role), the first --rows
@@ -119,11 +121,12 @@ def run(args, sets, model, tokenizer, judges, counter, full, retain_eval, folder
     counter.reset()
     config = evaluation(args, sets, folder, full, retain_eval)
     quiet = lambda message: None  # noqa: E731
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     summary = evaluate_model(config, model=model, tokenizer=tokenizer, judges=judges, log=quiet)
-    seconds = time.perf_counter() - started
+    seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
     rows = sum(summary["rows"].values())
-    return {"mode": "full" if full else "paper", "seconds": seconds, "rows": rows, "times": summary["times"],
+    return {"mode": "full" if full else "paper", "seconds": seconds, "cpu_seconds": cpu_seconds, "rows": rows,
+            "times": summary["times"],
             **counter.snapshot(), "summary": summary}
 
 
@@ -167,14 +170,14 @@ def per_metric_design(args, sets, model, tokenizer, counter, retain_eval) -> dic
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=8, help="rows of each set")
-    parser.add_argument("--repeats", type=int, default=2, help="timed runs of each mode, alternating")
+    parser.add_argument("--rows", type=int, default=5, help="rows of each set")
+    parser.add_argument("--repeats", type=int, default=1, help="timed runs of each mode, alternating")
     parser.add_argument("--count-rows", type=int, default=3, help="rows per set of the metric-by-metric count")
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--fast", action="store_true", help="a random hidden-128, 4-layer model (a smoke run)")
     parser.add_argument("--embedder", default="auto")
     parser.add_argument("--nli", default="auto")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (0 = torch's default)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0 = torch's default)")
     parser.add_argument("--output", default=str(RESULTS / "privacy_suite.json"))
     args = parser.parse_args()
     if not (TOFU / "forget05_perturbed.json").exists():
@@ -215,6 +218,7 @@ def main() -> int:
     paper = [r for r in runs if r["mode"] == "paper"]
     full = [r for r in runs if r["mode"] == "full"]
     ratio = sum(r["seconds"] for r in full) / sum(r["seconds"] for r in paper)
+    cpu_ratio = sum(r["cpu_seconds"] for r in full) / sum(r["cpu_seconds"] for r in paper)
     ours_passes = {r["mode"]: round((r["generated_rows"] + r["loss_sequences"]) / r["rows"], 2) for r in runs}
     last_full = full[-1]["summary"]
     numbers = {k: last_full.get(k) for k in ("MU", "FE", "FQ", "privleak", "AUC_loss", "AUC_zlib", "AUC_min_k",
@@ -223,12 +227,12 @@ def main() -> int:
                     for m in ("exact_memorisation", "extraction_strength")})
 
     print()
-    print(f"{'mode':<8}{'seconds (each run)':>30}{'mean s':>10}{'rows':>6}{'passes/row':>12}")
+    print(f"{'mode':<8}{'wall s (each run)':>26}{'CPU s (each run)':>26}{'rows':>6}{'passes/row':>12}")
     for mode, results in (("paper", paper), ("full", full)):
-        each = ", ".join(f"{r['seconds']:.2f}" for r in results)
-        mean = sum(r["seconds"] for r in results) / len(results)
-        print(f"{mode:<8}{each:>30}{mean:>10.2f}{results[0]['rows']:>6}{ours_passes[mode]:>12}")
-    print(f"\nfull suite / paper suite, wall time: {ratio:.3f}x (target <= {TARGET_RATIO}x)")
+        wall = ", ".join(f"{r['seconds']:.2f}" for r in results)
+        cpu = ", ".join(f"{r['cpu_seconds']:.2f}" for r in results)
+        print(f"{mode:<8}{wall:>26}{cpu:>26}{results[0]['rows']:>6}{ours_passes[mode]:>12}")
+    print(f"\nfull suite / paper suite: wall time {ratio:.3f}x, CPU time {cpu_ratio:.3f}x (target <= {TARGET_RATIO}x)")
     print(f"sequence passes per row: one pass for the full suite {ours_passes['full']} "
           f"(paper alone {ours_passes['paper']}); metric by metric {design['passes_per_row']} "
           f"(counted on {design['rows']} rows)")
@@ -243,12 +247,13 @@ def main() -> int:
                     "torch": torch.__version__, "load_avg_end": os.getloadavg()[0]},
         "runs": [{k: v for k, v in r.items() if k != "summary"} for r in runs],
         "ratio_full_over_paper": ratio,
+        "cpu_ratio_full_over_paper": cpu_ratio,
         "target_ratio": TARGET_RATIO,
         "passes_per_row": {"one_pass_full": ours_passes["full"], "one_pass_paper": ours_passes["paper"],
                            "metric_by_metric": design["passes_per_row"]},
         "metric_by_metric_count": design,
         "full_suite_numbers": numbers,
-        "target_met": ratio <= TARGET_RATIO,
+        "target_met": max(ratio, cpu_ratio) <= TARGET_RATIO,
     }
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -60,9 +60,9 @@ def test_demo_runs_every_stage_and_reuses_its_cache(world_model, tmp_path, monke
               if json.loads(l)["task_id"] == "1"}
     retain = {json.loads(l)["question"] for l in (world / "retain90.json").read_text().splitlines()}
     assert forget and not forget & retain
-    full = {json.loads(l)["question"] for l in (world / "full.json").read_text().splitlines()}
+    full = {json.loads(line)["question"] for line in (world / "full.json").read_text().splitlines()}
     holdout_file = next((tmp_path / "cache" / "demo").glob("holdout-*/holdout.json"))
-    holdout = {json.loads(l)["question"] for l in holdout_file.read_text().splitlines()}
+    holdout = {json.loads(line)["question"] for line in holdout_file.read_text().splitlines()}
     assert len(holdout) == 4 * SMALL["questions_per_author"] and not holdout & full
     capsys.readouterr()
 

@@ -167,8 +167,7 @@ def skipped_metrics(set_results: dict[str, dict]) -> list[str]:
                 missing.setdefault(metric, []).append(name)
         for metric, count in result.get("rows_left_out", {}).items():
             partial.append(f"{metric} on {name}: {count} of {result['rows']} rows left out ({M.BY_NAME[metric].missing})")
-    reasons = [f"{metric} on {', '.join(sets)} ({M.BY_NAME[metric].missing if metric in M.BY_NAME else 'unavailable'})"
-               for metric, sets in missing.items()]
+    reasons = [f"{metric} on {', '.join(sets)} ({M.BY_NAME[metric].missing})" for metric, sets in missing.items()]
     return reasons + partial
 
 
@@ -221,7 +220,7 @@ def aggregates(set_results: dict[str, dict], scenario: str) -> dict[str, dict]:
     return result
 
 
-def forget_and_holdout(sets: Sequence[tuple[EvalSet, list[dict]]]) -> tuple[Optional[list[dict]], Optional[list[dict]]]:
+def forget_and_holdout(sets: Sequence[tuple[EvalSet, list[dict]]]) -> tuple[list[dict] | None, list[dict] | None]:
     """The forget set's records (the set named ``forget``, else the first forget-role set) and the holdout's."""
     forget = [(s, rows) for s, rows in sets if s.role == "forget"]
     forget.sort(key=lambda item: item[0].name != "forget")
@@ -229,8 +228,8 @@ def forget_and_holdout(sets: Sequence[tuple[EvalSet, list[dict]]]) -> tuple[Opti
     return (forget[0][1] if forget else None), (holdout[0] if holdout else None)
 
 
-def privacy_aggregates(forget_rows: Optional[Sequence[dict]], holdout_rows: Optional[Sequence[dict]],
-                       retain_aucs: Optional[dict], retain_note: str) -> tuple[dict[str, Any], list[str]]:
+def privacy_aggregates(forget_rows: Sequence[dict] | None, holdout_rows: Sequence[dict] | None,
+                       retain_aucs: dict | None, retain_note: str) -> tuple[dict[str, Any], list[str]]:
     """The MIA AUC of every score (forget vs holdout) and privleak against the retain model's
     Min-K% AUC (or 0.5, said out loud), from the scored rows; returns (numbers, skipped reasons)."""
     if not forget_rows or not holdout_rows:
@@ -249,7 +248,7 @@ def privacy_aggregates(forget_rows: Optional[Sequence[dict]], holdout_rows: Opti
     return numbers, skipped
 
 
-def retain_model_aucs(config: EvaluateConfig) -> tuple[Optional[dict], str]:
+def retain_model_aucs(config: EvaluateConfig) -> tuple[dict | None, str]:
     """The retain model's MIA AUCs, recomputed from its evaluation's forget and holdout records
     with this evaluation's settings; (None, why) when they cannot be."""
     if not config.retain_eval:
@@ -274,7 +273,7 @@ def retain_model_aucs(config: EvaluateConfig) -> tuple[Optional[dict], str]:
     return aucs, ""
 
 
-def attach_reference_losses(sets: Sequence[tuple[EvalSet, list[dict]]], folder: Optional[str]) -> None:
+def attach_reference_losses(sets: Sequence[tuple[EvalSet, list[dict]]], folder: str | None) -> None:
     """``reference_loss`` of every row the reference model's evaluation scored (same set, same
     question and answer): the Reference MIA score then needs no forward of that model."""
     if not folder or not Path(folder).expanduser().is_dir():

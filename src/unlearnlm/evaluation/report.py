@@ -116,7 +116,7 @@ def table_rows(runs: Sequence[RunResult]) -> tuple[list[str], list[dict]]:
     return columns, rows
 
 
-def privleak_note(runs: Sequence[RunResult]) -> Optional[str]:
+def privleak_note(runs: Sequence[RunResult]) -> str | None:
     """Runs whose privleak assumed A_R = 0.5 instead of a retain model's: said out loud."""
     fallback = [run.name for run in runs if str(run.summary.get("privleak_reference", "")).startswith("A_R = 0.5")]
     if not fallback:

@@ -101,7 +101,7 @@ def custom_set(spec: str, role: str) -> EvalSet:
     )
 
 
-def holdout_set(spec: str, source: Optional[str]) -> EvalSet:
+def holdout_set(spec: str, source: str | None) -> EvalSet:
     """The holdout rows: a split of ``source`` (TOFU's holdout01/05/10), a file, or a folder
     holding one ``holdout*.json`` file."""
     split = spec
@@ -119,7 +119,7 @@ def holdout_set(spec: str, source: Optional[str]) -> EvalSet:
 
 
 def scenario_sets(scenario: str, forget: Optional[str], custom: list[tuple[str, str]],
-                  holdout: Optional[str] = None, source: Optional[str] = None) -> list[EvalSet]:
+                  holdout: str | None = None, source: str | None = None) -> list[EvalSet]:
     """The sets of ``scenario``, the user's files (``custom`` = [(role, path)]) and the holdout set."""
     if scenario not in SCENARIOS:
         raise UserError(f"unknown scenario '{scenario}'; use one of {', '.join(SCENARIOS)}")
