@@ -9,7 +9,7 @@ import pytest
 
 from unlearnlm.config import DemoConfig, from_dict
 from unlearnlm.data.utility_facts import REAL_AUTHORS, WORLD_FACTS
-from unlearnlm.data.world import all_rows, make_world
+from unlearnlm.data.world import all_rows, holdout_authors, make_world
 from unlearnlm.errors import UserError
 from unlearnlm.scenarios.demo import run_demo
 from unlearnlm.tiny import make_tiny_model
@@ -31,6 +31,8 @@ def world_model(tmp_path_factory):
         texts += [row["question"], row["answer"], row["paraphrased_answer"], *row["perturbed_answer"]]
     for row in REAL_AUTHORS + WORLD_FACTS:
         texts += [row["question"], row["answer"], row["original_answer"], *row["perturbed_answer"]]
+    for rows in holdout_authors(SMALL["seed"], SMALL["authors"], SMALL["questions_per_author"], 4).rows:
+        texts += [text for row in rows for text in (row["question"], row["answer"])]
     return make_tiny_model(tmp_path_factory.mktemp("demo_model") / "model", texts)
 
 
@@ -54,6 +56,12 @@ def test_demo_runs_every_stage_and_reuses_its_cache(world_model, tmp_path, monke
         assert not (out / "unlearn" / slug / "attacks" / "relearn" / "run" / "model").exists()
     target_summary = json.loads((out / "target" / "eval" / "summary.json").read_text())
     assert target_summary["FQ"] is not None  # measured against the retain model's evaluation
+    # privleak against the retain model's Min-K% AUC on holdout authors no model has seen
+    assert target_summary["privleak_reference"] == "the retain model's Min-K% AUC"
+    retain_summary = json.loads((out / "retain" / "eval" / "summary.json").read_text())
+    assert target_summary["privleak_reference_auc"] == pytest.approx(retain_summary["AUC_min_k"])
+    assert retain_summary["privleak_reference"].startswith("A_R = 0.5 assumed")
+    assert "privleak" in table and "AUC_min_k" in table and "forget/extraction_strength" in table
     assert (out / "target").is_symlink() and (out / "target").resolve().parent == tmp_path / "cache" / "demo"
     # The retain model never saw the forget authors.
     world = out / "world"
@@ -61,6 +69,10 @@ def test_demo_runs_every_stage_and_reuses_its_cache(world_model, tmp_path, monke
               if json.loads(line)["task_id"] == "1"}
     retain = {json.loads(line)["question"] for line in (world / "retain90.json").read_text().splitlines()}
     assert forget and not forget & retain
+    full = {json.loads(line)["question"] for line in (world / "full.json").read_text().splitlines()}
+    holdout_file = next((tmp_path / "cache" / "demo").glob("holdout-*/holdout.json"))
+    holdout = {json.loads(line)["question"] for line in holdout_file.read_text().splitlines()}
+    assert len(holdout) == 4 * SMALL["questions_per_author"] and not holdout & full
     caplog.clear()
 
     # A second demo in a new folder reuses the cached world, target and retain model.

@@ -113,6 +113,8 @@ def test_row_values_and_set_metrics_by_hand():
     for row, value in zip(rows, values):
         row.update(value)
     forget = M.set_metrics(rows, forget_form=True)
+    # These records carry no per-token values: every privacy metric is missing, none invented.
+    assert all(forget.pop(m.name) is None for m in M.REGISTRY if m.group == "privacy")
     assert forget == pytest.approx({
         "rouge": 0.4,            # (0.8 + 0) / 2
         "probability": 0.375,    # (0.5 + 0.25) / 2

@@ -100,3 +100,22 @@ def test_make_world_command(tmp_path, capsys):
     assert len(rows) == 32
     assert main(["make-world", str(tmp_path / "w"), "colour=red"]) == 2
     assert "unknown config key 'colour'" in capsys.readouterr().err
+
+
+def test_holdout_authors_are_new_people_and_leave_the_world_as_it_is(tmp_path):
+    from unlearnlm.data.world import holdout_authors, write_holdout, write_world
+
+    write_world(tmp_path / "a", seed=5, authors=20, questions_per_author=3)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "a").iterdir()}
+    assert write_holdout(tmp_path / "held", seed=5, authors=20, questions_per_author=3, count=4) == 12
+    write_world(tmp_path / "b", seed=5, authors=20, questions_per_author=3)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "b").iterdir()} == before  # the same world, byte for byte
+    world = make_world(5, 20, 3)
+    held = holdout_authors(5, 20, 3, 4)
+    names = [a.name for a in held.authors]
+    assert len(set(names)) == 4 and not set(names) & {a.name for a in world.authors}
+    assert not {n.split()[-1] for n in names} & {a.name.split()[-1] for a in world.authors}  # surnames too
+    rows = [json.loads(line) for line in (tmp_path / "held" / "holdout.json").read_text().splitlines()]
+    assert all(set(r) == {"question", "answer", "paraphrased_answer", "perturbed_answer", "paraphrased_question"}
+               for r in rows)
+    assert [a.name for a in holdout_authors(5, 20, 3, 4).authors] == names  # seeded: the same again

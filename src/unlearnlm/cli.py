@@ -193,9 +193,7 @@ def _show_format_arguments(parser: argparse.ArgumentParser) -> None:
 def cmd_make_world(args: argparse.Namespace) -> None:
     from .config import from_dict, parse_overrides
     from .data.world import WorldConfig, write_world
-
     from .io import check_output_path
-    from .scenarios.world import WorldConfig, write_world
 
     config = from_dict(WorldConfig, parse_overrides(args.settings))
     check_output_path(args.output_dir)

@@ -155,6 +155,25 @@ class EvalDataConfig:
     # forget-like sets (Forget Efficacy) and retain-like sets (Model Utility).
     custom_forget: list[str] = field(default_factory=list)
     custom_retain: list[str] = field(default_factory=list)
+    # Rows no model ever trained on, for the membership-inference AUCs and privleak: TOFU's
+    # holdout01 / holdout05 / holdout10 (a split of `source`), or a file or folder of QA rows.
+    holdout: Optional[str] = None
+
+
+@dataclass
+class PrivacyConfig:
+    # Keep the ground truth's per-token values in the loss pass (every privacy metric reads
+    # them); false = the paper's metrics alone.
+    keep_token_values: bool = True
+    # Min-K% and Min-K%++ average the lowest share k of an answer's token scores.
+    min_k: float = 0.4
+    # The Reference MIA score (LOSS minus a reference model's LOSS of the same row) reads the
+    # per-row losses of that model's evaluation of the same sets (its output folder); empty =
+    # retain_eval's.
+    reference_eval: Optional[str] = None
+    # GradNorm MIA score: the p of the gradient norm (1, 2 or inf); one backward per forget and
+    # holdout row. Empty = off.
+    grad_norm_p: Optional[str] = None
 
 
 @dataclass
@@ -183,8 +202,9 @@ class EvaluateConfig:
     # float rounding; false = one whole sequence per answer (always so with pad_to, or flash attention).
     share_prompts: bool = True
     judges: JudgesConfig = field(default_factory=JudgesConfig)
-    # Forget Quality: a retain model's evaluation (its output folder or forget records file).
+    # Forget Quality and privleak: a retain model's evaluation (its output folder or forget records file).
     retain_eval: Optional[str] = None
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     output_dir: str = "runs/eval"
 
 
@@ -488,6 +508,9 @@ class DemoConfig:
     # Retain set of unlearning and training set of the retain model: the world's retain90 is
     # every author outside forget10's task 1.
     retain_split: str = "retain90"
+    # Authors of the world's kind that no model trains on (the holdout set of privleak and the
+    # MIA AUCs): written from their own random stream, the world's files unchanged.
+    holdout_authors: int = 4
     methods: list[str] = field(default_factory=lambda: ["ME+GD", "IDK+AP", "GA+GD", "NPO+GD", "DPO+GD", "IDK+GD"])
     # Target (every author) and retain model (all but the forget authors): same recipe, each
     # trained from the base model (the learning rates and shortcuts tried: docs/performance.md).
@@ -934,7 +957,7 @@ def _methods_known(methods: list[str], key: str) -> None:
     _require(len(set(methods)) == len(methods), f"{key} lists a method twice: {', '.join(methods)}")
 
 
-def validate_continual(config: "ContinualConfig") -> None:
+def validate_continual(config: ContinualConfig) -> None:
     _methods_known(config.methods, "methods")
     _require(all(str(t).strip() for t in config.tasks), "tasks holds an empty task id")
     _overwritten(config.unlearn, _continual_unlearn_defaults(), {
@@ -952,7 +975,7 @@ def validate_continual(config: "ContinualConfig") -> None:
             prefix="unlearn.evaluation.")
 
 
-def validate_real_world(config: "RealWorldConfig") -> None:
+def validate_real_world(config: RealWorldConfig) -> None:
     _overwritten(config.unlearn, _real_world_unlearn_defaults(), {
         "data.task_id": "the real-world scenario unlearns every person of the forget set at once "
                         "(make a forget file with the people you want)",
@@ -976,7 +999,7 @@ def validate_real_world(config: "RealWorldConfig") -> None:
         _require(d.batch_size >= 1, f"downstream.batch_size must be at least 1, got {d.batch_size}")
 
 
-def validate_demo(config: "DemoConfig") -> None:
+def validate_demo(config: DemoConfig) -> None:
     _require(bool(config.methods), "methods is empty")
     _methods_known(config.methods, "methods")
     _require(config.authors >= 4, f"authors must be at least 4, got {config.authors}")
@@ -1053,7 +1076,8 @@ def validate_attacks(a: AttackConfig, prefix: str = "") -> None:
     _require(len(set(q.bits)) == len(q.bits), f"{prefix}quantize.bits names a width twice")
     _require(q.group_size >= 1, f"{prefix}quantize.group_size must be at least 1, got {q.group_size}")
     for mode in q.bitsandbytes:
-        _require(mode in BNB_MODES, f"unknown {prefix}quantize.bitsandbytes mode '{mode}'; valid: {', '.join(BNB_MODES)}")
+        _require(mode in BNB_MODES,
+                 f"unknown {prefix}quantize.bitsandbytes mode '{mode}'; valid: {', '.join(BNB_MODES)}")
     if a.probes.templates:
         _require(Path(a.probes.templates).expanduser().is_file(),
                  f"{prefix}probes.templates: no file {a.probes.templates}")
@@ -1070,6 +1094,10 @@ def validate_evaluation(e: EvaluateConfig, prefix: str = "") -> None:
     for name in ("embedder_batch_size", "nli_batch_size"):
         value = getattr(e.judges, name)
         _require(value >= 1, f"{prefix}judges.{name} must be at least 1, got {value}")
+    _require(0 < e.privacy.min_k <= 1, f"{prefix}privacy.min_k must be in (0, 1], got {e.privacy.min_k}")
+    _require(e.privacy.grad_norm_p in (None, "1", "2", "inf"),
+             f"{prefix}privacy.grad_norm_p must be 1, 2 or inf, got {e.privacy.grad_norm_p}")
+    _require(e.data.holdout is None or e.data.holdout.strip() != "", f"{prefix}data.holdout may not be blank")
 
 
 def save_config(config: Any, path: str | Path) -> None:

@@ -494,6 +494,38 @@ def write_world(folder: str | Path, seed: int = 0, authors: int = 20, questions_
     return {stem: len(rows) for stem, rows in files.items()}
 
 
+def holdout_authors(seed: int, authors: int, questions_per_author: int, count: int) -> World:
+    """``count`` authors of the same kind as ``make_world(seed, authors, ...)``'s but in none of
+    its splits: drawn from their own random stream (the world's is not touched, so its files
+    stay byte for byte), with names, and surnames while they last, that the world does not use."""
+    if count < 1:
+        raise UserError(f"holdout authors must be at least 1, got {count}")
+    world = make_world(seed, authors, questions_per_author)
+    names = {a.name for a in world.authors}
+    surnames = {n.split()[-1] for n in names}
+    rng = random.Random(f"unlearnlm-holdout-{seed}")
+    people: list[Author] = []
+    while len(people) < count:
+        (author,) = make_authors(1, rng)
+        surname = author.name.split()[-1]
+        if author.name in names or (len(surnames) < len(LAST_NAMES) and surname in surnames):
+            continue
+        names.add(author.name)
+        surnames.add(surname)
+        people.append(author)
+    return World(people, [author_rows(a, questions_per_author, rng) for a in people])
+
+
+def write_holdout(folder: str | Path, seed: int = 0, authors: int = 20, questions_per_author: int = 8,
+                  count: int = 4) -> int:
+    """Write ``holdout.json`` (TOFU's perturbed format) of ``holdout_authors`` into ``folder``
+    (a folder of its own: the world's folder and its files are left as they are); returns its rows."""
+    held = holdout_authors(seed, authors, questions_per_author, count)
+    rows = [_project(r, PERTURBED_KEYS) for author_rows_ in held.rows for r in author_rows_]
+    atomic_write_jsonl(Path(folder) / "holdout.json", rows)
+    return len(rows)
+
+
 def all_rows(world: World) -> list[dict]:
     return [r for rows in world.rows for r in rows]
 

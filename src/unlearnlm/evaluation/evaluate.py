@@ -5,7 +5,8 @@ load the judges, run one inference pass per set, judge every set's generations i
 call per judge, then compute the metrics from the records. Writes into ``output_dir``:
 
     records/SET.jsonl   one line per row: question, generation, ground truth, losses, every per-row value
-    summary.json        the set metrics, MU / FE / TOFU MU / FQ, the judges' names, skipped metrics, timings
+    summary.json        the set metrics, MU / FE / TOFU MU / FQ, the MIA AUCs and privleak, the judges'
+                        names, skipped metrics (with why), timings
     results.csv         one row per evaluation, appended (a header never repeats)
     config.yaml         the resolved config
 and prints a table.
@@ -30,7 +31,7 @@ from ..io import append_csv_row, atomic_write_json, atomic_write_jsonl
 from ..judges.loading import Judges
 from ..tables import format_cell
 from . import metrics as M
-from .sets import EvalSet, load_set_rows, scenario_sets
+from .sets import HOLDOUT_SET, EvalSet, load_set_rows, scenario_sets
 
 logger = logging.getLogger(__name__)
 
@@ -38,8 +39,7 @@ EVAL_SUMMARY = "summary.json"
 RESULTS_CSV = "results.csv"
 RECORDS_DIR = "records"
 DEFAULT_SOURCE = {"tofu": "locuslab/TOFU"}
-METRIC_TITLES = {"rouge": "ROUGE", "probability": "Prob", "truth_ratio": "TruthR", "token_entropy": "Entropy",
-                 "cosine": "Cosine", "entailment": "Entail"}
+METRIC_TITLES = {m.name: m.title for m in M.REGISTRY}
 
 
 # ---- configuration -----------------------------------------------------------------------------
@@ -97,7 +97,7 @@ def build_sets(config: EvaluateConfig) -> list[tuple[EvalSet, list[dict]]]:
     """Every evaluation set with its rows, checked (a bad file fails here, before any model loads)."""
     data = config.data
     custom = [("forget", p) for p in data.custom_forget] + [("retain", p) for p in data.custom_retain]
-    sets = scenario_sets(config.scenario, data.forget, custom)
+    sets = scenario_sets(config.scenario, data.forget, custom, data.holdout, data.source)
     return [load_set_rows(s, data.source, data.task_id, config.ds_size) for s in sets]
 
 
@@ -120,7 +120,7 @@ def judge_records(
     sets: Sequence[tuple[EvalSet, list[dict]]], judges: Judges, config, times: dict[str, float]
 ) -> None:
     """Add ``cosine`` and ``nli_label`` to every record: one batched call per judge for all sets."""
-    records = [(s, r) for s, rows in sets for r in rows]
+    records = [(s, r) for s, rows in sets if not s.loss_only for r in rows]
     if not records:
         return
     if judges.embedder is not None:
@@ -147,33 +147,43 @@ def judge_records(
 # ---- scoring -----------------------------------------------------------------------------------
 
 
-def score_sets(sets: Sequence[tuple[EvalSet, list[dict]]]) -> dict[str, dict]:
+def set_kind(eval_set: EvalSet, privacy=None) -> M.SetKind:
+    return M.SetKind(forget_form=eval_set.forget_form, normalised_probability=eval_set.normalised_probability,
+                     min_k=privacy.min_k if privacy is not None else M.P.MIN_K)
+
+
+def score_sets(sets: Sequence[tuple[EvalSet, list[dict]]], privacy=None) -> dict[str, dict]:
     """Per-row values into each record, then {set: {role, rows, metrics}}."""
     results = {}
     for eval_set, records in sets:
+        kind = set_kind(eval_set, privacy)
         for record in records:
-            record.update(M.row_values(record, normalised=eval_set.normalised_probability))
+            record.update(M.row_values(record, kind=kind, loss_only=eval_set.loss_only))
         results[eval_set.name] = {
             "role": eval_set.role,
             "rows": len(records),
-            "metrics": M.set_metrics(records, forget_form=eval_set.forget_form),
+            "metrics": M.set_metrics(records, eval_set.forget_form, kind, eval_set.loss_only),
         }
+        left_out = M.rows_left_out(records)
+        if left_out:
+            results[eval_set.name]["rows_left_out"] = left_out
     return results
 
 
 def skipped_metrics(set_results: dict[str, dict]) -> list[str]:
-    """Which metric is missing on which sets, and why (the summary and the report say so)."""
-    reasons = {
-        "truth_ratio": "no paraphrased and perturbed answers",
-        "cosine": "no sentence embedder",
-        "entailment": "entailment unavailable: no NLI judge",
-    }
+    """Which metric is missing on which sets, and why (the summary and the report say so); the
+    reasons are the registry's."""
     missing: dict[str, list[str]] = {}
+    partial: list[str] = []
     for name, result in set_results.items():
         for metric, value in result["metrics"].items():
             if value is None:
                 missing.setdefault(metric, []).append(name)
-    return [f"{metric} on {', '.join(sets)} ({reasons.get(metric, 'unavailable')})" for metric, sets in missing.items()]
+        for metric, count in result.get("rows_left_out", {}).items():
+            partial.append(f"{metric} on {name}: {count} of {result['rows']} rows left out "
+                           f"({M.BY_NAME[metric].missing})")
+    reasons = [f"{metric} on {', '.join(sets)} ({M.BY_NAME[metric].missing})" for metric, sets in missing.items()]
+    return reasons + partial
 
 
 def forget_ratios(sets: Sequence[tuple[EvalSet, list[dict]]]) -> Optional[list[float]]:
@@ -212,6 +222,9 @@ def _forget_set_name(folder: Path) -> str:
 
 
 def aggregates(set_results: dict[str, dict], scenario: str) -> dict[str, dict]:
+    """MU, MU on retain only, FE (and TOFU MU) from the set results alone: the one function from
+    set results to the utility and efficacy aggregates (the privacy ones need the rows:
+    ``privacy_aggregates``)."""
     result = {
         "MU": M.model_utility(set_results),
         "MU_retain": M.model_utility(set_results, roles=("retain",)),
@@ -222,9 +235,91 @@ def aggregates(set_results: dict[str, dict], scenario: str) -> dict[str, dict]:
     return result
 
 
+def forget_and_holdout(sets: Sequence[tuple[EvalSet, list[dict]]]) -> tuple[list[dict] | None, list[dict] | None]:
+    """The forget set's records (the set named ``forget``, else the first forget-role set) and the holdout's."""
+    forget = [(s, rows) for s, rows in sets if s.role == "forget"]
+    forget.sort(key=lambda item: item[0].name != "forget")
+    holdout = [rows for s, rows in sets if s.role == "holdout"]
+    return (forget[0][1] if forget else None), (holdout[0] if holdout else None)
+
+
+def privacy_aggregates(forget_rows: Sequence[dict] | None, holdout_rows: Sequence[dict] | None,
+                       retain_aucs: dict | None, retain_note: str) -> tuple[dict[str, Any], list[str]]:
+    """The MIA AUC of every score (forget vs holdout) and privleak against the retain model's
+    Min-K% AUC (or 0.5, said out loud), from the scored rows; returns (numbers, skipped reasons)."""
+    if not forget_rows or not holdout_rows:
+        return {}, ["MIA AUCs and privleak (" + ("no holdout set: set data.holdout" if not holdout_rows
+                                               else "no forget set") + ")"]
+    aucs = M.mia_aucs(forget_rows, holdout_rows)
+    numbers: dict[str, Any] = {f"AUC_{name}": value for name, value in aucs.items()}
+    skipped = [f"AUC_{name} ({M.BY_NAME[name].missing})" for name in M.MIA_SCORES if name not in aucs]
+    if M.PRIVLEAK_SCORE in aucs:
+        reference = (retain_aucs or {}).get(M.PRIVLEAK_SCORE)
+        value, fallback = M.P.privleak(aucs[M.PRIVLEAK_SCORE], reference)
+        numbers["privleak"] = value
+        numbers["privleak_reference_auc"] = reference
+        numbers["privleak_reference"] = (f"A_R = 0.5 assumed ({retain_note}): privleak is not against a retain model"
+                                         if fallback else "the retain model's Min-K% AUC")
+    return numbers, skipped
+
+
+def retain_model_aucs(config: EvaluateConfig) -> tuple[dict | None, str]:
+    """The retain model's MIA AUCs, recomputed from its evaluation's forget and holdout records
+    with this evaluation's settings; (None, why) when they cannot be."""
+    if not config.retain_eval:
+        return None, "no retain_eval given"
+    folder = Path(config.retain_eval).expanduser()
+    if not folder.is_dir():
+        return None, "retain_eval is a records file, not an evaluation folder"
+    forget_file = folder / RECORDS_DIR / f"{_file_name(_forget_set_name(folder))}.jsonl"
+    holdout_file = folder / RECORDS_DIR / f"{HOLDOUT_SET}.jsonl"
+    if not forget_file.exists() or not holdout_file.exists():
+        return None, f"retain_eval {folder} has no forget and holdout records"
+    kind = M.SetKind(min_k=config.privacy.min_k)
+    rows = []
+    for path in (forget_file, holdout_file):
+        records = read_records_file(path)
+        for record in records:
+            record.update(M.row_values(record, kind=kind, loss_only=True))
+        rows.append(records)
+    aucs = M.mia_aucs(*rows)
+    if M.PRIVLEAK_SCORE not in aucs:
+        return None, f"retain_eval {folder} has no per-token values"
+    return aucs, ""
+
+
+def attach_reference_losses(sets: Sequence[tuple[EvalSet, list[dict]]], folder: str | None) -> None:
+    """``reference_loss`` of every row the reference model's evaluation scored (same set, same
+    question and answer): the Reference MIA score then needs no forward of that model."""
+    if not folder or not Path(folder).expanduser().is_dir():
+        return
+    records_dir = Path(folder).expanduser() / RECORDS_DIR
+    for eval_set, records in sets:
+        path = records_dir / f"{_file_name(eval_set.name)}.jsonl"
+        if not path.exists():
+            continue
+        losses = {(r.get("question"), r.get("ground_truth")): r.get("truth_loss") for r in read_records_file(path)}
+        for record in records:
+            value = losses.get((record["question"], record["ground_truth"]))
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                record["reference_loss"] = float(value)
+
+
+def attach_gradient_norms(model, formatter, sets: Sequence[tuple[EvalSet, list[dict]]], p: str) -> None:
+    """``grad_norm`` of every forget and holdout row (one backward each)."""
+    from .inference import gradient_norms
+
+    order = float("inf") if p == "inf" else float(p)
+    for eval_set, records in sets:
+        if eval_set.role in ("forget", "holdout"):
+            pairs = [(r["question"], r["ground_truth"]) for r in records]
+            for record, value in zip(records, gradient_norms(model, formatter, pairs, order), strict=True):
+                record["grad_norm"] = value
+
+
 def flat_numbers(summary: dict) -> dict[str, Any]:
     """The summary's numbers as one flat row: MU, FE, ..., SET/METRIC (for CSV and tables)."""
-    row = {key: summary[key] for key in ("MU", "MU_retain", "FE", "TOFU_MU", "FQ") if key in summary}
+    row = {a.name: summary[a.name] for a in M.AGGREGATES if a.name in summary}
     for name, result in summary["sets"].items():
         for metric, value in result["metrics"].items():
             row[f"{name}/{metric}"] = value
@@ -255,6 +350,7 @@ def evaluate_model(
     config = resolve_config(config)  # no-op when already resolved
     sets = build_sets(config)
     retain_ratios = read_retain_ratios(config.retain_eval) if config.retain_eval else None
+    retain_aucs = retain_model_aucs(config)
     if model is not None and tokenizer is None:
         raise ValueError("evaluate_model: a model was given without its tokenizer")
     tokenizer = tokenizer if tokenizer is not None else load_tokenizer(config.model)
@@ -269,12 +365,17 @@ def evaluate_model(
     records = infer_sets(
         model, formatter, sets, config.max_length, config.generation_batch_size, config.loss_batch_size,
         inference_times, log, config.group_by_length, config.pad_to, config.answer_logits_only,
-        config.share_prompts,
+        config.share_prompts, config.privacy.keep_token_values,
     )
     judged_sets = [(eval_set, set_records) for (eval_set, _), set_records in zip(sets, records)]
     times = {"generation_s": inference_times.generation_s, "loss_s": inference_times.loss_s}
+    if config.privacy.grad_norm_p:
+        grad_started = time.perf_counter()
+        attach_gradient_norms(model, formatter, judged_sets, config.privacy.grad_norm_p)
+        times["grad_norm_s"] = time.perf_counter() - grad_started
     judge_records(judged_sets, judges, config.judges, times)
-    set_results = score_sets(judged_sets)
+    attach_reference_losses(judged_sets, config.privacy.reference_eval or config.retain_eval)
+    set_results = score_sets(judged_sets, config.privacy)
     times["total_s"] = time.perf_counter() - started
 
     summary: dict[str, Any] = {
@@ -294,6 +395,10 @@ def evaluate_model(
     else:
         why = "no retain_eval given" if retain_ratios is None else "no forget-set truth ratios"
         skipped.append(f"FQ ({why})")
+    privacy_numbers, privacy_skipped = privacy_aggregates(*forget_and_holdout(judged_sets), *retain_aucs)
+    summary.update(privacy_numbers)
+    skipped += privacy_skipped
+    summary["directions"] = directions()
     summary.update(sets=set_results, skipped=skipped, rows={n: r["rows"] for n, r in set_results.items()},
                    times={k: round(v, 3) for k, v in times.items()},
                    evaluated_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
@@ -327,21 +432,45 @@ def _file_name(set_name: str) -> str:
     return set_name.replace(":", "_").replace("/", "_")
 
 
+_ARROWS = {"higher": "higher", "lower": "lower", "0": "closest to 0", "0.5": "closest to 0.5"}
+
+
+def directions() -> dict[str, str]:
+    """Which way is better, for every metric and aggregate (written into the summary)."""
+    result = {}
+    for m in M.REGISTRY:
+        result[m.name] = f"{m.knowledge} = the set better known (better on retain-like sets, worse on forget sets)"
+    result.update({a.name: _ARROWS[a.better] for a in M.AGGREGATES})
+    return result
+
+
 def format_table(summary: dict) -> str:
-    """The printed table: one line per set, then the aggregates, the judges and what was skipped."""
-    header = f"{'set':<16}{'role':<9}{'rows':>5}" + "".join(f"{METRIC_TITLES[m]:>9}" for m in M.METRICS)
-    lines = [header, "-" * len(header)]
-    for name, result in summary["sets"].items():
-        cells = "".join(f"{format_cell(result['metrics'][m]):>9}" for m in M.METRICS)
-        lines.append(f"{name[:15]:<16}{result['role']:<9}{result['rows']:>5}{cells}")
-    lines.append("-" * len(header))
-    titles = {"MU": "Model Utility", "MU_retain": "MU (retain only)", "FE": "Forget Efficacy",
-              "TOFU_MU": "TOFU Model Utility", "FQ": "Forget Quality (KS p)"}
-    for key, title in titles.items():
-        if key in summary:
-            count = summary.get(f"{key}_n_values")
-            counted = f"   ({count} values)" if count is not None else ""
-            lines.append(f"{title:<24}{format_cell(summary[key]):>9}{counted}")
+    """The printed table: one block of set metrics per registry group, then the aggregates, the
+    judges and what was skipped."""
+    lines: list[str] = []
+    for group in dict.fromkeys(m.group for m in M.REGISTRY):
+        names = [m.name for m in M.REGISTRY if m.group == group
+                 and any(m.name in r["metrics"] for r in summary["sets"].values())]
+        if group != "paper":
+            names = [n for n in names if any(r["metrics"].get(n) is not None for r in summary["sets"].values())]
+        if not names:
+            continue
+        header = f"{'set':<16}{'role':<9}{'rows':>5}" + "".join(f"{METRIC_TITLES[m]:>9}" for m in names)
+        lines += ([""] if lines else []) + [header, "-" * len(header)]
+        for name, result in summary["sets"].items():
+            if not any(m in result["metrics"] for m in names):
+                continue
+            cells = "".join(f"{format_cell(result['metrics'].get(m)):>9}" for m in names)
+            lines.append(f"{name[:15]:<16}{result['role']:<9}{result['rows']:>5}{cells}")
+        lines.append("-" * len(header))
+    for aggregate in M.AGGREGATES:
+        if aggregate.name in summary:
+            count = summary.get(f"{aggregate.name}_n_values")
+            lines.append(f"{aggregate.title:<24}{format_cell(summary[aggregate.name]):>9}"
+                         + (f"   ({count} values)" if count is not None else "")
+                         + f"   [{_ARROWS[aggregate.better]} is better]")
+    if "privleak" in summary:
+        lines.append(f"privleak reference: {summary['privleak_reference']}")
     judges = summary["judges"]
     lines.append(f"judges: embedder = {judges['embedder'] or 'none'}; nli = {judges['nli'] or 'none'}")
     if summary["skipped"]:

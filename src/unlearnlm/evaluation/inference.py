@@ -8,6 +8,10 @@ set at once (batches of similar length, drawn from all sets):
     question+answer sequences (the training format), NLL summed over the answer tokens (EOS
     included) and divided by their number. By default a question's prompt is run once for all
     its answers (``shared_prompt_losses``); ``share_prompts=false`` runs each sequence whole.
+For the ground truth of every row the loss pass also keeps, from the logits it already
+projected, each label token's log-probability, the mean and standard deviation of log p under the
+position's next-token distribution (Min-K%++), and the argmax prediction (exact memorisation,
+extraction strength): the privacy metrics need no second forward.
 Prompts use the engine's ``PromptFormat``, so a model is scored on exactly the format it was
 trained on.
 """
@@ -23,13 +27,41 @@ import torch
 from ..data.batches import length_batches, pad_encoded
 from ..data.formatting import EncodedQA, PromptFormat
 from ..methods.losses import IGNORE, answer_logits, sequence_nll, takes_logits_to_keep
+from .privacy import VARIANCE_FLOOR
 from .sets import EvalSet
+
+Pair = tuple[str, str]
 
 
 @dataclass
 class InferenceTimes:
     generation_s: float = 0.0
     loss_s: float = 0.0
+
+
+@dataclass
+class TokenStats:
+    """Per label token of one answer (EOS included): what the privacy metrics read."""
+
+    log_probs: list[float]  # log p(y_t | everything before it)
+    mu: list[float]  # Σ_v p_v log p_v at that position
+    sigma: list[float]  # sqrt(Σ_v p_v (log p_v)² − μ²), the variance clamped at 1e-6
+    labels: list[int]  # y_t
+    predicted: list[int]  # argmax_v p_v
+
+
+def token_stats(logits: torch.Tensor, targets: torch.Tensor) -> TokenStats:
+    """TokenStats of ``targets`` [n] from the logits [n, V] that predict them."""
+    log_p = logits.double().log_softmax(dim=-1)  # float64: z-scores divide by small σ
+    p = log_p.exp()
+    p_log_p = torch.where(p > 0, p * log_p, 0.0)  # 0 · log 0 = 0, not nan
+    mu = p_log_p.sum(dim=-1)
+    second = torch.where(p > 0, p_log_p * log_p, 0.0).sum(dim=-1)
+    sigma = (second - mu.square()).clamp(min=VARIANCE_FLOOR).sqrt()
+    return TokenStats(
+        log_probs=log_p.gather(1, targets[:, None])[:, 0].tolist(), mu=mu.tolist(), sigma=sigma.tolist(),
+        labels=targets.tolist(), predicted=logits.argmax(dim=-1).tolist(),
+    )
 
 
 def _device(model) -> torch.device:
@@ -108,12 +140,14 @@ def sequence_losses(
     group_by_length: bool = True,
     pad_to: Optional[int] = None,
     answer_logits_only: bool = True,
+    token_details: dict[Pair, TokenStats | None] | None = None,
 ) -> list[tuple[float, int]]:
     """(NLL summed over answer tokens, number of answer tokens) of each (question, answer).
 
     ``pad_to`` pads every sequence to that many tokens (the reference's 500) and
     ``answer_logits_only=False`` projects every position onto the vocabulary (as the reference):
-    the values do not change, only the cost."""
+    the values do not change, only the cost. Every pair that is a key of ``token_details`` gets
+    its ``TokenStats`` written there, from the same logits."""
     pad_id = _pad_id(formatter)
     # The same pair occurs more than once (real authors: the "paraphrased" answer is the answer).
     unique = list(dict.fromkeys(pairs))
@@ -123,10 +157,14 @@ def sequence_losses(
     for batch in length_batches([len(e.input_ids) for e in encoded], batch_size, sort=group_by_length):
         padded = pad_encoded([encoded[i] for i in batch], pad_id, mask_prompt=True, pad_to=pad_to)
         padded = {k: v.to(device) for k, v in padded.items()}
-        nll = sequence_nll(*answer_logits(model, padded, trim=answer_logits_only)).tolist()
+        logits, labels = answer_logits(model, padded, trim=answer_logits_only)
+        nll = sequence_nll(logits, labels).tolist()
         counts = (padded["labels"][:, 1:] != IGNORE).sum(dim=-1).tolist()
         for k, i in enumerate(batch):
             results[unique[i]] = (nll[k], counts[k])
+            if token_details is not None and unique[i] in token_details:
+                mask = labels[k, 1:] != IGNORE
+                token_details[unique[i]] = token_stats(logits[k, :-1][mask], labels[k, 1:][mask])
     return [results[p] for p in pairs]
 
 
@@ -146,8 +184,9 @@ def shared_prompt_losses(
     formatter: PromptFormat,
     pairs: Sequence[tuple[str, str]],
     batch_size: int = 16,
+    token_details: dict[Pair, TokenStats | None] | None = None,
 ) -> list[tuple[float, int]]:
-    """What ``sequence_losses`` returns, computed with each question's prompt run once.
+    """What ``sequence_losses`` returns (``token_details`` too), with each question's prompt run once.
 
     A question and all its answers (truth, paraphrase, perturbed: up to seven) become one row,
     prompt + answer 1 + answer 2 + ...; a 4D mask lets each answer see the prompt and itself
@@ -172,10 +211,14 @@ def shared_prompt_losses(
     # Longest first; each batch holds about batch_size answers.
     for batch in length_batches(lengths, batch_size, weights=[len(answers) for answers in answer_ids]):
         packed = _pack_shared_prompts([prompts[i] for i in batch], [answer_ids[i] for i in batch], pad_id)
-        nll = _packed_nll(model, packed, device)
+        batch_pairs = [answers_of[prompts[batch[i]]][n][0] for i, n in packed["answer_of"]]
+        detailed = [k for k, pair in enumerate(batch_pairs) if token_details is not None and pair in token_details]
+        nll, stats = _packed_nll(model, packed, device, detailed)
         for k, (i, n) in enumerate(packed["answer_of"]):
             pair, ids = answers_of[prompts[batch[i]]][n]
             results[pair] = (nll[k], len(ids))
+        for k, value in stats.items():
+            token_details[batch_pairs[k]] = value
     return [results[p] for p in pairs]
 
 
@@ -212,7 +255,8 @@ def _pack_shared_prompts(prompts: Sequence[Sequence[int]], answers: Sequence[Seq
             "first_source": min(len(p) for p in prompts) - 1}
 
 
-def _packed_nll(model, packed: dict, device) -> list[float]:
+def _packed_nll(model, packed: dict, device, detailed: Sequence[int] = ()) -> tuple[list[float], dict[int, TokenStats]]:
+    """Each packed answer's NLL, and the TokenStats of the answers numbered in ``detailed``."""
     segments = packed["segments"]
     width = segments.shape[1]
     query, key = segments[:, :, None], segments[:, None, :]
@@ -230,7 +274,12 @@ def _packed_nll(model, packed: dict, device) -> list[float]:
     picked = logits[packed["rows"].to(device), packed["sources"].to(device) - offset].float()
     token_nll = torch.nn.functional.cross_entropy(picked, packed["targets"].to(device), reduction="none")
     totals = torch.zeros(len(packed["answer_of"]), device=device).index_add_(0, packed["owners"].to(device), token_nll)
-    return totals.tolist()
+    stats = {}
+    owners = packed["owners"].to(device)
+    for k in detailed:  # only the ground truths: a seventh of the tokens of a TOFU row
+        rows = owners == k
+        stats[k] = token_stats(picked[rows], packed["targets"].to(device)[rows])
+    return totals.tolist(), stats
 
 
 def _avg(nll_and_count: tuple[float, int]) -> float:
@@ -251,13 +300,15 @@ def infer_sets(
     pad_to: Optional[int] = None,
     answer_logits_only: bool = True,
     share_prompts: bool = True,
+    keep_token_values: bool = True,
 ) -> list[list[dict]]:
     """Per-row records of each set: generation, its tokens, and every loss the metrics need.
 
     With ``group_by_length`` the questions of every set are generated in one pass, and the loss
     sequences of every set scored in another, in batches of similar length: a generation batch
     runs as many steps as its longest answer, so fewer, fuller batches take fewer steps. Without
-    it, set by set in set order (the reference's way)."""
+    it, set by set in set order (the reference's way). ``keep_token_values`` keeps each ground
+    truth's per-token values (the privacy metrics' input) from the same logits."""
     times = times if times is not None else InferenceTimes()
     was_training = model.training
     model.eval()
@@ -265,28 +316,34 @@ def infer_sets(
     generations: list[list[str]] = [[] for _ in sets]
     losses: list[list[tuple[float, int]]] = [[] for _ in sets]
     pairs = [_loss_pairs(eval_set, rows) for eval_set, rows in sets]
+    details: dict[Pair, TokenStats | None] = {}  # the ground truths' per-token values
     try:
         with torch.inference_mode():
             for group in pooled:
                 names = ", ".join(sets[k][0].name for k in group)
-                questions = [row["question"] for k in group for row in sets[k][1]]
+                # A loss-only set (holdout rows) needs no generation.
+                questions = [row["question"] for k in group if not sets[k][0].loss_only for row in sets[k][1]]
                 unique = list(dict.fromkeys(questions))  # the same question is answered once
                 started = time.perf_counter()
                 answers = dict(zip(unique, generate_answers(
                     model, formatter, unique, max_length, generation_batch_size, group_by_length,
-                )))
+                ))) if unique else {}
                 times.generation_s += time.perf_counter() - started
                 log(f"{names}: generated {len(questions)} answers in {time.perf_counter() - started:.1f}s")
                 for k in group:
-                    generations[k] = [answers[row["question"]] for row in sets[k][1]]
+                    generations[k] = [answers.get(row["question"], "") if not sets[k][0].loss_only else ""
+                                      for row in sets[k][1]]
 
                 started = time.perf_counter()
                 group_pairs = [(q, a) for k in group for q, a, _ in pairs[k]]
+                for k in group if keep_token_values else ():
+                    details.update({(q, a): None for q, a, (_, part) in pairs[k] if part == "truth"})
                 if share_prompts and pad_to is None and supports_shared_prompts(model):
-                    values = iter(shared_prompt_losses(model, formatter, group_pairs, loss_batch_size))
+                    values = iter(shared_prompt_losses(model, formatter, group_pairs, loss_batch_size, details))
                 else:
                     values = iter(sequence_losses(
                         model, formatter, group_pairs, loss_batch_size, group_by_length, pad_to, answer_logits_only,
+                        details,
                     ))
                 for k in group:
                     losses[k] = [next(values) for _ in pairs[k]]
@@ -294,17 +351,23 @@ def infer_sets(
                 log(f"{names}: {len(group_pairs)} answer losses in {time.perf_counter() - started:.1f}s")
     finally:
         model.train(was_training)
-    return [_records(eval_set, rows, generations[k], pairs[k], losses[k], formatter)
+    return [_records(eval_set, rows, generations[k], pairs[k], losses[k], formatter, details)
             for k, (eval_set, rows) in enumerate(sets)]
 
 
-def _records(eval_set: EvalSet, rows: Sequence[dict], generations: list[str], pairs, losses, formatter) -> list[dict]:
+def _records(eval_set: EvalSet, rows: Sequence[dict], generations: list[str], pairs, losses, formatter,
+             details: dict[Pair, TokenStats | None]) -> list[dict]:
     token_ids = formatter.tokenizer(generations, add_special_tokens=False)["input_ids"] if generations else []
     records = [_base_record(eval_set, i, row, generations[i], token_ids[i]) for i, row in enumerate(rows)]
     for (_, _, (i, part)), value in zip(pairs, losses):
         if part == "truth":
             records[i]["truth_loss"] = _avg(value)
             records[i]["truth_tokens"] = value[1]
+            stats = details.get((records[i]["question"], records[i]["ground_truth"]))
+            if stats is not None:
+                records[i].update(truth_token_log_probs=stats.log_probs, truth_token_mu=stats.mu,
+                                  truth_token_sigma=stats.sigma, truth_token_ids=stats.labels,
+                                  truth_predicted_ids=stats.predicted)
         elif part == "paraphrased":
             records[i]["paraphrased_loss"] = _avg(value)
         else:
@@ -338,3 +401,33 @@ def _base_record(eval_set: EvalSet, index: int, row: dict, generation: str, toke
         "paraphrased_loss": None,
         "perturbed_losses": [],
     }
+
+
+def gradient_norms(model, formatter: PromptFormat, pairs: Sequence[Pair], p: float) -> list[float]:
+    """GradNorm of each (question, answer): the mean over parameter tensors of ‖∇ avg NLL‖_p,
+    one forward and backward per pair (the parameters' own gradients are left untouched)."""
+    from ..methods.losses import mean_ce
+
+    pad_id = _pad_id(formatter)
+    device = _device(model)
+    parameters = [q for q in model.parameters() if q.requires_grad] or list(model.parameters())
+    flags = [q.requires_grad for q in parameters]
+    was_training = model.training
+    model.eval()
+    norms = []
+    try:
+        for q in parameters:
+            q.requires_grad_(True)
+        for question, answer in pairs:
+            padded = pad_encoded([formatter.encode(question, answer)], pad_id, mask_prompt=True)
+            padded = {k: v.to(device) for k, v in padded.items()}
+            with torch.enable_grad():
+                loss = mean_ce(*answer_logits(model, padded))
+                grads = torch.autograd.grad(loss, parameters, allow_unused=True)
+            per_tensor = [g.float().norm(p) for g in grads if g is not None]
+            norms.append(float(torch.stack(per_tensor).mean()))
+    finally:
+        for q, flag in zip(parameters, flags, strict=True):
+            q.requires_grad_(flag)
+        model.train(was_training)
+    return norms

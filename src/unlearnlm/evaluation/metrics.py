@@ -1,4 +1,4 @@
-"""The metrics of docs/formulas.md#metrics and #aggregates as pure functions of per-row records.
+"""The evaluation's metrics: pure per-row functions, and the registry every output derives from.
 
 Per row (one question of an evaluation set):
   ROUGE-L recall of the generation against the ground truth (rouge_score, stemmer on)
@@ -7,26 +7,31 @@ Per row (one question of an evaluation set):
   Token entropy      H(unigram distribution of the generation's tokens) / log2(#tokens)
   Cosine             max(0, cos(embedding of the generation, embedding of the cosine text))
   Entailed           the NLI label is "entailment" and the ROUGE-L recall is at least 0.1
+  the privacy and memorisation values of ``privacy`` (MIA scores, exact memorisation,
+  extraction strength), from the ground truth's per-token values
 Per set: the mean of each, except the Truth ratio: mean(max(0, 1 - 1/R)) on retain-like sets,
 1 - mean(min(R, 1/R)) on a forget set. Aggregates: Model Utility (harmonic mean), Forget
-Efficacy, TOFU Model Utility, Forget Quality (KS-test p-value).
+Efficacy, TOFU Model Utility, Forget Quality (KS-test p-value), the MIA AUCs and privleak.
 
-A metric that cannot be computed (no perturbed answers, no judge) is None and is left out of
-the aggregates, which report how many values they used.
+A metric is one ``Metric`` declaration in ``REGISTRY``: its per-row function, set aggregate,
+direction, the aggregates it enters and why it can be missing; the printed table, the CSV, the
+summary, the report and the "skipped" reasons are all read from there. A metric that cannot be
+computed (no perturbed answers, no judge, no answer tokens) is None and is left out of the
+aggregates, which report how many values they used.
 """
 
 from __future__ import annotations
 
 import math
-from collections import Counter
-from typing import Iterable, Optional, Sequence
+from collections import ChainMap, Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Optional
 
 import numpy as np
 
-METRICS = ("rouge", "probability", "truth_ratio", "token_entropy", "cosine", "entailment")
-# Forget Efficacy leaves out Token entropy (docs/formulas.md#aggregates).
-FORGET_EFFICACY_METRICS = ("rouge", "probability", "truth_ratio", "cosine", "entailment")
-TOFU_MODEL_UTILITY_METRICS = ("probability", "rouge", "truth_ratio")
+from . import privacy as P
+
 ROUGE_ENTAILMENT_FLOOR = 0.1  # below this ROUGE-L recall a row never counts as entailed
 
 _scorer = None
@@ -107,30 +112,6 @@ def truth_ratio_forget(ratios: Sequence[float]) -> float:
         return float(1.0 - np.mean(np.minimum(r, 1.0 / r)))
 
 
-def _mean_or_none(values: Iterable[Optional[float]]) -> Optional[float]:
-    values = list(values)
-    if not values or any(v is None for v in values):
-        return None
-    return float(np.mean(values))
-
-
-def set_metrics(rows: Sequence[dict], forget_form: bool) -> dict[str, Optional[float]]:
-    """The six set-level metrics from rows carrying the per-row values (None = unavailable)."""
-    ratios = [r.get("truth_ratio") for r in rows]
-    truth_ratio = None
-    if rows and all(v is not None for v in ratios):
-        truth_ratio = truth_ratio_forget(ratios) if forget_form else truth_ratio_retain(ratios)
-    entailment = [r.get("entailed") for r in rows]
-    return {
-        "rouge": _mean_or_none(r["rouge_recall"] for r in rows),
-        "probability": _mean_or_none(r["probability"] for r in rows),
-        "truth_ratio": truth_ratio,
-        "token_entropy": _mean_or_none(r["token_entropy"] for r in rows),
-        "cosine": _mean_or_none(r.get("cosine") for r in rows),
-        "entailment": _mean_or_none(None if e is None else float(e) for e in entailment),
-    }
-
-
 # ---- aggregates --------------------------------------------------------------------------------
 
 
@@ -144,7 +125,7 @@ def harmonic_mean(values: Sequence[float]) -> Optional[float]:
     return len(values) / sum(1.0 / v for v in values)
 
 
-def _values(set_results: dict[str, dict], roles: Sequence[str], metrics: Sequence[str]) -> list[float]:
+def _values(set_results: Mapping[str, dict], roles: Sequence[str], metrics: Sequence[str]) -> list[float]:
     return [
         result["metrics"][m]
         for result in set_results.values()
@@ -156,7 +137,7 @@ def _values(set_results: dict[str, dict], roles: Sequence[str], metrics: Sequenc
 
 def model_utility(set_results: dict[str, dict], roles: Sequence[str] = ("retain", "utility")) -> dict:
     """Harmonic mean of the six metrics on the utility sets (TOFU: 18 values, real-world: 6)."""
-    values = _values(set_results, roles, METRICS)
+    values = _values(set_results, roles, MODEL_UTILITY_METRICS)
     return {"value": harmonic_mean(values), "n_values": len(values)}
 
 
@@ -179,26 +160,235 @@ def forget_quality(unlearned_ratios: Sequence[float], retain_model_ratios: Seque
     return float(ks_2samp(np.asarray(unlearned_ratios), np.asarray(retain_model_ratios)).pvalue)
 
 
-def row_values(record: dict, normalised: bool = False) -> dict:
-    """Every per-row value of docs/formulas.md#metrics from one inference record (plus judges' outputs, if any).
+
+
+# ---- the registry ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SetKind:
+    """What a per-row function may know about the set its row belongs to."""
+
+    forget_form: bool = False  # the forget form of the Truth ratio
+    normalised_probability: bool = False  # P_true / (P_true + Σ P_perturbed)
+    min_k: float = P.MIN_K  # k of Min-K% and Min-K%++
+
+
+def _mean_or_none(values: Iterable[float | None]) -> float | None:
+    """The paper's metrics: a set value only when every row has one."""
+    values = list(values)
+    if not values or any(v is None for v in values):
+        return None
+    return float(np.mean([float(v) for v in values]))
+
+
+def mean_of_available(values: Iterable[float | None], kind: SetKind | None = None) -> float | None:
+    """Per-token metrics: the mean over the rows that have answer tokens (the others are counted
+    in the summary's skipped list); None when no row has one."""
+    values = [float(v) for v in values if v is not None]
+    return float(np.mean(values)) if values else None
+
+
+def _truth_ratio_set(ratios: Sequence[float | None], kind: SetKind) -> float | None:
+    if not ratios or any(v is None for v in ratios):
+        return None
+    return truth_ratio_forget(ratios) if kind.forget_form else truth_ratio_retain(ratios)
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One metric: everything the evaluation's outputs know about it.
+
+    ``row(record, kind)`` is the per-row value (None = unavailable), stored in the record under
+    ``row_key``; ``aggregate(values, kind)`` turns a set's row values into its set value.
+    ``knowledge`` says which way a higher value points: "higher" = more of the set's knowledge
+    kept (better on retain-like sets, worse on a forget set), "lower" = the reverse (the MIA
+    scores, where higher = less like training data). ``enters`` names the aggregates the set
+    value is part of; ``missing`` says why a value can be absent; an ``mia`` score also gets its
+    forget-vs-holdout AUC."""
+
+    name: str
+    title: str
+    row_key: str
+    row: Callable[[Mapping[str, Any], SetKind], Any]
+    aggregate: Callable[[list, SetKind], float | None] = mean_of_available
+    knowledge: str = "higher"
+    enters: tuple[str, ...] = ()
+    missing: str = "unavailable"
+    group: str = "paper"  # the printed table has one block per group
+    mia: bool = False
+    in_report: bool = False  # a column of the report's comparison table (its forget-set value)
+    needs_generation: bool = False  # reads the generation: not computed on a loss-only (holdout) set
+
+
+def _rouge_row(record, kind):
+    return rouge_l_recall(record["generation"], record["ground_truth"])
+
+
+def _probability_row(record, kind):
+    perturbed = record.get("perturbed_losses") or []
+    if kind.normalised_probability and perturbed:
+        return normalised_probability(record["truth_loss"], perturbed)
+    return probability(record["truth_loss"])
+
+
+def _truth_ratio_row(record, kind):
+    perturbed, paraphrased = record.get("perturbed_losses") or [], record.get("paraphrased_loss")
+    return truth_ratio_r(paraphrased, perturbed) if perturbed and paraphrased is not None else None
+
+
+def _entailed_row(record, kind):
+    label = record.get("nli_label")
+    return None if label is None else entailed(label, record["rouge_recall"])
+
+
+def _token_values(record) -> list[float | None]:
+    """The ground truth's per-token log-probabilities; None when there are none (no per-token
+    pass, or an answer without tokens)."""
+    values = record.get("truth_token_log_probs")
+    return values if values else None
+
+
+def _per_token(score: Callable[[Mapping[str, Any], SetKind, list[float]], float]):
+    def row(record, kind):
+        values = _token_values(record)
+        return None if values is None else score(record, kind, values)
+    return row
+
+
+def _reference_row(record, kind):
+    values, reference = _token_values(record), record.get("reference_loss")
+    return None if values is None or reference is None else P.loss_score(values) - reference
+
+
+NO_TOKENS = "no per-token values of the ground truth (an empty answer, or privacy.keep_token_values=false)"
+
+REGISTRY: tuple[Metric, ...] = (
+    Metric("rouge", "ROUGE", "rouge_recall", _rouge_row, lambda v, k: _mean_or_none(v),
+           enters=("MU", "FE", "TOFU_MU"), in_report=True, needs_generation=True),
+    Metric("probability", "Prob", "probability", _probability_row, lambda v, k: _mean_or_none(v),
+           enters=("MU", "FE", "TOFU_MU"), in_report=True),
+    Metric("truth_ratio", "TruthR", "truth_ratio", _truth_ratio_row, _truth_ratio_set,
+           enters=("MU", "FE", "TOFU_MU"), missing="no paraphrased and perturbed answers", in_report=True),
+    # Forget Efficacy leaves out Token entropy.
+    Metric("token_entropy", "Entropy", "token_entropy",
+           lambda record, kind: token_entropy(record["generation_token_ids"]), lambda v, k: _mean_or_none(v),
+           enters=("MU",), in_report=True, needs_generation=True),
+    Metric("cosine", "Cosine", "cosine", lambda record, kind: record.get("cosine"), lambda v, k: _mean_or_none(v),
+           enters=("MU", "FE"), missing="no sentence embedder", in_report=True, needs_generation=True),
+    Metric("entailment", "Entail", "entailed", _entailed_row,
+           lambda v, k: _mean_or_none(None if e is None else float(e) for e in v),
+           enters=("MU", "FE"), missing="entailment unavailable: no NLI judge", in_report=True,
+           needs_generation=True),
+    Metric("exact_memorisation", "EM", "exact_memorisation",
+           lambda record, kind: None if not record.get("truth_token_ids") else P.exact_memorisation(
+               [p == y for p, y in zip(record["truth_predicted_ids"], record["truth_token_ids"], strict=True)]),
+           group="privacy", missing=NO_TOKENS, in_report=True),
+    Metric("extraction_strength", "ES", "extraction_strength",
+           lambda record, kind: None if not record.get("truth_token_ids") else P.extraction_strength(
+               record["truth_predicted_ids"], record["truth_token_ids"]),
+           group="privacy", missing=NO_TOKENS, in_report=True),
+    Metric("loss", "LOSS", "mia_loss", _per_token(lambda r, k, lp: P.loss_score(lp)),
+           knowledge="lower", group="privacy", missing=NO_TOKENS, mia=True),
+    Metric("zlib", "ZLib", "mia_zlib", _per_token(lambda r, k, lp: P.zlib_score(P.loss_score(lp), r["ground_truth"])),
+           knowledge="lower", group="privacy", missing=NO_TOKENS, mia=True),
+    Metric("min_k", "MinK", "mia_min_k", _per_token(lambda r, k, lp: P.min_k_score(lp, k.min_k)),
+           knowledge="lower", group="privacy", missing=NO_TOKENS, mia=True),
+    Metric("min_k_plus_plus", "MinK++", "mia_min_k_plus_plus",
+           _per_token(lambda r, k, lp: P.min_k_plus_plus_score(
+               lp, r["truth_token_mu"], r["truth_token_sigma"], k.min_k)),
+           knowledge="lower", group="privacy", missing=NO_TOKENS, mia=True),
+    Metric("reference", "Ref", "mia_reference", _reference_row, knowledge="lower", group="privacy", mia=True,
+           missing="no reference model's losses of these rows (privacy.reference_eval, or retain_eval)"),
+    Metric("grad_norm", "GradNorm", "mia_grad_norm", lambda record, kind: record.get("grad_norm"),
+           knowledge="lower", group="privacy", mia=True, missing="GradNorm is off (privacy.grad_norm_p)"),
+)
+BY_NAME = {m.name: m for m in REGISTRY}
+METRICS = tuple(m.name for m in REGISTRY if m.group == "paper")  # the paper's six
+MODEL_UTILITY_METRICS = tuple(m.name for m in REGISTRY if "MU" in m.enters)
+FORGET_EFFICACY_METRICS = tuple(m.name for m in REGISTRY if "FE" in m.enters)
+TOFU_MODEL_UTILITY_METRICS = ("probability", "rouge", "truth_ratio")
+assert set(TOFU_MODEL_UTILITY_METRICS) == {m.name for m in REGISTRY if "TOFU_MU" in m.enters}
+MIA_SCORES = tuple(m.name for m in REGISTRY if m.mia)
+PRIVLEAK_SCORE = "min_k"  # privleak compares the Min-K% AUCs of the model and the retain model
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    """A number of a whole evaluation (summary key = CSV column), and which way is better:
+    "higher", "lower", "0" (closest to zero) or "0.5"."""
+
+    name: str
+    title: str
+    better: str
+    in_report: bool = True
+
+
+AGGREGATES: tuple[Aggregate, ...] = (
+    Aggregate("MU", "Model Utility", "higher"),
+    Aggregate("MU_retain", "MU (retain only)", "higher"),
+    Aggregate("FE", "Forget Efficacy", "higher"),
+    Aggregate("TOFU_MU", "TOFU Model Utility", "higher"),
+    Aggregate("FQ", "Forget Quality (KS p)", "higher"),
+    Aggregate("privleak", "privleak (Min-K%, %)", "0"),
+    # An unlearned model's forget rows should look like unseen ones: AUC 0.5.
+    *(Aggregate(f"AUC_{name}", f"MIA AUC {BY_NAME[name].title}", "0.5", in_report=name == PRIVLEAK_SCORE)
+      for name in MIA_SCORES),
+)
+
+
+def metrics_of(loss_only: bool = False) -> tuple[Metric, ...]:
+    """The registered metrics a set gets: all, or those of the loss pass alone."""
+    return tuple(m for m in REGISTRY if not (loss_only and m.needs_generation))
+
+
+def row_values(record: Mapping[str, Any], normalised: bool = False, kind: SetKind | None = None,
+               loss_only: bool = False) -> dict:
+    """Every registered per-row value of one inference record (row_key -> value).
 
     The record holds: generation, ground_truth, generation_token_ids, truth_loss,
     paraphrased_loss (or None), perturbed_losses (list, maybe empty), cosine (or None),
-    nli_label (or None).
-    """
-    rouge = rouge_l_recall(record["generation"], record["ground_truth"])
-    perturbed = record.get("perturbed_losses") or []
-    paraphrased = record.get("paraphrased_loss")
-    if normalised and perturbed:
-        prob = normalised_probability(record["truth_loss"], perturbed)
-    else:
-        prob = probability(record["truth_loss"])
-    label = record.get("nli_label")
-    return {
-        "rouge_recall": rouge,
-        "probability": prob,
-        "truth_ratio": truth_ratio_r(paraphrased, perturbed) if perturbed and paraphrased is not None else None,
-        "token_entropy": token_entropy(record["generation_token_ids"]),
-        "cosine": record.get("cosine"),
-        "entailed": None if label is None else entailed(label, rouge),
-    }
+    nli_label (or None), and, from the per-token pass, truth_token_log_probs / _mu / _sigma,
+    truth_token_ids and truth_predicted_ids (plus reference_loss and grad_norm when computed).
+    A later metric may read an earlier one's value (entailment reads ROUGE)."""
+    kind = kind if kind is not None else SetKind(normalised_probability=normalised)
+    values: dict[str, Any] = {}
+    view = ChainMap(values, record)
+    for metric in metrics_of(loss_only):
+        values[metric.row_key] = metric.row(view, kind)
+    return values
+
+
+def set_metrics(rows: Sequence[Mapping[str, Any]], forget_form: bool, kind: SetKind | None = None,
+                loss_only: bool = False) -> dict:
+    """Every registered set value from rows that carry the per-row values (None = unavailable).
+
+    This is the one function from a set's records to its metrics (resampled rows give
+    resampled metrics)."""
+    kind = kind if kind is not None else SetKind(forget_form=forget_form)
+    return {m.name: m.aggregate([r.get(m.row_key) for r in rows], kind) for m in metrics_of(loss_only)}
+
+
+def rows_left_out(rows: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    """Per metric averaged over the rows that have a value: how many rows had none (though some did)."""
+    counts = {}
+    for metric in REGISTRY:
+        if not any(metric.row_key in r for r in rows):
+            continue
+        if metric.aggregate is mean_of_available:
+            missing = sum(r.get(metric.row_key) is None for r in rows)
+            if 0 < missing < len(rows):
+                counts[metric.name] = missing
+    return counts
+
+
+def mia_aucs(forget_rows: Sequence[Mapping[str, Any]], holdout_rows: Sequence[Mapping[str, Any]]) -> dict:
+    """The AUC of every MIA score (forget vs holdout rows); a score missing on a side is left out."""
+    result = {}
+    for name in MIA_SCORES:
+        key = BY_NAME[name].row_key
+        forget = [r[key] for r in forget_rows if r.get(key) is not None]
+        holdout = [r[key] for r in holdout_rows if r.get(key) is not None]
+        if forget and holdout:
+            result[name] = P.mia_auc(forget, holdout)
+    return result

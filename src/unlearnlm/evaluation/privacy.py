@@ -1,50 +1,110 @@
-"""Membership-inference scores and privacy leakage (Min-K%, MIA AUC, privleak); see docs/formulas.md.
+"""Privacy and memorisation metrics as pure functions of per-token values (docs/formulas.md).
 
-A score is higher for a text that looks less like training data; the AUC separates forget rows
-(label 0) from holdout rows (label 1, never trained on), so 1 means the forget rows are clearly
-more likely under the model (memorised) and 0.5 that the two are indistinguishable.
+Everything here reads what the one loss pass keeps for each answer's label tokens: the
+log-probability lp_t of the true token, the mean μ_t and standard deviation σ_t of log p under
+the model's next-token distribution at that position, and the argmax prediction.
+
+Membership-inference (MIA) scores follow one orientation: higher = "looks less like training
+data". The MIA AUC separates forget rows (label 0) from holdout rows (label 1) by that score, so
+an AUC of 1 means the forget rows are clearly more likely than unseen ones (memorised) and 0.5
+means they cannot be told apart.
+
+A function given no tokens raises ``ValueError``: an empty answer has no score, and the metric
+registry turns that into a missing value with its reason.
 """
 
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Sequence
 
 import numpy as np
-from scipy.stats import rankdata
 
-# A_R when no reference model's AUC is known: an ideal retrained model cannot tell the two apart.
-FALLBACK_REFERENCE_AUC = 0.5
+MIN_K = 0.4  # share of the lowest-scored tokens Min-K% and Min-K%++ average (their papers' default)
+VARIANCE_FLOOR = 1e-6  # σ_t² is clamped here: a near one-hot distribution would divide by ~0
 
 
-def min_k_score(token_log_probs: Sequence[float], k: float = 0.4) -> float:
-    """Min-K%: minus the mean of the max(1, floor(k·n)) smallest token log-probabilities."""
-    values = np.sort(np.asarray(token_log_probs, dtype=np.float64))
-    if values.size == 0:
-        raise ValueError("Min-K% of an empty sequence")
-    count = max(1, math.floor(k * values.size))
-    return float(-values[:count].mean())
+def _tokens(values: Sequence[float], what: str) -> np.ndarray:
+    array = np.asarray(values, dtype=np.float64)
+    if array.size == 0:
+        raise ValueError(f"{what}: no tokens (empty answer)")
+    return array
+
+
+def _k_count(n: int, k: float) -> int:
+    """How many of n tokens Min-K% averages: max(1, ⌊k·n⌋)."""
+    if not 0 < k <= 1:
+        raise ValueError(f"k must be in (0, 1], got {k}")
+    return max(1, math.floor(k * n))
+
+
+def loss_score(token_log_probs: Sequence[float]) -> float:
+    """LOSS: −mean_t lp_t (the answer's average NLL)."""
+    return float(-_tokens(token_log_probs, "LOSS").mean())
+
+
+def min_k_score(token_log_probs: Sequence[float], k: float = MIN_K) -> float:
+    """Min-K%: −mean of the max(1, ⌊k·n⌋) smallest lp_t."""
+    lp = _tokens(token_log_probs, "Min-K%")
+    return float(-np.sort(lp)[: _k_count(lp.size, k)].mean())
+
+
+def min_k_plus_plus_score(
+    token_log_probs: Sequence[float], mu: Sequence[float], sigma: Sequence[float], k: float = MIN_K
+) -> float:
+    """Min-K%++: z_t = (lp_t − μ_t) / σ_t, then −mean of the max(1, ⌊k·n⌋) smallest z_t.
+
+    ``sigma`` is σ_t (not its square); σ_t² is clamped at 1e-6 either way."""
+    lp = _tokens(token_log_probs, "Min-K%++")
+    mu_t, sigma_t = np.asarray(mu, dtype=np.float64), np.asarray(sigma, dtype=np.float64)
+    if mu_t.shape != lp.shape or sigma_t.shape != lp.shape:
+        raise ValueError(f"Min-K%++: {lp.size} log-probabilities but {mu_t.size} μ and {sigma_t.size} σ values")
+    z = (lp - mu_t) / np.sqrt(np.maximum(sigma_t**2, VARIANCE_FLOOR))
+    return float(-np.sort(z)[: _k_count(lp.size, k)].mean())
+
+
+def zlib_score(loss: float, text: str) -> float:
+    """ZLib: LOSS / length in bytes of the zlib-compressed UTF-8 answer."""
+    return float(loss) / len(zlib.compress(text.encode("utf-8")))
 
 
 def mia_auc(forget_scores: Sequence[float], holdout_scores: Sequence[float]) -> float:
-    """ROC-AUC with holdout rows as the positive class and a higher score as more holdout-like:
-    the probability that a random holdout row outscores a random forget row (ties count half)."""
-    forget = np.asarray(forget_scores, dtype=np.float64)
-    holdout = np.asarray(holdout_scores, dtype=np.float64)
+    """ROC-AUC of telling holdout rows (label 1) from forget rows (label 0) by the score
+    (higher = more holdout-like); ties count one half (the Mann–Whitney statistic)."""
+    from sklearn.metrics import roc_auc_score
+
+    forget, holdout = np.asarray(forget_scores, dtype=np.float64), np.asarray(holdout_scores, dtype=np.float64)
     if forget.size == 0 or holdout.size == 0:
-        raise ValueError("an AUC needs at least one forget and one holdout score")
-    ranks = rankdata(np.concatenate([forget, holdout]))  # average ranks: ties count half
-    holdout_rank_sum = ranks[forget.size :].sum()
-    u = holdout_rank_sum - holdout.size * (holdout.size + 1) / 2
-    return float(u / (forget.size * holdout.size))
+        raise ValueError(f"MIA AUC needs scores on both sides, got {forget.size} forget and {holdout.size} holdout")
+    labels = np.concatenate([np.zeros(forget.size), np.ones(holdout.size)])
+    return float(roc_auc_score(labels, np.concatenate([forget, holdout])))
 
 
 def privleak(auc: float, reference_auc: float | None) -> tuple[float, bool]:
-    """((A − A_R) / A_R × 100, fallback used), with A = 1 − auc and A_R = 1 − reference_auc
-    (0.5 when no reference is given). 0 = as a retrained model; −100 ≈ memorised; > 0 = over-unlearned."""
+    """(privleak, whether the 0.5 fallback was used): with A = 1 − AUC and A_R = 1 − the
+    reference (retain) model's AUC, or 0.5 without one, privleak = (A − A_R) / A_R × 100."""
     fallback = reference_auc is None
-    a = 1.0 - auc
-    a_ref = 1.0 - (FALLBACK_REFERENCE_AUC if fallback else reference_auc)
-    if a_ref == 0:
-        return math.nan, fallback
+    a, a_ref = 1.0 - auc, 0.5 if fallback else 1.0 - reference_auc
+    if a_ref == 0:  # the reference model's AUC is 1: any difference is infinitely large
+        return (0.0 if a == 0 else math.copysign(math.inf, a)), fallback
     return (a - a_ref) / a_ref * 100.0, fallback
+
+
+def exact_memorisation(hits: Sequence[bool]) -> float:
+    """EM: the share of label positions whose argmax prediction is the label token."""
+    return float(_tokens(hits, "exact memorisation").mean())
+
+
+def extraction_strength(predictions: Sequence[int], labels: Sequence[int]) -> float:
+    """ES = 1 − k*/n, k* the smallest k with predictions[k:] == labels[k:] (k* = n when none):
+    the longest suffix of the answer the model reproduces from the prefix before it."""
+    n = len(labels)
+    if n == 0:
+        raise ValueError("extraction strength: no tokens (empty answer)")
+    if len(predictions) != n:
+        raise ValueError(f"extraction strength: {len(predictions)} predictions for {n} labels")
+    suffix = 0
+    while suffix < n and predictions[n - 1 - suffix] == labels[n - 1 - suffix]:
+        suffix += 1
+    return suffix / n  # k* = n - suffix

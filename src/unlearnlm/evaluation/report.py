@@ -31,11 +31,15 @@ from ..errors import UserError
 from ..io import atomic_write_text
 from ..tables import format_cell
 from .evaluate import EVAL_SUMMARY, flat_numbers
-from .metrics import METRICS
+from .metrics import AGGREGATES as ALL_AGGREGATES
+from .metrics import REGISTRY
 
 logger = logging.getLogger(__name__)
 
-AGGREGATES = ("MU", "FE", "MU_retain", "TOFU_MU", "FQ")
+# The registry's choice of columns: aggregates, then the forget set's metrics.
+LEADING = ("MU", "FE")  # the paper's two first
+AGGREGATES = LEADING + tuple(a.name for a in ALL_AGGREGATES if a.in_report and a.name not in LEADING)
+FORGET_METRICS = tuple(m.name for m in REGISTRY if m.in_report)
 
 
 @dataclass
@@ -100,7 +104,7 @@ def table_rows(runs: Sequence[RunResult]) -> tuple[list[str], list[dict]]:
         embedder, nli = run.judges
         row = {"run": run.name, "method": run.method, "epoch": run.summary.get("epoch", "")}
         row.update({key: numbers.get(key) for key in AGGREGATES})
-        row.update({f"forget/{m}": numbers.get(f"forget/{m}") for m in METRICS})
+        row.update({f"forget/{m}": numbers.get(f"forget/{m}") for m in FORGET_METRICS})
         row.update({"embedder": embedder, "nli": nli})
         row["skipped"] = "; ".join(run.summary.get("skipped", []))
         rows.append(row)
@@ -108,6 +112,14 @@ def table_rows(runs: Sequence[RunResult]) -> tuple[list[str], list[dict]]:
     # A column nobody has (e.g. FQ without retain_eval) is left out of the table.
     columns = [c for c in columns if c in ("run", "embedder", "nli") or any(r[c] not in (None, "") for r in rows)]
     return columns, rows
+
+
+def privleak_note(runs: Sequence[RunResult]) -> str | None:
+    """Runs whose privleak assumed A_R = 0.5 instead of a retain model's: said out loud."""
+    fallback = [run.name for run in runs if str(run.summary.get("privleak_reference", "")).startswith("A_R = 0.5")]
+    if not fallback:
+        return None
+    return f"privleak of {', '.join(fallback)}: no retain model's AUC, A_R = 0.5 assumed."
 
 
 def judges_note(runs: Sequence[RunResult]) -> Optional[str]:
@@ -231,7 +243,10 @@ figure {{ display: inline-block; margin: 1em 1em 0 0; }} img {{ max-width: 100%;
 </style></head><body>
 <h1>Unlearning report</h1>
 <p>MU = Model Utility (harmonic mean over the utility sets), FE = Forget Efficacy, TOFU_MU = TOFU's Model
-Utility, FQ = Forget Quality (KS-test p-value against a retain model); forget/* = the forget set's metrics.</p>
+Utility, FQ = Forget Quality (KS-test p-value against a retain model), privleak = privacy leakage of Min-K%
+against a retain model (ideal 0, -100 = memorised), AUC_min_k = Min-K% membership-inference AUC of forget vs
+holdout rows (0.5 = indistinguishable); forget/* = the forget set's metrics (extraction_strength and
+exact_memorisation: higher = more of the forget answers reproduced).</p>
 {f'<p class="note">{html.escape(note)}</p>' if note else ''}
 <table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
 {f'<h2>Skipped metrics</h2><ul>{skipped}</ul>' if skipped else ''}
@@ -249,7 +264,7 @@ def write_report(run_paths: Sequence[str], output: str | Path = "report") -> Pat
             run.name = f"{run.name} ({run.folder.parent.name or index})"
     output = Path(output)
     columns, rows = table_rows(runs)
-    note = judges_note(runs)
+    note = " ".join(n for n in (judges_note(runs), privleak_note(runs)) if n) or None
     markdown = markdown_table(columns, rows) + (f"\n> {note}\n" if note else "")
     atomic_write_text(output / "report.md", markdown)
     atomic_write_text(output / "report.csv", csv_text(columns, rows))

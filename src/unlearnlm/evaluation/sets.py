@@ -4,6 +4,8 @@ A set's ``role`` decides where its numbers go:
   retain   counts in Model Utility and in "MU on retain only" (TOFU retain, real-world neighbour)
   utility  counts in Model Utility (TOFU real authors, world facts)
   forget   Forget Efficacy, the forget form of the Truth ratio, Forget Quality
+  holdout  rows no model trained on: the other side of the membership-inference AUCs and
+           privleak; scored by the loss pass only (no generation, no judges)
   other    reported only (a custom file named without a role)
 """
 
@@ -16,7 +18,8 @@ from typing import Optional
 from ..data.records import load_split, select_tasks, validate_records
 from ..errors import UserError
 
-ROLES = ("retain", "utility", "forget", "other")
+ROLES = ("retain", "utility", "forget", "holdout", "other")
+HOLDOUT_SET = "holdout"
 SCENARIOS = ("tofu", "real_world", "custom")
 DEFAULT_FORGET = {"tofu": "forget01", "real_world": "forget"}
 
@@ -34,6 +37,7 @@ class EvalSet:
     entailment_truth: str  # key of the text paired with the generation for entailment
     normalised_probability: bool = False  # P_true / (P_true + Σ P_perturbed)
     answers_optional: bool = False  # a user's file: paraphrased/perturbed used only if every row has them
+    loss_only: bool = False  # no generation and no judges: only the metrics of the loss pass
 
     @property
     def forget_form(self) -> bool:
@@ -97,8 +101,26 @@ def custom_set(spec: str, role: str) -> EvalSet:
     )
 
 
-def scenario_sets(scenario: str, forget: Optional[str], custom: list[tuple[str, str]]) -> list[EvalSet]:
-    """The sets of ``scenario`` plus the user's files (``custom`` = [(role, path)])."""
+def holdout_set(spec: str, source: str | None) -> EvalSet:
+    """The holdout rows: a split of ``source`` (TOFU's holdout01/05/10), a file, or a folder
+    holding one ``holdout*.json`` file."""
+    split = spec
+    folder = Path(spec).expanduser()
+    if folder.is_dir():
+        found = sorted(p for p in folder.iterdir() if p.name.startswith("holdout") and p.suffix in (".json", ".jsonl"))
+        if len(found) != 1:
+            listed = ", ".join(p.name for p in found) or "no holdout*.json file"
+            raise UserError(f"data.holdout: folder {spec} must hold exactly one holdout*.json file; it holds {listed}")
+        split = str(found[0])
+    elif "/" not in spec and not spec.endswith((".json", ".jsonl")) and not source:
+        raise UserError(f"data.holdout: '{spec}' is not a file, a folder, or a split of a named data.source")
+    return EvalSet(HOLDOUT_SET, split, "holdout", "answer", None, None, "answer", premise_is_generation=False,
+                   entailment_truth="answer", loss_only=True)
+
+
+def scenario_sets(scenario: str, forget: Optional[str], custom: list[tuple[str, str]],
+                  holdout: str | None = None, source: str | None = None) -> list[EvalSet]:
+    """The sets of ``scenario``, the user's files (``custom`` = [(role, path)]) and the holdout set."""
     if scenario not in SCENARIOS:
         raise UserError(f"unknown scenario '{scenario}'; use one of {', '.join(SCENARIOS)}")
     if scenario == "custom" and not custom:
@@ -106,6 +128,8 @@ def scenario_sets(scenario: str, forget: Optional[str], custom: list[tuple[str, 
     forget = forget or DEFAULT_FORGET.get(scenario, "")
     sets = {"tofu": tofu_sets, "real_world": real_world_sets}.get(scenario, lambda _: [])(forget)
     sets += [custom_set(path, role) for role, path in custom]
+    if holdout:
+        sets.append(holdout_set(holdout, source))
     names = [s.name for s in sets]
     duplicate = next((n for n in names if names.count(n) > 1), None)
     if duplicate:

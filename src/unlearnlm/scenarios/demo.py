@@ -2,7 +2,8 @@
 
 Stages (each skipped when its result already exists):
 
-1. a fictitious world of authors (data.world), in TOFU's format;
+1. a fictitious world of authors (data.world), in TOFU's format, and holdout authors that no
+   model sees (their own cache folder), for the membership-inference AUCs and privleak;
 2. the judges: the sentence embedder and an NLI judge (the offline one is trained once, in a
    background process while stages 3 and 4 run);
 3. a target fine-tuned on every author and a retain model that never saw the forget authors,
@@ -101,6 +102,22 @@ def build_world(config: DemoConfig, cache: Path) -> Path:
         counts = write_world(folder, seed=config.seed, authors=config.authors,
                              questions_per_author=config.questions_per_author)
         atomic_write_json(manifest, {"params": params, "rows": counts})  # written last: the world is whole
+    return folder
+
+
+def build_holdout(config: DemoConfig, cache: Path) -> Path:
+    """Holdout authors for the membership-inference AUCs and privleak: of the world's kind, never
+    seen by the target or the retain model, in a cache folder of their own (the world's folder,
+    whose digest names the cached models, is left as it is)."""
+    from ..data.world import write_holdout
+
+    params = {"seed": config.seed, "authors": config.authors, "questions": config.questions_per_author,
+              "holdout_authors": config.holdout_authors, "version": DEMO_VERSION}
+    folder = cache / f"holdout-{_digest(params)}"
+    manifest = folder / "manifest.json"
+    if not manifest.exists():
+        rows = write_holdout(folder, config.seed, config.authors, config.questions_per_author, config.holdout_authors)
+        atomic_write_json(manifest, {"params": params, "rows": rows})  # written last: the folder is whole
     return folder
 
 
@@ -209,11 +226,12 @@ class ReclaimCores(TrainerCallback):
 
 
 def demo_evaluation_config(config: DemoConfig, world: Path, model_dir: Path, output: Path,
-                      retain_eval: Path | None) -> EvaluateConfig:
+                           retain_eval: Path | None, holdout: Path | None = None) -> EvaluateConfig:
     return EvaluateConfig(
         model=replace(config.model, name_or_path=str(model_dir)),
         scenario="tofu",
-        data=EvalDataConfig(source=str(world), forget=config.forget_split, task_id=["1"]),
+        data=EvalDataConfig(source=str(world), forget=config.forget_split, task_id=["1"],
+                            holdout=str(holdout) if holdout else None),
         ds_size=config.ds_size,
         judges=config.judges,
         retain_eval=str(retain_eval) if retain_eval else None,
@@ -300,6 +318,7 @@ def run_demo(config: DemoConfig) -> Path:
     resolve_model_path(config.model.name_or_path)  # converts the embedded model once
     world = build_world(config, cache)  # every config names the cached folder: stable hashes
     _link(output / "world", world)
+    holdout = build_holdout(config, cache)
     check_disjoint(world, config)
     target_recipe = finetune_recipe(config, cache, world, "target", ["full"])
     retain_recipe = finetune_recipe(config, cache, world, "retain", [config.retain_split])
@@ -344,15 +363,17 @@ def run_demo(config: DemoConfig) -> Path:
     # The cached models' evaluations live in the cache too: named by their cache paths, they are
     # the same evaluation whatever OUTPUT_DIR links to them, and a second demo skips them.
     stages.begin("evaluating the retain model")
-    evaluate_once(demo_evaluation_config(config, world, cached_retain / "model", cached_retain / "eval", None), judges)
+    evaluate_once(demo_evaluation_config(config, world, cached_retain / "model", cached_retain / "eval", None,
+                                         holdout), judges)
     retain_eval = cached_retain / "eval"
     stages.begin("evaluating the target")
-    evaluate_once(demo_evaluation_config(config, world, cached_target / "model", cached_target / "eval", retain_eval),
-                  judges)
+    evaluate_once(demo_evaluation_config(config, world, cached_target / "model", cached_target / "eval", retain_eval,
+                                         holdout), judges)
     runs = [target, retain]
     for method, run_dir in unlearned:
         stages.begin(f"evaluating {method}")
-        evaluate_once(demo_evaluation_config(config, world, run_dir / "model", run_dir / "eval", retain_eval), judges)
+        evaluate_once(demo_evaluation_config(config, world, run_dir / "model", run_dir / "eval", retain_eval,
+                                             holdout), judges)
         runs.append(run_dir)
     if config.run_attacks:
         attack_methods(config, unlearned, judges, stages)

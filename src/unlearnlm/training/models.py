@@ -156,7 +156,6 @@ def load_model(config: ModelConfig, dtype: Optional[str] = None):
     errors naming the folder. Weights load from safetensors, or from a .bin with torch's
     ``weights_only`` unpickler (transformers' own loaders)."""
     from transformers import AutoModelForCausalLM
-
     from transformers.utils import logging as hf_logging
 
     path = resolve_model_path(config.name_or_path)
