@@ -77,6 +77,24 @@ def cmd_report(args: argparse.Namespace) -> None:
     print(f"report written to {page}")
 
 
+def cmd_intervals(args: argparse.Namespace) -> None:
+    from .config import BootstrapConfig, from_dict, parse_overrides
+
+    settings = from_dict(BootstrapConfig, parse_overrides(args.settings))
+    if settings.samples < 1 or not 0 < settings.level < 1:
+        raise UserError("intervals: samples must be at least 1 and level between 0 and 1")
+    from .evaluation.evaluate import format_table, intervals_command
+
+    summary = intervals_command(args.folder, settings)
+    print(format_table(summary))
+    print(f"intervals written to {args.folder}")
+
+
+def _intervals_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("folder", metavar="EVAL_DIR", help="an evaluation folder (or a run folder with eval/)")
+    parser.add_argument("settings", nargs="*", metavar="key=value", help="samples=1000 seed=0 level=0.95")
+
+
 def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     # MODEL comes before the overrides, so it is declared here rather than by _add_config_arguments.
     parser.add_argument("--config", "-c", help="preset name or YAML file (see `unlearnlm presets`)")
@@ -185,6 +203,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], None], str, bool]] = {
     "presets": (cmd_presets, "list the config presets shipped with unlearnlm", False),
     "evaluate": (cmd_evaluate, "score a model: ROUGE, Probability, Truth ratio, entropy, cosine, entailment, MU, FE", False),
     "report": (cmd_report, "compare evaluated runs: table, MU-vs-FE and trajectory plots, HTML page", False),
+    "intervals": (cmd_intervals, "add bootstrap intervals to a finished evaluation, from its per-row records", False),
     "continual": (cmd_continual, "unlearn tasks 1..N in turn, evaluating after each (MU/FE trajectory)", True),
     "real-world": (cmd_real_world, "unlearn real people from an instruction model; QA and lm-eval utility", True),
     "build-forget-set": (cmd_build_forget_set, "ask a model about entities; write forget/neighbour sets from its answers", True),
@@ -220,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
 EXTRA_ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
     "evaluate": _evaluate_arguments,
     "report": _report_arguments,
+    "intervals": _intervals_arguments,
     "make-world": _make_world_arguments,
     "train-judge": _train_judge_arguments,
     "demo": _demo_arguments,

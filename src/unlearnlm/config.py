@@ -118,6 +118,15 @@ class JudgesConfig:
 
 
 @dataclass
+class BootstrapConfig:
+    # Resamples of every set's rows for the intervals (computed from the records, no model);
+    # 0 = no intervals.
+    samples: int = 1000
+    seed: int = 0
+    level: float = 0.95
+
+
+@dataclass
 class EvalDataConfig:
     # Empty means: the unlearning run's own (when evaluating during training, or a run folder),
     # else locuslab/TOFU, forget01 (real_world: forget) and task 1 (real_world: every task).
@@ -158,6 +167,7 @@ class EvaluateConfig:
     judges: JudgesConfig = field(default_factory=JudgesConfig)
     # Forget Quality: a retain model's evaluation (its output folder or forget records file).
     retain_eval: Optional[str] = None
+    bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
     output_dir: str = "runs/eval"
 
 
@@ -640,6 +650,8 @@ def validate_evaluation(e: EvaluateConfig, prefix: str = "") -> None:
     for name in ("generation_batch_size", "loss_batch_size"):
         _require(getattr(e, name) >= 1, f"{prefix}{name} must be at least 1, got {getattr(e, name)}")
     _require(e.pad_to is None or e.pad_to >= 1, f"{prefix}pad_to must be at least 1, got {e.pad_to}")
+    _require(e.bootstrap.samples >= 0, f"{prefix}bootstrap.samples must be zero (no intervals) or more, got {e.bootstrap.samples}")
+    _require(0 < e.bootstrap.level < 1, f"{prefix}bootstrap.level must be between 0 and 1, got {e.bootstrap.level}")
     for name in ("embedder_batch_size", "nli_batch_size"):
         value = getattr(e.judges, name)
         _require(value >= 1, f"{prefix}judges.{name} must be at least 1, got {value}")

@@ -5,7 +5,8 @@ load the judges, run one inference pass per set, judge every set's generations i
 call per judge, then compute the metrics from the records. Writes into ``output_dir``:
 
     records/SET.jsonl   one line per row: question, generation, ground truth, losses, every per-row value
-    summary.json        the set metrics, MU / FE / TOFU MU / FQ, the judges' names, skipped metrics, timings
+    summary.json        the set metrics, MU / FE / TOFU MU / FQ, their bootstrap intervals, the judges' names,
+                        skipped metrics, timings
     results.csv         one row per evaluation, appended (a header never repeats)
     config.yaml         the resolved config
 and prints a table.
@@ -22,11 +23,12 @@ from typing import Any, Callable, Optional, Sequence
 
 import yaml
 
-from ..config import EvalDataConfig, EvaluateConfig, ModelConfig, save_config
+from ..config import BootstrapConfig, EvalDataConfig, EvaluateConfig, ModelConfig, save_config
 from ..data.records import read_records_file
 from ..errors import UserError
 from ..io import append_csv_row, atomic_write_json, atomic_write_jsonl
 from . import metrics as M
+from . import statistics as S
 from .sets import EvalSet, load_set_rows, scenario_sets
 
 SUMMARY = "summary.json"
@@ -208,13 +210,78 @@ def aggregates(set_results: dict[str, dict], scenario: str) -> dict[str, dict]:
     return result
 
 
-def flat_numbers(summary: dict) -> dict[str, Any]:
-    """The summary's numbers as one flat row: MU, FE, ..., SET/METRIC (for CSV and tables)."""
+def flat_numbers(summary: dict, with_intervals: bool = True) -> dict[str, Any]:
+    """The summary's numbers as one flat row: MU, FE, ..., SET/METRIC (for CSV and tables), each
+    followed by KEY_low and KEY_high when the summary holds its interval."""
     row = {key: summary[key] for key in ("MU", "MU_retain", "FE", "TOFU_MU", "FQ") if key in summary}
     for name, result in summary["sets"].items():
         for metric, value in result["metrics"].items():
             row[f"{name}/{metric}"] = value
-    return row
+    bounds = interval_values(summary) if with_intervals else {}
+    if not bounds:
+        return row
+    with_bounds = {}
+    for key, value in row.items():
+        with_bounds[key] = value
+        if bounds.get(key):
+            with_bounds[f"{key}_low"], with_bounds[f"{key}_high"] = bounds[key]
+    return with_bounds
+
+
+# ---- intervals ---------------------------------------------------------------------------------
+
+
+def scoring(scenario: str) -> S.Scoring:
+    """The evaluation's scoring as the bootstrap calls it: the set metrics and the aggregates."""
+    return S.Scoring(M.set_metrics, lambda results: {k: v["value"] for k, v in aggregates(results, scenario).items()})
+
+
+def interval_values(summary: dict) -> dict[str, Optional[list[float]]]:
+    """{MU, FE, ..., SET/METRIC: [low, high]} of a summary (empty without intervals)."""
+    return (summary.get("intervals") or {}).get("values") or {}
+
+
+def add_intervals(summary: dict, set_rows: Sequence[S.SetRows], settings: BootstrapConfig) -> Optional[S.Replicates]:
+    """Bootstrap the summary's numbers from the sets' per-row records into summary["intervals"]."""
+    if settings.samples == 0:
+        summary.pop("intervals", None)
+        return None
+    replicates = S.bootstrap(set_rows, scoring(summary["scenario"]), settings.samples, settings.seed)
+    forget = [s for s in set_rows if s.role == "forget"]
+    forget.sort(key=lambda s: s.name != "forget")
+    fq_rows = len(forget[0].rows) if "FQ" in summary and forget else None
+    summary["intervals"] = S.interval_summary(replicates, settings.level, fq_rows)
+    return replicates
+
+
+def read_set_rows(folder: str | Path) -> list[S.SetRows]:
+    """An evaluation folder's sets with their per-row records (records/SET.jsonl)."""
+    folder = Path(folder)
+    summary = load_summary(folder)
+    set_rows = []
+    for name, result in summary.get("sets", {}).items():
+        path = folder / RECORDS_DIR / f"{_file_name(name)}.jsonl"
+        if not path.exists():
+            raise UserError(f"{path} is missing: intervals and paired comparisons need the per-row records")
+        set_rows.append(S.SetRows(name, result.get("role", "retain"), read_records_file(path)))
+    return set_rows
+
+
+def bootstrap_folder(folder: str | Path, settings: BootstrapConfig) -> S.Replicates:
+    """The replicates of an evaluation folder's numbers (from its records)."""
+    summary = load_summary(folder)
+    return S.bootstrap(read_set_rows(folder), scoring(summary.get("scenario", "tofu")), settings.samples, settings.seed)
+
+
+def intervals_command(folder: str | Path, settings: BootstrapConfig) -> dict:
+    """``unlearnlm intervals EVAL_DIR``: add (or recompute) the intervals of a finished evaluation."""
+    folder = Path(folder)
+    if not (folder / SUMMARY).exists() and (folder / "eval" / SUMMARY).exists():
+        folder = folder / "eval"  # an unlearning run folder
+    summary = load_summary(folder)
+    add_intervals(summary, read_set_rows(folder), settings)
+    atomic_write_json(folder / SUMMARY, summary)
+    return summary
 
 
 # ---- the command -------------------------------------------------------------------------------
@@ -295,8 +362,11 @@ def evaluate_model(
         summary["FQ"] = M.forget_quality(ratios, retain_ratios)
     else:
         skipped.append("FQ (" + ("no retain_eval given" if retain_ratios is None else "no forget-set truth ratios") + ")")
-    summary.update(sets=set_results, skipped=skipped, rows={n: r["rows"] for n, r in set_results.items()},
-                   times={k: round(v, 3) for k, v in times.items()},
+    summary.update(sets=set_results, skipped=skipped, rows={n: r["rows"] for n, r in set_results.items()})
+    started = time.perf_counter()
+    add_intervals(summary, [S.SetRows(s.name, s.role, rows) for s, rows in judged_sets], config.bootstrap)
+    times["bootstrap_s"] = time.perf_counter() - started
+    summary.update(times={k: round(v, 3) for k, v in times.items()},
                    evaluated_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
 
     write_outputs(config, judged_sets, summary, csv_path)
@@ -333,24 +403,45 @@ def _cell(value: Optional[float]) -> str:
 
 
 def format_table(summary: dict) -> str:
-    """The printed table: one line per set, then the aggregates, the judges and what was skipped."""
-    header = f"{'set':<16}{'role':<9}{'rows':>5}" + "".join(f"{METRIC_TITLES[m]:>9}" for m in M.METRICS)
+    """The printed table: one line per set (and its intervals beneath), then the aggregates with
+    their intervals, the judges and what was skipped."""
+    bounds = interval_values(summary)
+    width = 11 if bounds else 9
+    header = f"{'set':<16}{'role':<9}{'rows':>5}" + "".join(f"{METRIC_TITLES[m]:>{width}}" for m in M.METRICS)
     lines = [header, "-" * len(header)]
     for name, result in summary["sets"].items():
-        cells = "".join(f"{_cell(result['metrics'][m]):>9}" for m in M.METRICS)
+        cells = "".join(f"{_cell(result['metrics'][m]):>{width}}" for m in M.METRICS)
         lines.append(f"{name[:15]:<16}{result['role']:<9}{result['rows']:>5}{cells}")
+        if bounds:
+            cells = "".join(f"{_short_interval(bounds.get(f'{name}/{m}')):>{width}}" for m in M.METRICS)
+            lines.append(f"{'':<30}{cells}")
     lines.append("-" * len(header))
     titles = {"MU": "Model Utility", "MU_retain": "MU (retain only)", "FE": "Forget Efficacy",
               "TOFU_MU": "TOFU Model Utility", "FQ": "Forget Quality (KS p)"}
     for key, title in titles.items():
         if key in summary:
             count = summary.get(f"{key}_n_values")
-            lines.append(f"{title:<24}{_cell(summary[key]):>9}" + (f"   ({count} values)" if count is not None else ""))
+            interval = bounds.get(key)
+            shown = f"  [{interval[0]:.4f}, {interval[1]:.4f}]" if interval else ""
+            if key == "FQ" and bounds:
+                shown = "  (no interval: a p-value)"
+            lines.append(f"{title:<24}{_cell(summary[key]):>9}{shown}" + (f"   ({count} values)" if count is not None else ""))
+    if bounds:
+        block = summary["intervals"]
+        lines.append(f"intervals: {block['level']:.0%} percentile bootstrap over each set's rows "
+                     f"(B = {block['samples']}, seed {block['seed']})")
     judges = summary["judges"]
     lines.append(f"judges: embedder = {judges['embedder'] or 'none'}; nli = {judges['nli'] or 'none'}")
     if summary["skipped"]:
         lines.append("skipped: " + "; ".join(summary["skipped"]))
     return "\n".join(lines)
+
+
+def _short_interval(interval: Optional[Sequence[float]]) -> str:
+    """``[.39,.45]``: an interval in a 9-character table cell."""
+    if not interval:
+        return ""
+    return "[" + ",".join(f"{x:.2f}".replace("0.", ".", 1) for x in interval) + "]"
 
 
 def load_summary(folder: str | Path) -> dict:

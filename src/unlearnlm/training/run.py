@@ -67,7 +67,9 @@ def load_unlearning_data(config: UnlearnConfig, method: Method) -> UnlearningDat
 
 
 # Options that change how a run goes, not what it computes: a rerun may change them and resume.
-OPERATIONAL_KEYS = {"training.progress", "training.save_steps", "training.save_minutes"}
+# The bootstrap settings change only the intervals, which are computed again from the records.
+OPERATIONAL_KEYS = {"training.progress", "training.save_steps", "training.save_minutes",
+                    "evaluation.bootstrap.samples", "evaluation.bootstrap.seed", "evaluation.bootstrap.level"}
 
 
 def _check_run_folder(output_dir: Path, config) -> bool:
