@@ -9,7 +9,6 @@ import pytest
 from scipy.stats import binom
 
 from unlearnlm.cli import main
-from unlearnlm.config import BootstrapConfig
 from unlearnlm.errors import UserError
 from unlearnlm.evaluation import evaluate as E
 from unlearnlm.evaluation import metrics as M

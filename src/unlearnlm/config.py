@@ -650,7 +650,8 @@ def validate_evaluation(e: EvaluateConfig, prefix: str = "") -> None:
     for name in ("generation_batch_size", "loss_batch_size"):
         _require(getattr(e, name) >= 1, f"{prefix}{name} must be at least 1, got {getattr(e, name)}")
     _require(e.pad_to is None or e.pad_to >= 1, f"{prefix}pad_to must be at least 1, got {e.pad_to}")
-    _require(e.bootstrap.samples >= 0, f"{prefix}bootstrap.samples must be zero (no intervals) or more, got {e.bootstrap.samples}")
+    _require(e.bootstrap.samples >= 0,
+             f"{prefix}bootstrap.samples must be zero (no intervals) or more, got {e.bootstrap.samples}")
     _require(0 < e.bootstrap.level < 1, f"{prefix}bootstrap.level must be between 0 and 1, got {e.bootstrap.level}")
     for name in ("embedder_batch_size", "nli_batch_size"):
         value = getattr(e.judges, name)

@@ -425,7 +425,8 @@ def format_table(summary: dict) -> str:
             shown = f"  [{interval[0]:.4f}, {interval[1]:.4f}]" if interval else ""
             if key == "FQ" and bounds:
                 shown = "  (no interval: a p-value)"
-            lines.append(f"{title:<24}{_cell(summary[key]):>9}{shown}" + (f"   ({count} values)" if count is not None else ""))
+            counted = f"   ({count} values)" if count is not None else ""
+            lines.append(f"{title:<24}{_cell(summary[key]):>9}{shown}{counted}")
     if bounds:
         block = summary["intervals"]
         lines.append(f"intervals: {block['level']:.0%} percentile bootstrap over each set's rows "

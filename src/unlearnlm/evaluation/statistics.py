@@ -18,8 +18,8 @@ entailed) are already in ``records/SET.jsonl``, so a bootstrap replicate only re
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence
 
 import numpy as np
 
@@ -63,7 +63,7 @@ class Replicates:
 
     Keys are flat: ``MU``, ``FE``, ..., ``SET/METRIC`` (as the CSV columns)."""
 
-    point: dict[str, Optional[float]]
+    point: dict[str, float | None]
     values: dict[str, np.ndarray]
     samples: int
     seed: int
@@ -80,10 +80,10 @@ def _number(value) -> float:
     return float("nan") if value is None else float(value)
 
 
-def _score(sets: Sequence[SetRows], resampled: Sequence[Sequence[dict]], scoring: Scoring) -> dict[str, Optional[float]]:
+def _score(sets: Sequence[SetRows], resampled: Sequence[Sequence[dict]], scoring: Scoring) -> dict[str, float | None]:
     results = {}
-    flat: dict[str, Optional[float]] = {}
-    for eval_set, rows in zip(sets, resampled):
+    flat: dict[str, float | None] = {}
+    for eval_set, rows in zip(sets, resampled, strict=True):
         metrics = scoring.set_metrics(rows, eval_set.forget_form)
         results[eval_set.name] = {"role": eval_set.role, "rows": len(rows), "metrics": metrics}
         flat.update({f"{eval_set.name}/{m}": v for m, v in metrics.items()})
@@ -98,14 +98,14 @@ def bootstrap(sets: Sequence[SetRows], scoring: Scoring, samples: int = DEFAULT_
     matrices = [index_matrix(seed, s.name, len(s.rows), samples) if s.rows else None for s in sets]
     values = {key: np.empty(samples) for key in point}
     for b in range(samples):
-        resampled = [[s.rows[i] for i in m[b]] if m is not None else [] for s, m in zip(sets, matrices)]
+        resampled = [[s.rows[i] for i in m[b]] if m is not None else [] for s, m in zip(sets, matrices, strict=True)]
         for key, value in _score(sets, resampled, scoring).items():
             if key in values:
                 values[key][b] = _number(value)
     return Replicates(point, values, samples, seed, {s.name: len(s.rows) for s in sets})
 
 
-def percentile_interval(values: np.ndarray, level: float = DEFAULT_LEVEL) -> Optional[tuple[float, float]]:
+def percentile_interval(values: np.ndarray, level: float = DEFAULT_LEVEL) -> tuple[float, float] | None:
     """The central ``level`` percentile interval; None when any replicate is unavailable."""
     values = np.asarray(values, dtype=np.float64)
     if values.size == 0 or not np.all(np.isfinite(values)):
@@ -115,7 +115,7 @@ def percentile_interval(values: np.ndarray, level: float = DEFAULT_LEVEL) -> Opt
     return float(low), float(high)
 
 
-def intervals(replicates: Replicates, level: float = DEFAULT_LEVEL) -> dict[str, Optional[list[float]]]:
+def intervals(replicates: Replicates, level: float = DEFAULT_LEVEL) -> dict[str, list[float] | None]:
     """{key: [low, high]} (None where the point value is unavailable)."""
     result = {}
     for key, values in replicates.values.items():
@@ -124,7 +124,7 @@ def intervals(replicates: Replicates, level: float = DEFAULT_LEVEL) -> dict[str,
     return result
 
 
-def interval_summary(replicates: Replicates, level: float = DEFAULT_LEVEL, fq_rows: Optional[int] = None) -> dict:
+def interval_summary(replicates: Replicates, level: float = DEFAULT_LEVEL, fq_rows: int | None = None) -> dict:
     """The ``intervals`` block of summary.json."""
     block = {
         "method": "percentile bootstrap over each set's rows, sets resampled independently",
@@ -171,7 +171,8 @@ def paired_difference(model: Replicates, baseline: Replicates, level: float = DE
 
     Both must come from the same rows, seed and number of samples (the same resampled rows)."""
     if (model.samples, model.seed, model.rows) != (baseline.samples, baseline.seed, baseline.rows):
-        raise UserError("paired comparison: the two bootstraps resampled different rows (samples, seed or set sizes differ)")
+        raise UserError("paired comparison: the two bootstraps resampled different rows "
+                        "(samples, seed or set sizes differ)")
     result = {}
     for key, values in model.values.items():
         a, b = model.point.get(key), baseline.point.get(key)
@@ -216,7 +217,7 @@ def seed_spread(points: Sequence[dict]) -> dict[str, dict]:
 # ---- printing ----------------------------------------------------------------------------------------
 
 
-def format_with_interval(value: Optional[float], interval: Optional[Sequence[float]], digits: int = 4) -> str:
+def format_with_interval(value: float | None, interval: Sequence[float] | None, digits: int = 4) -> str:
     """``0.4197 [0.39, 0.45]``; the value alone without an interval, ``-`` without a value."""
     if value is None:
         return "-"
