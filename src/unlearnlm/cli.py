@@ -73,7 +73,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 def cmd_report(args: argparse.Namespace) -> None:
     from .evaluation.report import write_report
 
-    page = write_report(args.runs, args.output)
+    page = write_report(args.runs, args.output, baseline=args.baseline)
     print(f"report written to {page}")
 
 
@@ -106,6 +106,8 @@ def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
 def _report_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("runs", nargs="+", metavar="RUN", help="evaluation folders or unlearning run folders")
     parser.add_argument("--output", "-o", default="report", help="folder for report.md/.csv/.html and plots")
+    parser.add_argument("--baseline", "-b", help="a run (folder name or method) every other run is compared with, "
+                        "pairwise on the same resampled rows (e.g. target)")
 
 
 def cmd_continual(args: argparse.Namespace) -> None:

@@ -216,18 +216,25 @@ def evaluation_config(config: DemoConfig, world: Path, model_dir: Path, output: 
 
 
 def evaluate_once(config: EvaluateConfig, judges) -> dict:
-    """Evaluate unless this folder already holds the evaluation of the same config."""
+    """Evaluate unless this folder already holds the evaluation of the same config. Another
+    bootstrap setting needs no new evaluation: the intervals are recomputed from the records."""
     import yaml
 
-    from ..evaluation.evaluate import evaluate_model, load_summary, resolve_config
+    from ..config import save_config
+    from ..evaluation.evaluate import evaluate_model, intervals_command, load_summary, resolve_config
 
     config = resolve_config(config)
     folder = Path(config.output_dir)
     saved = folder / "config.yaml"
     if (folder / "summary.json").exists() and saved.exists():
-        if yaml.safe_load(saved.read_text(encoding="utf-8")) == to_dict(config):
+        previous, now = yaml.safe_load(saved.read_text(encoding="utf-8")), to_dict(config)
+        if isinstance(previous, dict) and {**previous, "bootstrap": None} == {**now, "bootstrap": None}:
             print(f"{folder} already holds this evaluation")
-            return load_summary(folder)
+            summary = load_summary(folder)
+            if previous.get("bootstrap") != now["bootstrap"] or ("intervals" in summary) != (config.bootstrap.samples > 0):
+                summary = intervals_command(folder, config.bootstrap)
+                save_config(config, saved)
+            return summary
     return evaluate_model(config, judges=judges)
 
 
