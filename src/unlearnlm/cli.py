@@ -27,6 +27,13 @@ def cmd_unlearn(args: argparse.Namespace) -> None:
     from .training.run import unlearn
 
     folder = unlearn(config)
+    if config.seeds:
+        print(f"one run per seed in {folder}/seed_S/model")
+        if config.eval_every_epoch:
+            from .evaluation.seeds import aggregate_seeds, format_seeds
+
+            print(format_seeds(aggregate_seeds(folder, config.evaluation.bootstrap)))
+        return
     print(f"unlearned model written to {folder}/model")
 
 

@@ -191,6 +191,9 @@ class UnlearnConfig:
     # OUTPUT_DIR/eval/results.csv); `evaluation`'s model and output_dir are the run's own.
     eval_every_epoch: bool = False
     evaluation: EvaluateConfig = field(default_factory=EvaluateConfig)
+    # One run per seed (training.seed), each in OUTPUT_DIR/seed_S; a seed already run is not redone.
+    # Empty = one run, in OUTPUT_DIR itself, with training.seed.
+    seeds: Optional[list[int]] = None
 
 
 @dataclass
@@ -350,6 +353,9 @@ class DemoConfig:
     # small CPU; the evaluations wait for it).
     train_judge: bool = True
     judge_in_background: bool = True
+    # Unlearn every method once per seed (unlearn.seed is replaced); the table shows the mean over
+    # the seeds, ± their standard deviation, with the pooled interval. Empty = one run, unlearn.seed.
+    seeds: Optional[list[int]] = None
 
 
 C = TypeVar("C")
@@ -635,6 +641,8 @@ def validate_config(config: Any) -> None:
                  f"regularization_coeff must be a finite number, got {config.regularization_coeff}")
         if config.eval_every_epoch:
             validate_evaluation(config.evaluation, prefix="evaluation.")
+        if config.seeds:
+            _require(len(set(config.seeds)) == len(config.seeds), f"seeds lists a seed twice: {config.seeds}")
     if isinstance(config, EvaluateConfig):
         validate_evaluation(config)
     for item in dataclasses.fields(config):  # a scenario's per-task run (continual.unlearn, ...)

@@ -63,6 +63,7 @@ class RunResult:
     summary: dict  # the numbers shown in the table
     trajectory: list[dict] = field(default_factory=list)  # epoch summaries, in epoch order
     summary_folder: Path | None = None  # the evaluation folder holding the summary's records
+    seed_evaluations: list[Path] = field(default_factory=list)  # a seeds folder: each seed's evaluation
 
     @property
     def judges(self) -> tuple[str, str]:
@@ -101,6 +102,13 @@ def load_run(path: str | Path) -> RunResult:
     folder = Path(path).expanduser()
     if not folder.is_dir():
         raise UserError(f"report: {path} is not a folder")
+    from .seeds import SEEDS_SUMMARY, evaluation_of, seed_folders
+
+    if (folder / SEEDS_SUMMARY).exists():  # one method, several seeds: the aggregate
+        evaluations = [evaluation_of(f) for _, f in seed_folders(folder)]
+        first = seed_folders(folder)[0][1] if seed_folders(folder) else folder
+        return RunResult(folder.name, folder, _method_of(first), _read_json(folder / SEEDS_SUMMARY),
+                         seed_evaluations=[e for e in evaluations if e is not None])
     eval_folder = folder if (folder / SUMMARY).exists() else folder / "eval"
     epochs = sorted((p for p in eval_folder.glob("epoch_*") if (p / SUMMARY).exists()), key=_epoch_key)
     trajectory = [_read_json(p / SUMMARY) for p in epochs]
@@ -140,6 +148,12 @@ def table_rows(runs: Sequence[RunResult]) -> tuple[list[str], list[dict]]:
         numbers = flat_numbers(run.summary)
         embedder, nli = run.judges
         row = {"run": run.name, "method": run.method, "epoch": run.summary.get("epoch", "")}
+        seeds = run.summary.get("seeds")
+        row["seeds"] = len(seeds["seeds"]) if seeds else ""
+        if seeds:  # mean over seeds: their standard deviation beside the headline numbers
+            for key in ("MU", "FE"):
+                if key in seeds["spread"]:
+                    row[f"{key}_sd"] = seeds["spread"][key]["sd"]
         for key in (*AGGREGATES, *(f"forget/{m}" for m in METRICS)):
             row[key] = numbers.get(key)
             for bound in ("low", "high"):
@@ -160,12 +174,15 @@ def table_rows(runs: Sequence[RunResult]) -> tuple[list[str], list[dict]]:
 
 
 def shown_columns(columns: Sequence[str]) -> list[str]:
-    return [c for c in columns if c != "skipped" and not c.endswith(("_low", "_high"))]
+    return [c for c in columns if c != "skipped" and not c.endswith(("_low", "_high", "_sd"))]
 
 
 def _cell_text(row: dict, column: str) -> str:
     low, high = row.get(f"{column}_low"), row.get(f"{column}_high")
-    return _with_interval(row[column], [low, high] if low is not None and high is not None else None)
+    text = _with_interval(row[column], [low, high] if low is not None and high is not None else None)
+    if row.get(f"{column}_sd") is not None:  # mean over seeds
+        text = text.replace(" [", f" \u00b1 {row[f'{column}_sd']:.4f} [", 1)
+    return text
 
 
 def _heading(column: str) -> str:
@@ -229,6 +246,16 @@ def find_baseline(runs: Sequence[RunResult], name: str) -> RunResult:
     raise UserError(f"report: no run is named '{name}' (the runs: {', '.join(r.name for r in runs)})")
 
 
+def _run_replicates(run: RunResult, base_rows: list[S.SetRows], what: str, settings: BootstrapConfig) -> S.Replicates:
+    """A run's replicates on the baseline's rows; a seeds run: the seeds' pooled replicates."""
+    score = scoring(run.summary.get("scenario", "tofu"))
+    if run.seed_evaluations:
+        return S.pooled_over_seeds([
+            S.bootstrap(S.align_rows(read_set_rows(e), base_rows, what=what), score, settings.samples, settings.seed)
+            for e in run.seed_evaluations])
+    return S.bootstrap(S.align_rows(_records_of(run), base_rows, what=what), score, settings.samples, settings.seed)
+
+
 def _records_of(run: RunResult) -> list[S.SetRows]:
     if run.summary_folder is None or not (run.summary_folder / RECORDS_DIR).is_dir():
         raise UserError(f"report: {run.name} has no per-row records ({RECORDS_DIR}/); "
@@ -244,14 +271,13 @@ def compare_with_baseline(runs: Sequence[RunResult], baseline_name: str,
         block = baseline.summary.get("intervals") or {}
         settings = BootstrapConfig(samples=int(block.get("samples", S.DEFAULT_SAMPLES)),
                                    seed=int(block.get("seed", 0)), level=float(block.get("level", S.DEFAULT_LEVEL)))
-    base_rows = _records_of(baseline)
-    base = S.bootstrap(base_rows, scoring(baseline.summary.get("scenario", "tofu")), settings.samples, settings.seed)
+    base_rows = read_set_rows(baseline.seed_evaluations[0]) if baseline.seed_evaluations else _records_of(baseline)
+    base = _run_replicates(baseline, base_rows, "the baseline", settings)
     results = {}
     for run in runs:
         if run is baseline:
             continue
-        aligned = S.align_rows(_records_of(run), base_rows, what=f"baseline {baseline.name}")
-        mine = S.bootstrap(aligned, scoring(run.summary.get("scenario", "tofu")), settings.samples, settings.seed)
+        mine = _run_replicates(run, base_rows, f"baseline {baseline.name}", settings)
         results[run.name] = S.paired_difference(mine, base, settings.level)
     return Comparison(baseline.name, settings.level, settings.samples, results)
 
@@ -547,9 +573,11 @@ def section_table(columns: list[str], rows: list[dict], note: str | None) -> str
 def _html_cell(row: dict, column: str) -> str:
     value = row[column]
     low, high = row.get(f"{column}_low"), row.get(f"{column}_high")
+    sd = row.get(f"{column}_sd")
+    spread = f" \u00b1 {sd:.4f}" if sd is not None else ""
     if isinstance(value, float) and low is not None and high is not None:
-        return f'{value:.4f}<br><span class="ci">[{low:.2f}, {high:.2f}]</span>'
-    return html.escape(_format(value))
+        return f'{value:.4f}{spread}<br><span class="ci">[{low:.2f}, {high:.2f}]</span>'
+    return html.escape(_format(value)) + spread
 
 
 def section_comparison(comparison: Comparison | None) -> str:

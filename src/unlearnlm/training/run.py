@@ -333,9 +333,34 @@ def build_unlearning_trainer(config: UnlearnConfig, method: Method, data: Unlear
     return trainer, tokenizer
 
 
+SEEDS = "seeds.json"
+
+
+def seed_run_config(config: UnlearnConfig, seed: int) -> UnlearnConfig:
+    """The ordinary run of one seed: training.seed = seed, in OUTPUT_DIR/seed_S."""
+    from dataclasses import replace
+
+    return replace(config, seeds=None, training=replace(config.training, seed=int(seed)),
+                   output_dir=str(Path(config.output_dir) / f"seed_{int(seed)}"))
+
+
+def unlearn_seeds(config: UnlearnConfig, callbacks: Sequence = ()) -> Path:
+    """One run per seed in OUTPUT_DIR/seed_S (a finished one is skipped); OUTPUT_DIR/seeds.json
+    lists them. Returns OUTPUT_DIR."""
+    validate_config(config)
+    output_dir = Path(config.output_dir)
+    for seed in config.seeds:
+        unlearn(seed_run_config(config, seed), callbacks)
+    atomic_write_json(output_dir / SEEDS, {"seeds": [int(s) for s in config.seeds],
+                                           "runs": [f"seed_{int(s)}" for s in config.seeds]})
+    return output_dir
+
+
 def unlearn(config: UnlearnConfig, callbacks: Sequence = ()) -> Path:
     """Unlearn ``config.data``'s forget set from ``config.model``; returns the run folder.
-    ``callbacks``: more transformers TrainerCallbacks for the run."""
+    ``callbacks``: more transformers TrainerCallbacks for the run. With ``seeds``: one run per seed."""
+    if config.seeds:
+        return unlearn_seeds(config, callbacks)
     validate_config(config)
     method = get_method(config.method)
     data = load_unlearning_data(config, method)
