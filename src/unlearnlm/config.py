@@ -268,6 +268,9 @@ class ContinualConfig:
     # ds_size, judges...) on the task just unlearned; false = only unlearn.
     evaluate: bool = True
     output_dir: str = "runs/continual"
+    # One continual run per seed (unlearn.training.seed), each in OUTPUT_DIR/seed_S (a finished one
+    # is not redone), then OUTPUT_DIR/trajectory.csv: mean ± sd over the seeds, pooled intervals.
+    seeds: Optional[list[int]] = None
 
 
 def _real_world_unlearn_defaults() -> UnlearnConfig:
