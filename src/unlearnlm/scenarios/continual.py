@@ -233,7 +233,8 @@ def write_seed_trajectory(output_dir: Path, seeds: list[int], settings) -> None:
                    / ("eval" if method == TARGET else f"task_{safe_name(task)}/eval") for s in seeds]
         if all((f / "records").is_dir() and (f / "summary.json").exists() for f in folders):
             base = read_set_rows(folders[0])
-            score = scoring(json.loads((folders[0] / "summary.json").read_text(encoding="utf-8")).get("scenario", "tofu"))
+            saved = json.loads((folders[0] / "summary.json").read_text(encoding="utf-8"))
+            score = scoring(saved.get("scenario", "tofu"))
             pooled = pooled_over_seeds([bootstrap(align_rows(read_set_rows(f), base), score, settings.samples,
                                                   settings.seed) for f in folders])
             bounds = intervals(pooled, settings.level)

@@ -231,7 +231,8 @@ def evaluate_once(config: EvaluateConfig, judges) -> dict:
         if isinstance(previous, dict) and {**previous, "bootstrap": None} == {**now, "bootstrap": None}:
             print(f"{folder} already holds this evaluation")
             summary = load_summary(folder)
-            if previous.get("bootstrap") != now["bootstrap"] or ("intervals" in summary) != (config.bootstrap.samples > 0):
+            stale = ("intervals" in summary) != (config.bootstrap.samples > 0)
+            if previous.get("bootstrap") != now["bootstrap"] or stale:
                 summary = intervals_command(folder, config.bootstrap)
                 save_config(config, saved)
             return summary
