@@ -288,7 +288,7 @@ def _difference_text(result: dict | None) -> str:
     interval = result["interval"]
     text = f"{result['difference']:+.4f}"
     if interval:
-        text += f" [{interval[0]:+.2f}, {interval[1]:+.2f}]"
+        text += " " + S.format_interval(interval, signed=True)
     return text + (" *" if result["distinguishable"] else "")
 
 
@@ -576,7 +576,7 @@ def _html_cell(row: dict, column: str) -> str:
     sd = row.get(f"{column}_sd")
     spread = f" \u00b1 {sd:.4f}" if sd is not None else ""
     if isinstance(value, float) and low is not None and high is not None:
-        return f'{value:.4f}{spread}<br><span class="ci">[{low:.2f}, {high:.2f}]</span>'
+        return f'{value:.4f}{spread}<br><span class="ci">{S.format_interval([low, high])}</span>'
     return html.escape(_format(value)) + spread
 
 
@@ -596,7 +596,7 @@ def section_comparison(comparison: Comparison | None) -> str:
             interval = result["interval"]
             shown = f"{result['difference']:+.4f}"
             if interval:
-                shown += f'<br><span class="ci">[{interval[0]:+.2f}, {interval[1]:+.2f}]</span>'
+                shown += f'<br><span class="ci">{S.format_interval(interval, signed=True)}</span>'
             css = "yes" if result["distinguishable"] else "no"
             cells += f'<td class="{css}">{shown}</td>'
         body += f"<tr><td>{html.escape(run)}</td>{cells}</tr>"

@@ -17,6 +17,7 @@ entailed) are already in ``records/SET.jsonl``, so a bootstrap replicate only re
 
 from __future__ import annotations
 
+import math
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -217,11 +218,26 @@ def seed_spread(points: Sequence[dict]) -> dict[str, dict]:
 # ---- printing ----------------------------------------------------------------------------------------
 
 
+def interval_decimals(interval: Sequence[float], least: int = 2, most: int = 4) -> int:
+    """Enough decimals that an interval's two ends differ when they do (2 for a width of 0.05)."""
+    width = abs(float(interval[1]) - float(interval[0]))
+    if width <= 0 or not math.isfinite(width):
+        return least
+    return max(least, min(most, math.ceil(-math.log10(width))))
+
+
+def format_interval(interval: Sequence[float], signed: bool = False) -> str:
+    """``[0.39, 0.45]`` (``[+0.01, +0.05]`` signed), with as many decimals as the width needs."""
+    places = interval_decimals(interval)
+    sign = "+" if signed else ""
+    return f"[{interval[0]:{sign}.{places}f}, {interval[1]:{sign}.{places}f}]"
+
+
 def format_with_interval(value: float | None, interval: Sequence[float] | None, digits: int = 4) -> str:
     """``0.4197 [0.39, 0.45]``; the value alone without an interval, ``-`` without a value."""
     if value is None:
         return "-"
     text = f"{value:.{digits}f}"
     if interval:
-        text += f" [{interval[0]:.2f}, {interval[1]:.2f}]"
+        text += " " + format_interval(interval)
     return text

@@ -372,8 +372,9 @@ def _difference(a, b, key: str, level: float) -> Optional[dict]:
 def _said(result: Optional[dict]) -> str:
     if not result or not result["interval"]:
         return "unavailable"
-    low, high = result["interval"]
-    return f"{result['difference']:+.3f} [{low:+.3f}, {high:+.3f}]"
+    from ..evaluation.statistics import format_interval
+
+    return f"{result['difference']:+.4f} {format_interval(result['interval'], signed=True)}"
 
 
 def paper_claims(method_evals: dict, target_eval: Path, samples: int = 1000, seed: int = 0,
