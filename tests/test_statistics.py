@@ -221,3 +221,10 @@ def test_demo_sized_bootstrap_takes_seconds():
                  ("world_facts", "utility", 20)]]
         S.bootstrap(sets, SCORING, samples=1000)
     assert time.perf_counter() - started < 60  # measured: about 5 s on one busy core
+
+
+def test_intervals_print_with_the_decimals_their_width_needs():
+    assert S.format_with_interval(0.41966, [0.3912, 0.4521]) == "0.4197 [0.39, 0.45]"
+    assert S.format_interval([-0.00012, 0.00003], signed=True) == "[-0.0001, +0.0000]"
+    assert S.format_interval([0.001, 0.007], signed=True) == "[+0.001, +0.007]"
+    assert S.format_with_interval(None, [0.1, 0.2]) == "-" and S.format_with_interval(0.5, None) == "0.5000"

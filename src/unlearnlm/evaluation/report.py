@@ -574,7 +574,7 @@ def _html_cell(row: dict, column: str) -> str:
     value = row[column]
     low, high = row.get(f"{column}_low"), row.get(f"{column}_high")
     sd = row.get(f"{column}_sd")
-    spread = f" \u00b1 {sd:.4f}" if sd is not None else ""
+    spread = f'<br><span class="ci">sd \u00b1{sd:.4f}</span>' if sd is not None else ""
     if isinstance(value, float) and low is not None and high is not None:
         return f'{value:.4f}{spread}<br><span class="ci">{S.format_interval([low, high])}</span>'
     return html.escape(_format(value)) + spread
@@ -650,6 +650,7 @@ h2 { border-bottom: 1px solid #ddd; padding-bottom: 0.2em; margin-top: 1.6em; }
 table { border-collapse: collapse; font-size: 0.85em; }
 th, td { border: 1px solid #ccc; padding: 0.3em 0.55em; text-align: right; vertical-align: top; }
 th { background: #f3f3f3; } td:first-child, td:nth-child(2) { text-align: left; }
+table.results td, table.comparison td { white-space: nowrap; }
 .ci { color: #777; font-size: 0.85em; white-space: nowrap; }
 .note { background: #fff4d6; padding: 0.6em; border-left: 4px solid #e0a800; }
 td.yes { background: #e3f1e3; font-weight: 600; } td.no { color: #888; }
