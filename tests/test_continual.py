@@ -251,3 +251,41 @@ def test_rerun_may_change_progress_display(tiny_model, world, tmp_path):
     quieter = continual_settings(tiny_model, world, tmp_path, evaluate=False)
     quieter["unlearn"]["training"]["progress"] = True
     continual.claim_output_folder(tmp_path, from_dict(ContinualConfig, quieter), "continual")  # no error
+
+
+def test_seeds_give_one_continual_run_each_and_a_trajectory_over_them(tiny_model, world, tmp_path, monkeypatch):
+    from unlearnlm.evaluation import evaluate as E
+    from unlearnlm.evaluation import statistics as S
+
+    monkeypatch.setattr(continual, "default_evaluator", fake_judges_evaluator)
+    settings = continual_settings(tiny_model, world, tmp_path / "out", tasks=["1", "2"], seeds=[5, 6])
+    settings["unlearn"]["evaluation"]["bootstrap"] = {"samples": 100}
+    config = from_dict(ContinualConfig, settings)
+    continual.run_continual(config)
+    out = tmp_path / "out"
+    per_seed = {s: read_rows(out / f"seed_{s}" / continual.TRAJECTORY) for s in (5, 6)}
+    for s in (5, 6):
+        saved = yaml.safe_load((out / f"seed_{s}" / "ME+GD" / "task_1" / "config.yaml").read_text())
+        assert saved["training"]["seed"] == s
+    rows = read_rows(out / continual.TRAJECTORY)
+    assert [(r["method"], r["task"]) for r in rows] == [("target", "0"), ("ME+GD", "1"), ("ME+GD", "2")]
+    for row, first, second in zip(rows, per_seed[5], per_seed[6]):
+        values = [float(first["FE"]), float(second["FE"])]
+        assert float(row["FE"]) == pytest.approx(np.mean(values))
+        assert float(row["FE_sd"]) == pytest.approx(np.std(values, ddof=1))
+        assert row["seeds"] == "2"
+    # the pooled interval of task 2: both seeds' rows resampled alike, replicates averaged
+    folders = [out / f"seed_{s}" / "ME+GD" / "task_2" / "eval" for s in (5, 6)]
+    pooled = S.pooled_over_seeds([S.bootstrap(E.read_set_rows(f), E.scoring("tofu"), 100, 0) for f in folders])
+    assert [float(rows[2]["MU_low"]), float(rows[2]["MU_high"])] == pytest.approx(S.intervals(pooled)["MU"])
+    assert "\u00b1" in (out / "trajectory.md").read_text()
+
+    # a seed already run is not redone
+    import unlearnlm.training.run as run_module
+
+    def no_training(config):
+        raise AssertionError(f"{config.output_dir} was trained again")
+
+    monkeypatch.setattr(run_module, "unlearn", no_training)
+    continual.run_continual(config)
+    assert read_rows(out / continual.TRAJECTORY) == rows

@@ -179,3 +179,40 @@ def test_training_takes_every_core_back_once_the_judge_is_done():
         assert torch.get_num_threads() == 3
     finally:
         torch.set_num_threads(before)
+
+
+def test_paper_claims_say_what_this_scale_tells_apart(tmp_path):
+    """Synthetic evaluations: ME+GD forgets far more than the rest, GA+GD loses utility, the
+    others stay near the target; each claim's verdict follows from its paired intervals."""
+    import numpy as np
+    from test_report import _evaluation, _records
+
+    from unlearnlm.scenarios.demo import paper_claims
+
+    base = _records(0)
+    target = _evaluation(tmp_path / "target", base)
+
+    def variant(name, seed, forget_shift=0.0, utility_scale=1.0):
+        sets = _records(seed, forget_shift=forget_shift)
+        for s, b in zip(sets, base, strict=True):
+            for row, base_row in zip(s.rows, b.rows, strict=True):
+                row["question"] = base_row["question"]
+                if s.role != "forget":  # the target's utility rows, scaled: a paired change only
+                    for key in ("rouge_recall", "probability", "token_entropy", "cosine"):
+                        row[key] = float(np.clip(base_row[key] * utility_scale, 0.01, 1))
+                    row["truth_ratio"], row["entailed"] = base_row["truth_ratio"], base_row["entailed"]
+        return _evaluation(tmp_path / name, sets)
+
+    evals = {"ME+GD": variant("me", 1, forget_shift=0.5), "GA+GD": variant("ga", 2, utility_scale=0.4),
+             "NPO+GD": variant("npo", 3, forget_shift=0.02), "IDK+AP": variant("idk", 4, forget_shift=0.05)}
+    lines = paper_claims(evals, target, samples=300)
+    text = "\n".join(lines)
+    line = {key: next(text for text in lines if text.startswith(f"- {key}")) for key in
+            ("ME+GD reaches", "ME+GD's MU", "GA+GD", "DPO+GD", "NPO+GD", "IDK+AP")}
+    assert line["ME+GD reaches"].endswith("distinguishable, as claimed")
+    assert line["ME+GD's MU"].endswith("no distinguishable drop")  # its utility rows are the target's
+    assert line["GA+GD"].endswith("distinguishable, as claimed")
+    assert "not run here (DPO+GD" in line["DPO+GD"]
+    assert line["NPO+GD"].endswith("distinguishable, as claimed")
+    assert line["IDK+AP"].endswith("no distinguishable drop")
+    assert "continual" in text

@@ -32,7 +32,14 @@ def cmd_unlearn(args: argparse.Namespace) -> None:
     from .training.run import unlearn
 
     get_method(config.method)  # an unknown method lists the valid ones, before anything loads
-    folder = unlearn(config, epoch_evaluation(config))
+    folder = unlearn(config, epoch_evaluation)  # per seed, when there are seeds
+    if config.seeds:
+        logger.info(f"one run per seed in {folder}/seed_S/model")
+        if config.eval_every_epoch:
+            from .evaluation.seeds import aggregate_seeds, format_seeds
+
+            logger.info(format_seeds(aggregate_seeds(folder, config.evaluation.bootstrap)))
+        return
     logger.info(f"unlearned model written to {folder}/model")
 
 
@@ -99,8 +106,26 @@ def cmd_report(args: argparse.Namespace) -> None:
     from .io import check_output_path
 
     check_output_path(args.output, "--output")
-    page = write_report(args.runs, args.output)
+    page = write_report(args.runs, args.output, baseline=args.baseline)
     logger.info(f"report written to {page}")
+
+
+def cmd_intervals(args: argparse.Namespace) -> None:
+    from .config import BootstrapConfig, from_dict, parse_overrides
+
+    settings = from_dict(BootstrapConfig, parse_overrides(args.settings))
+    if settings.samples < 1 or not 0 < settings.level < 1:
+        raise UserError("intervals: samples must be at least 1 and level between 0 and 1")
+    from .evaluation.evaluate import format_table, intervals_command
+
+    summary = intervals_command(args.folder, settings)
+    logger.info(format_table(summary))
+    logger.info(f"intervals written to {args.folder}")
+
+
+def _intervals_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("folder", metavar="EVAL_DIR", help="an evaluation folder (or a run folder with eval/)")
+    parser.add_argument("settings", nargs="*", metavar="key=value", help="samples=1000 seed=0 level=0.95")
 
 
 def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
@@ -114,6 +139,8 @@ def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
 def _report_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("runs", nargs="+", metavar="RUN", help="evaluation folders or unlearning run folders")
     parser.add_argument("--output", "-o", default="report", help="folder for report.md/.csv/.html and plots")
+    parser.add_argument("--baseline", "-b", help="a run (folder name or method) every other run is compared with, "
+                        "pairwise on the same resampled rows (e.g. target)")
 
 
 def cmd_continual(args: argparse.Namespace) -> None:
@@ -143,8 +170,8 @@ def cmd_muse(args: argparse.Namespace) -> None:
     from .scenarios.muse import run_muse
 
     folder, table = run_muse(config)
-    print(table, end="")
-    print(f"MUSE run written to {folder} (summary.json, results.md)")
+    logger.info(table.rstrip("\n"))
+    logger.info(f"MUSE run written to {folder} (summary.json, results.md)")
 
 
 def cmd_wmdp(args: argparse.Namespace) -> None:
@@ -154,8 +181,8 @@ def cmd_wmdp(args: argparse.Namespace) -> None:
     from .scenarios.wmdp import run_wmdp
 
     folder, table = run_wmdp(config)
-    print(table, end="")
-    print(f"WMDP run written to {folder} (summary.json, results.md)")
+    logger.info(table.rstrip("\n"))
+    logger.info(f"WMDP run written to {folder} (summary.json, results.md)")
 
 
 def cmd_build_forget_set(args: argparse.Namespace) -> None:
@@ -267,6 +294,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], None], str, bool]] = {
                  False),
     "attack": (cmd_attack, "attack an unlearned run (relearning, quantisation, probes): how much comes back", False),
     "report": (cmd_report, "compare evaluated runs: table, MU-vs-FE and trajectory plots, HTML page", False),
+    "intervals": (cmd_intervals, "add bootstrap intervals to a finished evaluation, from its per-row records", False),
     "continual": (cmd_continual, "unlearn tasks 1..N in turn, evaluating after each (MU/FE trajectory)", True),
     "real-world": (cmd_real_world, "unlearn real people from an instruction model; QA and lm-eval utility", True),
     "build-forget-set": (cmd_build_forget_set,
@@ -308,6 +336,7 @@ EXTRA_ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
     "evaluate": _evaluate_arguments,
     "report": _report_arguments,
     "attack": _attack_arguments,
+    "intervals": _intervals_arguments,
     "make-world": _make_world_arguments,
     "show-format": _show_format_arguments,
     "train-judge": _train_judge_arguments,

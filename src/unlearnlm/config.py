@@ -145,6 +145,15 @@ class JudgesConfig:
 
 
 @dataclass
+class BootstrapConfig:
+    # Resamples of every set's rows for the intervals (computed from the records, no model);
+    # 0 = no intervals.
+    samples: int = 1000
+    seed: int = 0
+    level: float = 0.95
+
+
+@dataclass
 class EvalDataConfig:
     # Empty means: the unlearning run's own (when evaluating during training, or a run folder),
     # else locuslab/TOFU, forget01 (real_world: forget) and task 1 (real_world: every task).
@@ -205,6 +214,7 @@ class EvaluateConfig:
     # Forget Quality and privleak: a retain model's evaluation (its output folder or forget records file).
     retain_eval: Optional[str] = None
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
     output_dir: str = "runs/eval"
 
 
@@ -228,6 +238,9 @@ class UnlearnConfig:
     # OUTPUT_DIR/eval/results.csv); `evaluation`'s model and output_dir are the run's own.
     eval_every_epoch: bool = False
     evaluation: EvaluateConfig = field(default_factory=EvaluateConfig)
+    # One run per seed (training.seed), each in OUTPUT_DIR/seed_S; a seed already run is not redone.
+    # Empty = one run, in OUTPUT_DIR itself, with training.seed.
+    seeds: Optional[list[int]] = None
 
 
 @dataclass
@@ -302,6 +315,9 @@ class ContinualConfig:
     # ds_size, judges...) on the task just unlearned; false = only unlearn.
     evaluate: bool = True
     output_dir: str = "runs/continual"
+    # One continual run per seed (unlearn.training.seed), each in OUTPUT_DIR/seed_S (a finished one
+    # is not redone), then OUTPUT_DIR/trajectory.csv: mean ± sd over the seeds, pooled intervals.
+    seeds: Optional[list[int]] = None
 
 
 def _real_world_unlearn_defaults() -> UnlearnConfig:
@@ -532,6 +548,9 @@ class DemoConfig:
     # add the method x attack recovery table to the report.
     run_attacks: bool = True
     attack: AttackConfig = field(default_factory=_demo_attacks)
+    # Unlearn every method once per seed (unlearn.seed is replaced); the table shows the mean over
+    # the seeds, ± their standard deviation, with the pooled interval. Empty = one run, unlearn.seed.
+    seeds: Optional[list[int]] = None
 
 
 C = TypeVar("C")
@@ -892,6 +911,8 @@ def validate_config(config: Any) -> None:
             "the run's evaluations score the run's own model (its model section) into its own folder",
             prefix="evaluation.")
         validate_data_format(config)
+        if config.seeds:
+            _require(len(set(config.seeds)) == len(config.seeds), f"seeds lists a seed twice: {config.seeds}")
     if isinstance(config, (MuseConfig, WmdpConfig)):
         _within("unlearn", validate_config, config.unlearn)
         _require(config.unlearn.data.format == "text",
@@ -1091,6 +1112,9 @@ def validate_evaluation(e: EvaluateConfig, prefix: str = "") -> None:
     for name in ("generation_batch_size", "loss_batch_size"):
         _require(getattr(e, name) >= 1, f"{prefix}{name} must be at least 1, got {getattr(e, name)}")
     _require(e.pad_to is None or e.pad_to >= 1, f"{prefix}pad_to must be at least 1, got {e.pad_to}")
+    _require(e.bootstrap.samples >= 0,
+             f"{prefix}bootstrap.samples must be zero (no intervals) or more, got {e.bootstrap.samples}")
+    _require(0 < e.bootstrap.level < 1, f"{prefix}bootstrap.level must be between 0 and 1, got {e.bootstrap.level}")
     for name in ("embedder_batch_size", "nli_batch_size"):
         value = getattr(e.judges, name)
         _require(value >= 1, f"{prefix}judges.{name} must be at least 1, got {value}")
@@ -1107,7 +1131,9 @@ def save_config(config: Any, path: str | Path) -> None:
 
 
 # Options that change how a run goes, not what it computes: a rerun may change them and continue.
-OPERATIONAL_KEYS = ("training.progress", "training.save_steps", "training.save_minutes", "training.report_to")
+# The bootstrap settings change only the intervals, which are computed again from the records.
+OPERATIONAL_KEYS = ("training.progress", "training.save_steps", "training.save_minutes", "training.report_to",
+                    "bootstrap.samples", "bootstrap.seed", "bootstrap.level")
 
 
 def _operational(key: str) -> bool:

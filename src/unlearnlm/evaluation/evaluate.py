@@ -5,8 +5,8 @@ load the judges, run one inference pass per set, judge every set's generations i
 call per judge, then compute the metrics from the records. Writes into ``output_dir``:
 
     records/SET.jsonl   one line per row: question, generation, ground truth, losses, every per-row value
-    summary.json        the set metrics, MU / FE / TOFU MU / FQ, the MIA AUCs and privleak, the judges'
-                        names, skipped metrics (with why), timings
+    summary.json        the set metrics, MU / FE / TOFU MU / FQ, the MIA AUCs and privleak, their
+                        bootstrap intervals, the judges' names, skipped metrics (with why), timings
     results.csv         one row per evaluation, appended (a header never repeats)
     config.yaml         the resolved config
 and prints a table.
@@ -24,13 +24,14 @@ from typing import Any, Callable, Optional, Sequence
 
 import yaml
 
-from ..config import EvalDataConfig, EvaluateConfig, UnlearnConfig, save_config
+from ..config import BootstrapConfig, EvalDataConfig, EvaluateConfig, UnlearnConfig, save_config
 from ..data.records import read_records_file
 from ..errors import UserError
 from ..io import append_csv_row, atomic_write_json, atomic_write_jsonl
 from ..judges.loading import Judges
 from ..tables import format_cell
 from . import metrics as M
+from . import statistics as S
 from .sets import HOLDOUT_SET, EvalSet, load_set_rows, scenario_sets
 
 logger = logging.getLogger(__name__)
@@ -317,13 +318,105 @@ def attach_gradient_norms(model, formatter, sets: Sequence[tuple[EvalSet, list[d
                 record["grad_norm"] = value
 
 
-def flat_numbers(summary: dict) -> dict[str, Any]:
-    """The summary's numbers as one flat row: MU, FE, ..., SET/METRIC (for CSV and tables)."""
+def flat_numbers(summary: dict, with_intervals: bool = True) -> dict[str, Any]:
+    """The summary's numbers as one flat row: MU, FE, ..., SET/METRIC (for CSV and tables), each
+    followed by KEY_low and KEY_high when the summary holds its interval."""
     row = {a.name: summary[a.name] for a in M.AGGREGATES if a.name in summary}
     for name, result in summary["sets"].items():
         for metric, value in result["metrics"].items():
             row[f"{name}/{metric}"] = value
-    return row
+    bounds = interval_values(summary) if with_intervals else {}
+    if not bounds:
+        return row
+    with_bounds = {}
+    for key, value in row.items():
+        with_bounds[key] = value
+        if bounds.get(key):
+            with_bounds[f"{key}_low"], with_bounds[f"{key}_high"] = bounds[key]
+    return with_bounds
+
+
+# ---- intervals ---------------------------------------------------------------------------------
+
+
+def scoring(scenario: str, retain_aucs: Optional[dict] = None) -> S.Scoring:
+    """The evaluation's scoring as the bootstrap calls it: the set metrics, the aggregates of the
+    set results, and the MIA AUCs and privleak of the forget and holdout rows (the retain model's
+    AUC, privleak's reference, is a fixed number: its rows are not resampled)."""
+
+    def privacy(sets: Sequence[S.SetRows]) -> dict[str, float]:
+        forget = sorted((s for s in sets if s.role == "forget"), key=lambda s: s.name != "forget")
+        holdout = [s for s in sets if s.role == "holdout"]
+        numbers, _ = privacy_aggregates(forget[0].rows if forget else None, holdout[0].rows if holdout else None,
+                                        retain_aucs, "")
+        return {k: v for k, v in numbers.items() if k.startswith("AUC_") or k == "privleak"}
+
+    return S.Scoring(M.set_metrics, lambda results: {k: v["value"] for k, v in aggregates(results, scenario).items()},
+                     privacy)
+
+
+def interval_values(summary: dict) -> dict[str, Optional[list[float]]]:
+    """{MU, FE, ..., SET/METRIC: [low, high]} of a summary (empty without intervals)."""
+    return (summary.get("intervals") or {}).get("values") or {}
+
+
+def add_intervals(summary: dict, set_rows: Sequence[S.SetRows], settings: BootstrapConfig,
+                  retain_aucs: Optional[dict] = None) -> Optional[S.Replicates]:
+    """Bootstrap the summary's numbers from the sets' per-row records into summary["intervals"]."""
+    if settings.samples == 0:
+        summary.pop("intervals", None)
+        return None
+    replicates = S.bootstrap(set_rows, scoring(summary["scenario"], retain_aucs), settings.samples, settings.seed)
+    forget = [s for s in set_rows if s.role == "forget"]
+    forget.sort(key=lambda s: s.name != "forget")
+    fq_rows = len(forget[0].rows) if "FQ" in summary and forget else None
+    summary["intervals"] = S.interval_summary(replicates, settings.level, fq_rows)
+    return replicates
+
+
+def read_set_rows(folder: str | Path) -> list[S.SetRows]:
+    """An evaluation folder's sets with their per-row records (records/SET.jsonl)."""
+    folder = Path(folder)
+    summary = load_summary(folder)
+    set_rows = []
+    for name, result in summary.get("sets", {}).items():
+        path = folder / RECORDS_DIR / f"{_file_name(name)}.jsonl"
+        if not path.exists():
+            raise UserError(f"{path} is missing: intervals and paired comparisons need the per-row records")
+        set_rows.append(S.SetRows(name, result.get("role", "retain"), read_records_file(path)))
+    return set_rows
+
+
+def bootstrap_folder(folder: str | Path, settings: BootstrapConfig) -> S.Replicates:
+    """The replicates of an evaluation folder's numbers (from its records)."""
+    summary = load_summary(folder)
+    scored = scoring(summary.get("scenario", "tofu"), _saved_retain_aucs(folder))
+    return S.bootstrap(read_set_rows(folder), scored, settings.samples, settings.seed)
+
+
+def _saved_retain_aucs(folder: Path) -> Optional[dict]:
+    """The retain model's MIA AUCs for an evaluation folder, read through its saved config."""
+    saved = Path(folder) / "config.yaml"
+    if not saved.exists():
+        return None
+    from ..config import from_dict
+
+    try:
+        config = from_dict(EvaluateConfig, yaml.safe_load(saved.read_text(encoding="utf-8")) or {})
+    except UserError:
+        return None
+    return retain_model_aucs(config)[0]
+
+
+def intervals_command(folder: str | Path, settings: BootstrapConfig) -> dict:
+    """``unlearnlm intervals EVAL_DIR``: add (or recompute) the intervals of a finished evaluation."""
+    folder = Path(folder)
+    if not (folder / EVAL_SUMMARY).exists() and (folder / "eval" / EVAL_SUMMARY).exists():
+        folder = folder / "eval"  # an unlearning run folder
+    summary = load_summary(folder)
+    add_intervals(summary, read_set_rows(folder), settings, _saved_retain_aucs(folder))
+    atomic_write_json(folder / EVAL_SUMMARY, summary)
+    return summary
 
 
 # ---- the command -------------------------------------------------------------------------------
@@ -399,8 +492,12 @@ def evaluate_model(
     summary.update(privacy_numbers)
     skipped += privacy_skipped
     summary["directions"] = directions()
-    summary.update(sets=set_results, skipped=skipped, rows={n: r["rows"] for n, r in set_results.items()},
-                   times={k: round(v, 3) for k, v in times.items()},
+    summary.update(sets=set_results, skipped=skipped, rows={n: r["rows"] for n, r in set_results.items()})
+    started = time.perf_counter()
+    add_intervals(summary, [S.SetRows(s.name, s.role, rows) for s, rows in judged_sets], config.bootstrap,
+                  retain_aucs[0])
+    times["bootstrap_s"] = time.perf_counter() - started
+    summary.update(times={k: round(v, 3) for k, v in times.items()},
                    evaluated_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
 
     write_outputs(config, judged_sets, summary, csv_path)
@@ -445,8 +542,10 @@ def directions() -> dict[str, str]:
 
 
 def format_table(summary: dict) -> str:
-    """The printed table: one block of set metrics per registry group, then the aggregates, the
-    judges and what was skipped."""
+    """The printed table: one block of set metrics per registry group (each set's intervals on the
+    line beneath it), then the aggregates with their intervals, the judges and what was skipped."""
+    bounds = interval_values(summary)
+    width = 11 if bounds else 9
     lines: list[str] = []
     for group in dict.fromkeys(m.group for m in M.REGISTRY):
         names = [m.name for m in M.REGISTRY if m.group == group
@@ -455,27 +554,46 @@ def format_table(summary: dict) -> str:
             names = [n for n in names if any(r["metrics"].get(n) is not None for r in summary["sets"].values())]
         if not names:
             continue
-        header = f"{'set':<16}{'role':<9}{'rows':>5}" + "".join(f"{METRIC_TITLES[m]:>9}" for m in names)
+        header = f"{'set':<16}{'role':<9}{'rows':>5}" + "".join(f"{METRIC_TITLES[m]:>{width}}" for m in names)
         lines += ([""] if lines else []) + [header, "-" * len(header)]
         for name, result in summary["sets"].items():
             if not any(m in result["metrics"] for m in names):
                 continue
-            cells = "".join(f"{format_cell(result['metrics'].get(m)):>9}" for m in names)
+            cells = "".join(f"{format_cell(result['metrics'].get(m)):>{width}}" for m in names)
             lines.append(f"{name[:15]:<16}{result['role']:<9}{result['rows']:>5}{cells}")
+            if bounds:
+                cells = "".join(f"{_short_interval(bounds.get(f'{name}/{m}')):>{width}}" for m in names)
+                if cells.strip():
+                    lines.append(f"{'':<30}{cells}")
         lines.append("-" * len(header))
     for aggregate in M.AGGREGATES:
         if aggregate.name in summary:
             count = summary.get(f"{aggregate.name}_n_values")
-            lines.append(f"{aggregate.title:<24}{format_cell(summary[aggregate.name]):>9}"
+            interval = bounds.get(aggregate.name)
+            shown = f"  [{interval[0]:.4f}, {interval[1]:.4f}]" if interval else ""
+            if aggregate.name == "FQ" and bounds:
+                shown = "  (no interval: a p-value)"
+            lines.append(f"{aggregate.title:<24}{format_cell(summary[aggregate.name]):>9}{shown}"
                          + (f"   ({count} values)" if count is not None else "")
                          + f"   [{_ARROWS[aggregate.better]} is better]")
     if "privleak" in summary:
         lines.append(f"privleak reference: {summary['privleak_reference']}")
+    if bounds:
+        block = summary["intervals"]
+        lines.append(f"intervals: {block['level']:.0%} percentile bootstrap over each set's rows "
+                     f"(B = {block['samples']}, seed {block['seed']})")
     judges = summary["judges"]
     lines.append(f"judges: embedder = {judges['embedder'] or 'none'}; nli = {judges['nli'] or 'none'}")
     if summary["skipped"]:
         lines.append("skipped: " + "; ".join(summary["skipped"]))
     return "\n".join(lines)
+
+
+def _short_interval(interval: Optional[Sequence[float]]) -> str:
+    """``[.39,.45]``: an interval in a 9-character table cell."""
+    if not interval:
+        return ""
+    return "[" + ",".join(f"{x:.2f}".replace("0.", ".", 1) for x in interval) + "]"
 
 
 def load_summary(folder: str | Path) -> dict:
@@ -488,6 +606,12 @@ def load_summary(folder: str | Path) -> dict:
 
 def evaluate_command(config: EvaluateConfig, model_argument: Optional[str] = None) -> dict:
     """What ``unlearnlm evaluate MODEL`` does: a run folder is evaluated into RUN/eval with its data."""
+    if model_argument and Path(model_argument).is_dir():
+        from .seeds import evaluate_seeds, is_seeds_folder
+
+        if is_seeds_folder(model_argument) and run_folder_of(model_argument) is None:
+            summary = evaluate_seeds(config, Path(model_argument))
+            return {**summary, "output_dir": model_argument}
     run_folder = run_folder_of(model_argument) if model_argument else None
     if model_argument:
         model_path = str(run_folder / "model") if run_folder else model_argument

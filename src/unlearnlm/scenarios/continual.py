@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import copy
 import csv
+import io
+import json
 import logging
 import shutil
 from dataclasses import dataclass
@@ -166,6 +168,8 @@ def run_continual(config: ContinualConfig, evaluator: Optional[Evaluator] = None
     from ..methods import get_method
     from ..training.run import unlearn
 
+    if config.seeds:
+        return run_continual_seeds(config, evaluator)
     for method in methods_of(config):
         get_method(method)  # an unknown method fails before any task runs
     tasks = tasks_to_run(config)
@@ -195,6 +199,64 @@ def run_continual(config: ContinualConfig, evaluator: Optional[Evaluator] = None
                 shutil.rmtree(Path(step.start_model), ignore_errors=True)
         _drop_unkept_last(config, method, tasks, keep)
     return output_dir
+
+
+def run_continual_seeds(config: ContinualConfig, evaluator: Optional[Evaluator] = None) -> Path:
+    """One continual run per seed in OUTPUT_DIR/seed_S, then the trajectory over the seeds."""
+    from dataclasses import replace
+
+    if len(set(config.seeds)) != len(config.seeds):
+        raise UserError(f"seeds lists a seed twice: {config.seeds}")
+    output_dir = Path(config.output_dir)
+    claim_output_folder(output_dir, config, "continual")
+    for seed in config.seeds:
+        unlearn = replace(config.unlearn, training=replace(config.unlearn.training, seed=int(seed)))
+        run_continual(replace(config, seeds=None, unlearn=unlearn, output_dir=str(output_dir / f"seed_{int(seed)}")),
+                      evaluator)
+    if config.evaluate:
+        write_seed_trajectory(output_dir, [int(s) for s in config.seeds], config.unlearn.evaluation.bootstrap)
+    return output_dir
+
+
+def write_seed_trajectory(output_dir: Path, seeds: list[int], settings) -> None:
+    """OUTPUT_DIR/trajectory.csv over the seeds: per (method, task), MU and FE as the mean, their
+    sd, and the pooled interval (each seed's rows resampled alike; needs each step's records)."""
+    from ..evaluation.evaluate import read_set_rows, scoring
+    from ..evaluation.statistics import align_rows, bootstrap, intervals, pooled_over_seeds, seed_spread
+
+    per_seed = [_rows(output_dir / f"seed_{s}") for s in seeds]
+    keys = [(r["method"], r["task"]) for r in per_seed[0]]
+    rows = []
+    for method, task in keys:
+        found = [next((r for r in rows_of if (r["method"], r["task"]) == (method, task)), None) for rows_of in per_seed]
+        if any(r is None for r in found):
+            continue
+        numbers = [{k: float(r[k]) for k in ("MU", "FE") if _is_number(r.get(k))} for r in found]
+        spread = seed_spread(numbers)
+        row = {"method": method, "task": task, "seeds": len(seeds)}
+        for key in ("MU", "FE"):
+            if key in spread:
+                row[key], row[f"{key}_sd"] = spread[key]["mean"], spread[key]["sd"]
+        folders = [output_dir / f"seed_{s}" / (TARGET if method == TARGET else safe_name(method))
+                   / ("eval" if method == TARGET else f"task_{safe_name(task)}/eval") for s in seeds]
+        if all((f / "records").is_dir() and (f / "summary.json").exists() for f in folders):
+            base = read_set_rows(folders[0])
+            saved = json.loads((folders[0] / "summary.json").read_text(encoding="utf-8"))
+            score = scoring(saved.get("scenario", "tofu"))
+            pooled = pooled_over_seeds([bootstrap(align_rows(read_set_rows(f), base), score, settings.samples,
+                                                  settings.seed) for f in folders])
+            bounds = intervals(pooled, settings.level)
+            for key in ("MU", "FE"):
+                if bounds.get(key):
+                    row[f"{key}_low"], row[f"{key}_high"] = bounds[key]
+        rows.append(row)
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, restval="")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(output_dir / TRAJECTORY, buffer.getvalue())
+    write_trajectory_views(output_dir)
 
 
 def _step_done(output_dir: Path, step: TaskStep, evaluated: bool) -> bool:
@@ -284,12 +346,24 @@ def _trajectories(rows: list[dict]) -> dict[str, list[tuple[int, dict]]]:
     return ordered
 
 
+def _number(row: dict, key: str) -> str:
+    """The value, ± its sd over seeds and its interval when the row has them."""
+    text = number_cell(row.get(key, ""))
+    if not _is_number(row.get(key)):
+        return text
+    if _is_number(row.get(f"{key}_sd")):
+        text += f" \u00b1 {float(row[f'{key}_sd']):.4f}"
+    if _is_number(row.get(f"{key}_low")) and _is_number(row.get(f"{key}_high")):
+        text += f" [{float(row[f'{key}_low']):.2f}, {float(row[f'{key}_high']):.2f}]"
+    return text
+
+
 def trajectory_markdown(rows: list[dict]) -> str:
     """MU and FE after every task, per method; the judges get a column when the rows name them."""
     judged = any("embedder" in r for r in rows)
     columns = ["method", "step", "task", "MU", "FE"] + (["judges (embedder / NLI)"] if judged else [])
     table = [{"method": method, "step": position, "task": row["task"] if row["method"] != TARGET else "target",
-              "MU": number_cell(row.get("MU", "")), "FE": number_cell(row.get("FE", "")),
+              "MU": _number(row, "MU"), "FE": _number(row, "FE"),
               "judges (embedder / NLI)": f"{row.get('embedder') or 'none'} / {row.get('nli') or 'none'}"}
              for method, chain in _trajectories(rows).items() for position, row in chain]
     return markdown_table(columns, table)
@@ -305,12 +379,17 @@ def plot_trajectory(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(1, 2, figsize=(9, 3.5))
-    for method, chain in _trajectories(rows).items():
+    for index, (method, chain) in enumerate(_trajectories(rows).items()):
         for axis, key in zip(axes, ("MU", "FE")):
             points = [(position, float(r[key])) for position, r in chain if _is_number(r.get(key))]
             if points:
-                axis.plot(*zip(*points), marker="o", label=method)
-    for axis, key in zip(axes, ("Model Utility", "Forget Efficacy")):
+                axis.plot(*zip(*points), marker="o", label=method, color=f"C{index % 10}")
+            band = [(position, float(r[f"{key}_low"]), float(r[f"{key}_high"])) for position, r in chain
+                    if _is_number(r.get(f"{key}_low")) and _is_number(r.get(f"{key}_high"))]
+            if len(band) > 1:  # the 95% bootstrap intervals
+                axis.fill_between([b[0] for b in band], [b[1] for b in band], [b[2] for b in band],
+                                  color=f"C{index % 10}", alpha=0.15, linewidth=0)
+    for axis, key in zip(axes, ("Model Utility \u2191", "Forget Efficacy \u2191")):
         axis.set_xlabel("tasks unlearned")
         axis.set_title(key)
         axis.grid(alpha=0.3)

@@ -45,7 +45,7 @@ from ..config import (
     without_default_sections,
 )
 from ..errors import UserError
-from ..io import atomic_write_json
+from ..io import atomic_write_json, atomic_write_text
 from ..methods import get_method
 
 logger = logging.getLogger(__name__)
@@ -240,14 +240,25 @@ def demo_evaluation_config(config: DemoConfig, world: Path, model_dir: Path, out
 
 
 def evaluate_once(config: EvaluateConfig, judges) -> dict:
-    """Evaluate unless this folder already holds the evaluation of the same config."""
-    from ..evaluation.evaluate import EVAL_SUMMARY, evaluate_model, load_summary, resolve_config
+    """Evaluate unless this folder already holds the evaluation of the same config. Another
+    bootstrap setting needs no new evaluation: the intervals are recomputed from the records."""
+    import yaml
+
+    from ..config import save_config
+    from ..evaluation.evaluate import EVAL_SUMMARY, evaluate_model, intervals_command, load_summary, resolve_config
 
     config = resolve_config(config)
     folder = Path(config.output_dir)
     if (folder / EVAL_SUMMARY).exists() and config_differences(folder, config) == []:
         logger.info("%s already holds this evaluation", folder)
-        return load_summary(folder)
+        summary = load_summary(folder)
+        saved = folder / "config.yaml"
+        previous = (yaml.safe_load(saved.read_text(encoding="utf-8")) or {}).get("bootstrap")
+        stale = ("intervals" in summary) != (config.bootstrap.samples > 0)
+        if previous != to_dict(config)["bootstrap"] or stale:
+            summary = intervals_command(folder, config.bootstrap)
+            save_config(config, saved)
+        return summary
     return evaluate_model(config, judges=judges)
 
 
@@ -295,6 +306,7 @@ def run_demo(config: DemoConfig) -> Path:
     import torch
 
     from ..evaluation.report import write_report
+    from ..evaluation.seeds import aggregate_seeds, seed_folders
     from ..training.models import cache_dir, resolve_model_path
     from ..training.run import finetune, unlearn
 
@@ -302,6 +314,7 @@ def run_demo(config: DemoConfig) -> Path:
     validate_config(UnlearnConfig(training=config.unlearn_training))
     for method in config.methods:
         get_method(method)  # an unknown method lists the valid ones
+        validate_config(UnlearnConfig(method=method, training=config.unlearn_training, seeds=config.seeds))
     if not config.methods:
         raise UserError("methods is empty: name at least one unlearning method")
     if config.run_attacks:
@@ -347,8 +360,9 @@ def run_demo(config: DemoConfig) -> Path:
         unlearned = []
         for method in config.methods:
             run_dir = output / "unlearn" / method_slug(method)
-            stages.begin(f"unlearning with {method}")
-            unlearn(unlearn_config(config, world, target / "model", method, run_dir), callbacks)
+            stages.begin(f"unlearning with {method}" + (f" (seeds {config.seeds})" if config.seeds else ""))
+            unlearn(replace(unlearn_config(config, world, target / "model", method, run_dir), seeds=config.seeds),
+                    callbacks)
             unlearned.append((method, run_dir))
         torch.set_num_threads(threads)  # the judge's loading and the evaluations use every core
         if background is not None:
@@ -370,16 +384,124 @@ def run_demo(config: DemoConfig) -> Path:
     evaluate_once(demo_evaluation_config(config, world, cached_target / "model", cached_target / "eval", retain_eval,
                                          holdout), judges)
     runs = [target, retain]
+    method_evals: dict[str, list[Path]] = {}
     for method, run_dir in unlearned:
         stages.begin(f"evaluating {method}")
-        evaluate_once(demo_evaluation_config(config, world, run_dir / "model", run_dir / "eval", retain_eval,
-                                             holdout), judges)
+        folders = [f for _, f in seed_folders(run_dir)] if config.seeds else [run_dir]
+        for folder in folders:
+            evaluate_once(demo_evaluation_config(config, world, folder / "model", folder / "eval", retain_eval,
+                                                 holdout), judges)
+        if config.seeds:
+            aggregate_seeds(run_dir)
+        method_evals[method] = [folder / "eval" for folder in folders]
         runs.append(run_dir)
-    if config.run_attacks:
-        attack_methods(config, unlearned, judges, stages)
+    if config.run_attacks:  # with seeds, the first seed's model of each method is attacked
+        attacked = [(m, seed_folders(d)[0][1] if config.seeds else d) for m, d in unlearned]
+        attack_methods(config, attacked, judges, stages)
 
     logger.info("")
-    page = write_report([str(r) for r in runs], output / "report")
+    page = write_report([str(r) for r in runs], output / "report", baseline="target")
+    lines = paper_claims(method_evals, cached_target / "eval")
+    atomic_write_text(output / "report" / "claims.md", "\n".join(lines) + "\n")
+    logger.info("\n" + "\n".join(lines))
     elapsed = time.time() - stages.started
     logger.info(f"\nreport: {page}  (demo took {int(elapsed // 60)} min {int(elapsed % 60)} s)")
     return page
+
+
+# ---- the paper's claims, at this scale ---------------------------------------------------------------
+
+
+def _difference(a, b, key: str, level: float) -> Optional[dict]:
+    from ..evaluation.statistics import paired_difference
+
+    return paired_difference(a, b, level).get(key)
+
+
+def _said(result: Optional[dict]) -> str:
+    if not result or not result["interval"]:
+        return "unavailable"
+    from ..evaluation.statistics import format_interval
+
+    return f"{result['difference']:+.4f} {format_interval(result['interval'], signed=True)}"
+
+
+def paper_claims(method_evals: dict, target_eval: Path, samples: int = 1000, seed: int = 0,
+                 level: float = 0.95) -> list[str]:
+    """Which of the paper's headline claims this run tells apart: each claim's paired bootstrap
+    differences (against the target or between methods, on the same resampled rows), and whether
+    their intervals exclude 0. Methods the run did not include are said so.
+
+    ``method_evals``: method -> its evaluation folder, or a list of them (one per seed: the seeds'
+    pooled replicates)."""
+    from ..evaluation.evaluate import load_summary, read_set_rows, scoring
+    from ..evaluation.statistics import align_rows, bootstrap, pooled_over_seeds
+
+    base_rows = read_set_rows(target_eval)
+    score = scoring(load_summary(target_eval).get("scenario", "tofu"))
+    target = bootstrap(base_rows, score, samples, seed)
+
+    def replicates(folders):
+        folders = [folders] if isinstance(folders, (str, Path)) else list(folders)
+        each = [bootstrap(align_rows(read_set_rows(f), base_rows, what="the target"), score, samples, seed)
+                for f in folders]
+        return each[0] if len(each) == 1 else pooled_over_seeds(each)
+
+    boot = {m: replicates(folders) for m, folders in method_evals.items()}
+    lines = [f"The paper's claims at this scale (paired bootstrap, {level:.0%} intervals, {samples} resamples; "
+             "distinguishable = the interval excludes 0):"]
+
+    def verdict(holds: bool, told_apart: bool) -> str:
+        if not told_apart:
+            return "not distinguishable at this scale"
+        return "distinguishable, as claimed" if holds else "distinguishable, against the claim"
+
+    def missing(*methods: str) -> Optional[str]:
+        absent = [m for m in methods if m not in boot]
+        return f"not run here ({', '.join(absent)} not among the methods)" if absent else None
+
+    # 1. ME+GD reaches the highest FE while MU stays near the target's.
+    claim = "ME+GD reaches the highest FE"
+    if missing("ME+GD") or len(boot) < 2:
+        lines.append(f"- {claim}: {missing('ME+GD') or 'not run here (one method only)'}")
+    else:
+        parts, all_above, all_apart = [], True, True
+        for other in (m for m in boot if m != "ME+GD"):
+            result = _difference(boot["ME+GD"], boot[other], "FE", level)
+            parts.append(f"vs {other} {_said(result)}")
+            all_above &= bool(result) and result["difference"] > 0
+            all_apart &= bool(result) and result["distinguishable"]
+        lines.append(f"- {claim}: FE difference {'; '.join(parts)}: {verdict(all_above, all_apart)}")
+        result = _difference(boot["ME+GD"], target, "MU", level)
+        stays = bool(result) and not (result["distinguishable"] and result["difference"] < 0)
+        lines.append(f"- ME+GD's MU stays near the target's: MU - target {_said(result)}: "
+                     + ("no distinguishable drop" if stays else "a distinguishable drop, against the claim"))
+    # 2. GA+GD and DPO+GD collapse MU (on the larger forget sets).
+    for method in ("GA+GD", "DPO+GD"):
+        claim = f"{method} collapses MU"
+        if missing(method):
+            lines.append(f"- {claim}: {missing(method)}")
+            continue
+        result = _difference(boot[method], target, "MU", level)
+        lines.append(f"- {claim}: MU - target {_said(result)}: "
+                     + verdict(bool(result) and result["difference"] < 0, bool(result) and result["distinguishable"]))
+    # 3. NPO+GD's FE stays low (below ME+GD's).
+    claim = "NPO+GD's FE stays low (below ME+GD's)"
+    if missing("NPO+GD", "ME+GD"):
+        lines.append(f"- {claim}: {missing('NPO+GD', 'ME+GD')}")
+    else:
+        result = _difference(boot["NPO+GD"], boot["ME+GD"], "FE", level)
+        lines.append(f"- {claim}: FE - ME+GD's {_said(result)}: "
+                     + verdict(bool(result) and result["difference"] < 0, bool(result) and result["distinguishable"]))
+    # 4. IDK+AP's MU stays stable.
+    claim = "IDK+AP's MU stays stable"
+    if missing("IDK+AP"):
+        lines.append(f"- {claim}: {missing('IDK+AP')}")
+    else:
+        result = _difference(boot["IDK+AP"], target, "MU", level)
+        stays = bool(result) and not (result["distinguishable"] and result["difference"] < 0)
+        lines.append(f"- {claim}: MU - target {_said(result)}: "
+                     + ("no distinguishable drop" if stays else "a distinguishable drop, against the claim"))
+    lines.append("- in continual unlearning the baselines' MU decays while ME+GD and IDK+AP hold: "
+                 "not part of the demo (see `unlearnlm continual`)")
+    return lines

@@ -22,7 +22,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from ..config import (
     FinetuneConfig,
@@ -355,11 +355,40 @@ def build_unlearning_trainer(config: UnlearnConfig, method: Method, data: Unlear
     return trainer, tokenizer
 
 
-def unlearn(config: UnlearnConfig, callbacks: Sequence = ()) -> Path:
+SEEDS = "seeds.json"
+
+
+def seed_run_config(config: UnlearnConfig, seed: int) -> UnlearnConfig:
+    """The ordinary run of one seed: training.seed = seed, in OUTPUT_DIR/seed_S."""
+    from dataclasses import replace
+
+    return replace(config, seeds=None, training=replace(config.training, seed=int(seed)),
+                   output_dir=str(Path(config.output_dir) / f"seed_{int(seed)}"))
+
+
+def unlearn_seeds(config: UnlearnConfig, callbacks: Sequence | Callable[[UnlearnConfig], Sequence] = ()) -> Path:
+    """One run per seed in OUTPUT_DIR/seed_S (a finished one is skipped); OUTPUT_DIR/seeds.json
+    lists them. Returns OUTPUT_DIR."""
+    validate_config(config)
+    output_dir = Path(config.output_dir)
+    for seed in config.seeds:
+        unlearn(seed_run_config(config, seed), callbacks)
+    atomic_write_json(output_dir / SEEDS, {"seeds": [int(s) for s in config.seeds],
+                                           "runs": [f"seed_{int(s)}" for s in config.seeds]})
+    return output_dir
+
+
+def unlearn(config: UnlearnConfig, callbacks: Sequence | Callable[[UnlearnConfig], Sequence] = ()) -> Path:
     """Unlearn ``config.data``'s forget set from ``config.model``; returns the run folder.
-    ``callbacks``: more transformers TrainerCallbacks for the run. Training knows nothing of
+    ``callbacks``: more transformers TrainerCallbacks for the run, or a function of a run's config
+    that gives them (called for each seed's run with ``seeds``). Training knows nothing of
     evaluation: the per-epoch evaluation ``config.eval_every_epoch`` asks for is one of these
-    callbacks, given by the caller (``evaluation.callback.epoch_evaluation(config)``)."""
+    callbacks, given by the caller (``evaluation.callback.epoch_evaluation``). With ``seeds``:
+    one run per seed."""
+    if config.seeds:
+        return unlearn_seeds(config, callbacks)
+    if callable(callbacks):
+        callbacks = callbacks(config)
     validate_config(config)
     method = get_method(config.method)
     data = load_unlearning_data(config, method)
