@@ -172,6 +172,9 @@ class UnlearnConfig:
     mask: Optional[bool] = None
     # Reference model for NPO/DPO/KL: the model at the start of this run, or a fixed path.
     reference_model: Optional[str] = None
+    # The method's own hyper-parameters (method_args.beta=4.5 for SimNPO; `unlearnlm methods`
+    # lists each method's); a run writes every one, defaults included, into its config.yaml.
+    method_args: dict[str, Any] = field(default_factory=dict)
     output_dir: str = "runs/unlearn"
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -393,6 +396,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if not optional and not str(value).strip():
             raise UserError(f"config key '{key}' may not be empty")
         return str(value)
+    if typing.get_origin(tp) is dict:  # free-form settings, typed later by their owner
+        if not isinstance(value, dict):
+            raise UserError(f"config key '{key}' holds settings: write {key}.NAME=value, got {value!r}")
+        return copy.deepcopy(value)
     if typing.get_origin(tp) is list:
         (item_tp,) = typing.get_args(tp)
         if isinstance(value, str):  # "a,b" or "[a, b]" on the command line
@@ -619,6 +626,7 @@ def validate_config(config: Any) -> None:
         from .methods.registry import get_method
 
         get_method(config.method)  # an unknown method lists the valid ones
+        method_settings(config)
         _require(math.isfinite(config.beta) and config.beta > 0, f"beta must be a positive number, got {config.beta}")
         _require(_finite(config.forget_coeff), f"forget_coeff must be a finite number, got {config.forget_coeff}")
         _require(math.isfinite(config.regularization_coeff),
@@ -630,6 +638,32 @@ def validate_config(config: Any) -> None:
     for item in dataclasses.fields(config):  # a scenario's per-task run (continual.unlearn, ...)
         if isinstance(getattr(config, item.name), UnlearnConfig):
             validate_config(getattr(config, item.name))
+
+
+def method_settings(config: UnlearnConfig):
+    """``config.method_args`` as the method's typed settings dataclass, defaults filled in;
+    a name the method lacks or a bad value is one line naming the method's settings."""
+    from .methods.registry import get_method
+
+    method = get_method(config.method)
+    cls = method.settings
+    names = [f.name for f in dataclasses.fields(cls)]
+    valid = (f"its settings: {', '.join(f'{n} (default {getattr(cls(), n)!r})' for n in names)}"
+             if names else "it has no settings")
+    unknown = sorted(set(config.method_args) - set(names))
+    _require(not unknown, f"method {method.name} has no setting '{unknown[0] if unknown else ''}'; {valid}")
+    try:
+        settings = from_dict(cls, config.method_args, prefix="method_args.")
+    except UserError as err:
+        raise UserError(f"{err} (method {method.name}; {valid})") from None
+    problems = method.settings_problems(settings)
+    _require(not problems, f"method {method.name}: {'; '.join(problems)}; {valid}")
+    return settings
+
+
+def with_method_settings(config: UnlearnConfig) -> UnlearnConfig:
+    """The config with every setting of its method written out (what a run saves)."""
+    return dataclasses.replace(config, method_args=to_dict(method_settings(config)))
 
 
 def validate_evaluation(e: EvaluateConfig, prefix: str = "") -> None:

@@ -25,7 +25,17 @@ from typing import Optional, Sequence
 
 import yaml
 
-from ..config import FinetuneConfig, TrainingConfig, UnlearnConfig, flatten_keys, save_config, to_dict, validate_config
+from ..config import (
+    FinetuneConfig,
+    TrainingConfig,
+    UnlearnConfig,
+    flatten_keys,
+    method_settings,
+    save_config,
+    to_dict,
+    validate_config,
+    with_method_settings,
+)
 from ..data.records import (
     default_retain_split,
     load_split,
@@ -193,6 +203,8 @@ def _train(trainer, output_dir: Path, training: TrainingConfig) -> tuple[dict, O
     resume = _broadcast(trainer, resume)
     if trainer.is_world_process_zero():
         _trim_log(output_dir / "log.jsonl", _checkpoint_step(resume) if resume else 0)
+    if hasattr(trainer, "load_method_state"):
+        trainer.load_method_state(resume)
     started = time.time()
     try:
         result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
@@ -255,6 +267,14 @@ def _needs_reference_logits(method: Method) -> bool:
                for o in (method.forget, method.regularizer))
 
 
+def _check_layer(model, layer: int) -> None:
+    from ..methods.losses import decoder_layers
+
+    blocks = len(decoder_layers(model))
+    if layer >= blocks:
+        raise UserError(f"method_args.layer={layer}: the model has {blocks} decoder blocks (0 to {blocks - 1})")
+
+
 def build_unlearning_trainer(config: UnlearnConfig, method: Method, data: UnlearningData, output_dir: Path):
     """The model, the reference (or its precomputed NLLs), the batches and the loss, as a Trainer.
 
@@ -271,17 +291,23 @@ def build_unlearning_trainer(config: UnlearnConfig, method: Method, data: Unlear
         JsonlLogCallback,
         UnlearningTrainer,
         precompute_reference_nll,
+        select_trainable,
         training_arguments,
     )
 
+    settings = method_settings(config)
     tokenizer = load_tokenizer(config.model)
     model = load_model(config.model)
+    if method.reads_hidden_states:
+        _check_layer(model, settings.layer)
     reference = _load_reference(config) if method.needs_reference else None
     if config.lora.enabled:
         from transformers import set_seed
 
         set_seed(config.training.seed)  # LoRA's initial adapter weights are random
         model = apply_lora(model, config.lora)
+    if getattr(settings, "trainable", None):
+        select_trainable(model, settings.trainable)
     if config.training.gradient_checkpointing:
         model.config.use_cache = False
 
@@ -292,7 +318,8 @@ def build_unlearning_trainer(config: UnlearnConfig, method: Method, data: Unlear
     )
     mask = method.forget.default_mask if config.mask is None else config.mask
     forget_coeff = method.forget.default_forget_coeff if config.forget_coeff is None else config.forget_coeff
-    args = training_arguments(config.training, output_dir / "checkpoints", len(dataset), _world_size())
+    args = training_arguments(config.training, output_dir / "checkpoints", len(dataset), _world_size(),
+                              find_unused_parameters=method.reads_hidden_states)
     collator = UnlearningCollator(tokenizer.pad_token_id, mask=mask, pad_to=config.data.pad_to)
 
     nll_kinds = _precomputable_reference_kinds(method)
@@ -323,6 +350,7 @@ def build_unlearning_trainer(config: UnlearnConfig, method: Method, data: Unlear
         group_by_length=config.training.group_by_length,
         stop_forget_loss_below=config.training.stop_forget_loss_below,
         stop_forget_loss_above=config.training.stop_forget_loss_above,
+        settings=settings,
     )
     if config.eval_every_epoch:  # per-epoch trajectories (evaluation.callback)
         from ..evaluation.callback import EpochEvaluationCallback
@@ -335,6 +363,7 @@ def unlearn(config: UnlearnConfig, callbacks: Sequence = ()) -> Path:
     """Unlearn ``config.data``'s forget set from ``config.model``; returns the run folder.
     ``callbacks``: more transformers TrainerCallbacks for the run."""
     validate_config(config)
+    config = with_method_settings(config)  # every setting of the method goes into config.yaml
     method = get_method(config.method)
     data = load_unlearning_data(config, method)
     output_dir = Path(config.output_dir)

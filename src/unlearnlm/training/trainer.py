@@ -33,6 +33,7 @@ def training_arguments(
     output_dir: str | Path,
     examples_per_epoch: int,
     world_size: int = 1,
+    find_unused_parameters: bool = False,
 ) -> TrainingArguments:
     """Map our training config onto TrainingArguments (warm-up given in epochs)."""
     per_step = config.per_device_batch_size * config.gradient_accumulation_steps * max(world_size, 1)
@@ -64,7 +65,8 @@ def training_arguments(
         use_cpu=not torch.cuda.is_available(),
         dataloader_pin_memory=torch.cuda.is_available(),
         disable_tqdm=not config.progress,
-        ddp_find_unused_parameters=False,
+        # A loss on a middle block's output (RMU) leaves the later blocks and the head unused.
+        ddp_find_unused_parameters=find_unused_parameters,
     )
 
 
@@ -199,6 +201,45 @@ class ForgetLossBoundCallback(TrainerCallback):
         return control
 
 
+# ---- method state across steps (PDU's λ, RMU's c·u) ------------------------------------------
+
+METHOD_STATE_FILE = "method_state.json"
+
+
+class MethodStateCallback(TrainerCallback):
+    """After every optimiser step, lets the method's state move (identically on every process)."""
+
+    def __init__(self, trainer: "UnlearningTrainer"):
+        self.trainer = trainer
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.trainer.method_state.after_step(
+            state.epoch or 0.0, lambda t: self.trainer.accelerator.reduce(t.to(args.device), reduction="mean").cpu()
+        )
+
+
+# ---- parameter selection (RMU's trainable name patterns) -------------------------------------
+
+
+def select_trainable(model: torch.nn.Module, patterns: list[str]) -> list[str]:
+    """Train only the parameters whose names match one of ``patterns`` (regular expressions,
+    searched); returns their names. A pattern that matches no trainable parameter is an error."""
+    import re
+
+    candidates = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    chosen = set()
+    for pattern in patterns:
+        matched = {name for name, _ in candidates if re.search(pattern, name)}
+        if not matched:
+            examples = ", ".join(name for name, _ in candidates[:4])
+            raise UserError(f"trainable pattern '{pattern}' matches no parameter of the model (names look like: "
+                            f"{examples}, ...)")
+        chosen |= matched
+    for name, parameter in candidates:
+        parameter.requires_grad_(name in chosen)
+    return sorted(chosen)
+
+
 class FinetuneTrainer(Trainer):
     """Fine-tuning whose optimiser steps hold rows of similar length (``training.group_by_length``).
 
@@ -234,9 +275,17 @@ class UnlearningTrainer(Trainer):
         group_by_length: bool = False,
         stop_forget_loss_below: Optional[float] = None,
         stop_forget_loss_above: Optional[float] = None,
+        settings=None,
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
+        # The method's hyper-parameters and, for some, a state kept across steps.
+        self.settings = settings if settings is not None else method.settings()
+        self.method_state = (method.forget.state(self.settings, model=self.model, seed=self.args.seed,
+                                                 regularization_coeff=regularization_coeff)
+                             if method.forget.state else None)
+        if self.method_state is not None:
+            self.add_callback(MethodStateCallback(self))
         self.method = method
         self.forget_coeff = forget_coeff
         self.regularization_coeff = regularization_coeff
@@ -285,15 +334,19 @@ class UnlearningTrainer(Trainer):
     def objective(self, model, inputs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(loss, forget loss, regulariser) of one batch."""
         ctx = LossContext(model, inputs, reference=self.reference, beta=self.beta,
-                          answer_logits_only=self.answer_logits_only)
+                          answer_logits_only=self.answer_logits_only, settings=self.settings, state=self.method_state)
         if self.fuse_forward:
-            ctx.prefetch(self.method.inputs)
+            ctx.prefetch(self.method.logit_inputs)
         forget_loss = self.method.forget.fn(ctx)
         loss = self.forget_coeff * forget_loss
         regularization_loss = torch.zeros((), device=forget_loss.device)
         if self.method.regularizer is not None:
             regularization_loss = self.method.regularizer.fn(ctx)
             loss = loss + self.regularization_coeff * regularization_loss
+        if self.method_state is not None:
+            combined = self.method_state.combine(self.forget_coeff, forget_loss, self.regularization_coeff,
+                                                 regularization_loss)
+            loss = loss if combined is None else combined
         return loss, forget_loss, regularization_loss
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -307,6 +360,8 @@ class UnlearningTrainer(Trainer):
         self._component_sums["forget_loss"] += forget_loss.detach().item()
         self._component_sums["regularization_loss"] += regularization_loss.detach().item()
         self._component_count += 1
+        if self.method_state is not None:
+            self.method_state.observe(forget_loss.detach().item(), regularization_loss.detach().item())
         value = forget_loss.item()
         crossed = (self.stop_below is not None and value < self.stop_below) or (
             self.stop_above is not None and value > self.stop_above
@@ -328,4 +383,26 @@ class UnlearningTrainer(Trainer):
             logs["regularization_loss"] = round(averages[1].item(), 6)
             self._component_sums = {k: 0.0 for k in self._component_sums}
             self._component_count = 0
+        if self.method_state is not None and "loss" in logs:
+            logs.update(self.method_state.log_values())
         super().log(logs, *args, **kwargs)
+
+    # Method state in checkpoints: written before the Trainer's files, so a checkpoint whose
+    # trainer_state.json exists (a whole one, see run._checkpoint_step) holds it too.
+    def _save_checkpoint(self, model, trial):
+        if self.method_state is not None and self.is_world_process_zero():
+            from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+            folder = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / METHOD_STATE_FILE).write_text(json.dumps(self.method_state.state_dict()), encoding="utf-8")
+        super()._save_checkpoint(model, trial)
+
+    def load_method_state(self, checkpoint: Optional[str | Path]) -> None:
+        """Continue the method's state from the checkpoint a run resumes from."""
+        if self.method_state is None or checkpoint is None:
+            return
+        path = Path(checkpoint) / METHOD_STATE_FILE
+        if not path.exists():
+            raise UserError(f"{checkpoint} has no {METHOD_STATE_FILE}: it was not written by this method's run")
+        self.method_state.load_state_dict(json.loads(path.read_text(encoding="utf-8")))
