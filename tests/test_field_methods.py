@@ -270,3 +270,29 @@ def test_bad_method_args_are_one_line_errors(overrides, message):
     with pytest.raises(UserError, match=message) as err:
         load_config(UnlearnConfig, None, overrides)
     assert "\n" not in str(err.value)
+
+
+def test_blocks_after_the_layer_read_are_frozen_and_only_those(tiny_model):
+    from transformers import AutoModelForCausalLM
+
+    from unlearnlm.training.trainer import freeze_unreached, select_trainable
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    frozen = freeze_unreached(model, 0)
+    assert frozen and all(n.startswith(("model.layers.1.", "model.norm.", "lm_head.")) for n in frozen)
+    assert any(n.startswith("model.layers.1.") for n in frozen)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert "model.embed_tokens.weight" in trainable and all(not n.startswith("model.layers.1.") for n in trainable)
+    assert select_trainable(model, [r"layers\.0\.mlp\.down_proj"]) == ["model.layers.0.mlp.down_proj.weight"]
+    assert [n for n, p in model.named_parameters() if p.requires_grad] == ["model.layers.0.mlp.down_proj.weight"]
+
+
+def test_rmu_wmdp_preset():
+    import re
+
+    config = with_method_settings(load_config(UnlearnConfig, "rmu-wmdp", []))
+    assert (config.method, config.regularization_coeff, config.training.lr) == ("RMU+ACT", 1200.0, 5e-5)
+    assert (config.method_args["layer"], config.method_args["steering_coeff"]) == (7, 6.5)
+    names = [f"model.layers.{i}.{part}.weight" for i in range(30) for part in ("mlp.down_proj", "mlp.up_proj")]
+    chosen = [n for n in names if any(re.search(p, n) for p in config.method_args["trainable"])]
+    assert chosen == [f"model.layers.{i}.mlp.down_proj.weight" for i in (5, 6, 7)]

@@ -290,6 +290,7 @@ def build_unlearning_trainer(config: UnlearnConfig, method: Method, data: Unlear
         EpochCallback,
         JsonlLogCallback,
         UnlearningTrainer,
+        freeze_unreached,
         precompute_reference_nll,
         select_trainable,
         training_arguments,
@@ -308,6 +309,8 @@ def build_unlearning_trainer(config: UnlearnConfig, method: Method, data: Unlear
         model = apply_lora(model, config.lora)
     if getattr(settings, "trainable", None):
         select_trainable(model, settings.trainable)
+    if method.reads_hidden_states and not method.logit_inputs:
+        freeze_unreached(model, settings.layer)
     if config.training.gradient_checkpointing:
         model.config.use_cache = False
 
@@ -318,8 +321,7 @@ def build_unlearning_trainer(config: UnlearnConfig, method: Method, data: Unlear
     )
     mask = method.forget.default_mask if config.mask is None else config.mask
     forget_coeff = method.forget.default_forget_coeff if config.forget_coeff is None else config.forget_coeff
-    args = training_arguments(config.training, output_dir / "checkpoints", len(dataset), _world_size(),
-                              find_unused_parameters=method.reads_hidden_states)
+    args = training_arguments(config.training, output_dir / "checkpoints", len(dataset), _world_size())
     collator = UnlearningCollator(tokenizer.pad_token_id, mask=mask, pad_to=config.data.pad_to)
 
     nll_kinds = _precomputable_reference_kinds(method)

@@ -33,7 +33,6 @@ def training_arguments(
     output_dir: str | Path,
     examples_per_epoch: int,
     world_size: int = 1,
-    find_unused_parameters: bool = False,
 ) -> TrainingArguments:
     """Map our training config onto TrainingArguments (warm-up given in epochs)."""
     per_step = config.per_device_batch_size * config.gradient_accumulation_steps * max(world_size, 1)
@@ -65,8 +64,7 @@ def training_arguments(
         use_cpu=not torch.cuda.is_available(),
         dataloader_pin_memory=torch.cuda.is_available(),
         disable_tqdm=not config.progress,
-        # A loss on a middle block's output (RMU) leaves the later blocks and the head unused.
-        ddp_find_unused_parameters=find_unused_parameters,
+        ddp_find_unused_parameters=False,
     )
 
 
@@ -238,6 +236,24 @@ def select_trainable(model: torch.nn.Module, patterns: list[str]) -> list[str]:
     for name, parameter in candidates:
         parameter.requires_grad_(name in chosen)
     return sorted(chosen)
+
+
+def freeze_unreached(model: torch.nn.Module, layer: int) -> list[str]:
+    """Freeze the parameters that cannot change decoder block ``layer``'s output (later blocks,
+    the final norm, an untied head): a loss on that output gives them no gradient, so training is
+    the same, and DDP finds every trainable parameter used. Returns the names frozen."""
+    from ..methods.losses import block_output
+
+    trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    probe = {"input_ids": torch.tensor([[0, 1]]), "attention_mask": torch.ones(1, 2, dtype=torch.long)}
+    probe = {k: v.to(trainable[0][1].device) for k, v in probe.items()}
+    hidden = block_output(model, probe, layer)
+    grads = torch.autograd.grad(hidden.float().sum(), [p for _, p in trainable], allow_unused=True)
+    frozen = [name for (name, p), g in zip(trainable, grads) if g is None]
+    for name, p in trainable:
+        if name in frozen:
+            p.requires_grad_(False)
+    return frozen
 
 
 class FinetuneTrainer(Trainer):
