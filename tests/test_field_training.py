@@ -154,3 +154,33 @@ def test_interrupted_pdu_run_resumes_with_the_same_lambda(tiny_model, qa_folder,
     assert [r["dual_lambda"] for r in resumed] == [r["dual_lambda"] for r in whole]
     assert resumed == whole
     assert whole[-1]["dual_lambda"] != whole[0]["dual_lambda"]
+
+
+def test_task_vector_is_the_negated_fine_tuning_tensor_by_tensor(trained_model, qa_folder, forget_rows, tmp_path):
+    folder = unlearn(make_config(trained_model, qa_folder, tmp_path / "tv", "TaskVector",
+                                 training={"lr": 3e-3, "epochs": 2, "per_device_batch_size": 4,
+                                           "gradient_accumulation_steps": 1, "warmup_epochs": 0, "progress": False}))
+    target = load_file(trained_model / "model.safetensors")
+    tuned = load_file(folder / "finetune" / "model" / "model.safetensors")
+    result = load_file(folder / "model" / "model.safetensors")
+    assert target.keys() == tuned.keys() == result.keys()
+    moved = 0
+    for name in target:
+        t, f = target[name].double(), tuned[name].double()
+        assert torch.allclose(result[name].double(), t - 1.0 * (f - t), atol=1e-6, rtol=0), name
+        moved += not torch.equal(t, f)
+    assert moved >= len(target) // 2  # the fine-tuning changed most tensors
+    # the fine-tuning learnt the forget answers; the negation moves away from them
+    tuned_nll, _ = answer_stats(folder / "finetune" / "model", forget_rows)
+    before, _ = answer_stats(trained_model, forget_rows)
+    after, _ = answer_stats(folder / "model", forget_rows)
+    assert tuned_nll < before and after > before + 0.1, (tuned_nll, before, after)
+    assert [r["step"] for r in log_rows(folder)] == [1, 2, 3, 4]
+    summary = json.loads((folder / "train_summary.json").read_text())
+    assert summary["method"] == "TaskVector" and summary["alpha"] == 1.0 and summary["forget_rows"] == 8
+    assert yaml.safe_load((folder / "config.yaml").read_text())["method_args"] == {"alpha": 1.0}
+
+
+def test_task_vector_takes_no_regulariser():
+    with pytest.raises(UserError, match="TaskVector is not a loss and takes no regulariser"):
+        get_method("TaskVector+GD")

@@ -388,6 +388,15 @@ class PDUSettings(Settings):
         return found
 
 
+@dataclass
+class TaskVectorSettings(Settings):
+    # θ = θ_target − alpha · (θ_fine-tuned − θ_target)
+    alpha: float = 1.0
+
+    def problems(self) -> list[str]:
+        return [] if math.isfinite(self.alpha) else [f"alpha must be a finite number, got {self.alpha}"]
+
+
 class StepState:
     """What an objective keeps across optimiser steps. The trainer calls ``observe`` for every
     micro-batch, ``after_step`` after every optimiser step (``reduce`` averages a tensor over the
@@ -462,6 +471,11 @@ class DualAscent(StepState):
 
     def load_state_dict(self, state):
         self.dual = float(state["dual"])
+
+
+def learn_forget(ctx: LossContext) -> torch.Tensor:
+    """The task vector's fine-tuning: mean CE of forget (learnt, to be subtracted afterwards)."""
+    return ctx.mean_ce("forget")
 
 
 def simple_npo(ctx: LossContext) -> torch.Tensor:

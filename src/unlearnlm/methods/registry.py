@@ -32,6 +32,9 @@ class Objective:
     reads_hidden_states: bool = False
     # What it keeps across optimiser steps (a losses.StepState class, ctx.state).
     state: type | None = None
+    # Not a loss to minimise from the target but a procedure of its own that the run follows
+    # ("task_vector": fine-tune on forget with ``fn``, then weight arithmetic).
+    procedure: str | None = None
 
 
 REFERENCE_LOGITS = {"needs_reference": True, "reference_nll_only": False}
@@ -53,6 +56,9 @@ FORGET_LOSSES: dict[str, Objective] = {
     "PDU": Objective(losses.logit_flatness, ("forget",), settings=losses.PDUSettings, state=losses.DualAscent),
     "RMU": Objective(losses.representation_misdirection, ("forget",), settings=losses.RMUSettings,
                      reads_hidden_states=True, state=losses.SteeringTarget),
+    # Not losses: methods with a procedure of their own.
+    "TaskVector": Objective(losses.learn_forget, ("forget",), settings=losses.TaskVectorSettings,
+                            procedure="task_vector"),
 }
 
 REGULARIZERS: dict[str, Objective] = {
@@ -157,7 +163,7 @@ _ALIASES_BY_KEY = {name.upper(): target for name, target in ALIASES.items()}
 
 def method_names() -> list[str]:
     names = list(FORGET_LOSSES) + list(ALIASES)
-    names += [f"{f}+{r}" for f in FORGET_LOSSES if f != "LLMU" for r in REGULARIZERS]
+    names += [f"{f}+{r}" for f, o in FORGET_LOSSES.items() if f != "LLMU" and not o.procedure for r in REGULARIZERS]
     return sorted(set(names), key=str.upper)
 
 
@@ -174,6 +180,8 @@ def get_method(name: str) -> Method:
         )
     forget_name = _FORGET_BY_KEY[forget_key]
     reg_name = _REGULARIZERS_BY_KEY[reg_key] if reg_key else None
+    if FORGET_LOSSES[forget_name].procedure and reg_name:
+        raise UserError(f"method '{name}': {forget_name} is not a loss and takes no regulariser; write {forget_name}")
     if FORGET_LOSSES[forget_name].state is losses.DualAscent and reg_name is None:
         raise UserError(f"method '{name}' bounds a retain loss: name one, e.g. {forget_name}+GD")
     return Method(

@@ -19,7 +19,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -376,6 +376,8 @@ def unlearn(config: UnlearnConfig, callbacks: Sequence = ()) -> Path:
 
     output_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, output_dir / "config.yaml")
+    if method.forget.procedure == "task_vector":
+        return _task_vector(config, method, data, output_dir)
     trainer, tokenizer = build_unlearning_trainer(config, method, data, output_dir)
     for callback in callbacks:
         trainer.add_callback(callback)
@@ -393,6 +395,39 @@ def unlearn(config: UnlearnConfig, callbacks: Sequence = ()) -> Path:
         **metrics,
     }
     return _finish(trainer, tokenizer, output_dir, config.lora.merge_on_save, summary)
+
+
+def _task_vector(config: UnlearnConfig, method: Method, data: UnlearningData, output_dir: Path) -> Path:
+    """Task negation: fine-tune the target on the forget rows (mean CE, ``training``'s epochs) by
+    ``finetune`` into OUTPUT_DIR/finetune, then θ = θ_target − α · (θ_fine-tuned − θ_target)."""
+    import torch
+
+    from ..config import FinetuneDataConfig
+    from .models import load_model, load_tokenizer, save_model
+
+    settings = method_settings(config)
+    rows_file = output_dir / "forget_rows.jsonl"
+    atomic_write_jsonl(rows_file, [{"question": r["question"], "answer": r["answer"]} for r in data.forget])
+    tuned_dir = finetune(FinetuneConfig(
+        output_dir=str(output_dir / "finetune"), model=config.model, training=config.training, lora=config.lora,
+        data=FinetuneDataConfig(source=str(output_dir), train=[str(rows_file)], max_length=config.data.max_length),
+    ))
+    started = time.time()
+    target = load_model(config.model)
+    tuned = load_model(replace(config.model, name_or_path=str(tuned_dir / "model")))
+    tuned_weights = dict(tuned.named_parameters())
+    with torch.no_grad():  # named_parameters lists a tied weight once: it moves once
+        for name, weight in target.named_parameters():
+            weight.sub_(settings.alpha * (tuned_weights[name].to(weight.dtype) - weight))
+    shutil.copyfile(tuned_dir / "log.jsonl", output_dir / "log.jsonl")
+    tuned_summary = json.loads((tuned_dir / SUMMARY).read_text(encoding="utf-8"))
+    save_model(target, load_tokenizer(config.model), output_dir / "model")
+    summary = {"method": method.name, "alpha": settings.alpha, "forget_rows": len(data.forget), "retain_rows": 0,
+               "steps": tuned_summary.get("steps"), "stopped_early": None,
+               "resumed_from": tuned_summary.get("resumed_from"), "train_loss": tuned_summary.get("train_loss"),
+               "wall_seconds": round(tuned_summary.get("wall_seconds", 0) + time.time() - started, 2)}
+    atomic_write_json(output_dir / SUMMARY, summary)
+    return output_dir
 
 
 def load_finetune_data(config: FinetuneConfig) -> list[dict]:
