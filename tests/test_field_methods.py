@@ -296,3 +296,26 @@ def test_rmu_wmdp_preset():
     names = [f"model.layers.{i}.{part}.weight" for i in range(30) for part in ("mlp.down_proj", "mlp.up_proj")]
     chosen = [n for n in names if any(re.search(p, n) for p in config.method_args["trainable"])]
     assert chosen == [f"model.layers.{i}.mlp.down_proj.weight" for i in (5, 6, 7)]
+
+
+def test_demo_offers_every_method():
+    from unlearnlm.config import DemoConfig
+    from unlearnlm.scenarios.demo import ALL_METHODS, demo_methods, method_args_for, unlearn_config
+
+    default = DemoConfig()
+    assert demo_methods(default)[-3:] == ["SimNPO+GD", "RMU", "UNDIAL"] and len(demo_methods(default)) == 9
+    every = load_config(DemoConfig, None, ["methods=all"])
+    assert demo_methods(every) == ALL_METHODS
+    assert {get_method(m).forget_name for m in ALL_METHODS} >= {"SimNPO", "RMU", "UNDIAL", "WGA", "SatImp", "CE-U",
+                                                                 "PDU", "TaskVector"}
+    assert demo_methods(load_config(DemoConfig, None, ["methods=GA+GD,all"])) == ["GA+GD"] + [
+        m for m in ALL_METHODS if m != "GA+GD"]
+    # PDU runs with the demo's bound; every method's config validates before any model work
+    assert method_args_for(every, "pdu+gd") == {"epsilon": 1.0, "dual_warmup_epochs": 1.0}
+    from pathlib import Path
+
+    for method in ALL_METHODS:
+        with_method_settings(unlearn_config(every, Path("w"), Path("t"), method, Path("o")))
+    with pytest.raises(UserError, match="unknown method 'SimNPOO'") as err:
+        demo_methods(load_config(DemoConfig, None, ["methods=GA+GD,SimNPOO"]))
+    assert "\n" not in str(err.value)
