@@ -307,7 +307,7 @@ def test_demo_offers_every_method():
     every = load_config(DemoConfig, None, ["methods=all"])
     assert demo_methods(every) == ALL_METHODS
     assert {get_method(m).forget_name for m in ALL_METHODS} >= {"SimNPO", "RMU", "UNDIAL", "WGA", "SatImp", "CE-U",
-                                                                 "PDU", "TaskVector"}
+                                                                 "PDU", "TaskVector", "AltPO"}
     assert demo_methods(load_config(DemoConfig, None, ["methods=GA+GD,all"])) == ["GA+GD"] + [
         m for m in ALL_METHODS if m != "GA+GD"]
     # PDU runs with the demo's bound; every method's config validates before any model work

@@ -184,3 +184,23 @@ def test_task_vector_is_the_negated_fine_tuning_tensor_by_tensor(trained_model, 
 def test_task_vector_takes_no_regulariser():
     with pytest.raises(UserError, match="TaskVector is not a loss and takes no regulariser"):
         get_method("TaskVector+GD")
+
+
+def test_altpo_writes_alternates_then_prefers_them_to_the_true_answers(trained_model, qa_folder, forget_rows,
+                                                                       tmp_path):
+    folder = unlearn(make_config(trained_model, qa_folder, tmp_path / "altpo", "AltPO",
+                                 method_args={"alternates": 2, "temperature": 1.5, "max_new_tokens": 12}))
+    rows = [json.loads(line) for line in (folder / "alternates.jsonl").read_text().splitlines()]
+    assert [r["question"] for r in rows] == [r["question"] for r in forget_rows]
+    assert all(len(r["alternates"]) == 2 and all(a and a != f["answer"] for a in r["alternates"])
+               for r, f in zip(rows, forget_rows, strict=True))
+    before, _ = answer_stats(trained_model, forget_rows)
+    after, _ = answer_stats(folder / "model", forget_rows)
+    assert after > before + 0.1, (before, after)
+    # the chosen (alternate) answers became likelier relative to the true ones: DPO's margin
+    first = [r["alternates"][0] for r in rows]
+    def margin(model_dir):
+        return answer_stats(model_dir, forget_rows)[0] - answer_stats(model_dir, forget_rows, first)[0]
+
+    assert margin(folder / "model") > margin(trained_model)
+    assert get_method("AltPO").name == "AltPO+GD" and get_method("AltPO").needs_retain

@@ -17,9 +17,9 @@ import torch
 from .formatting import EncodedQA, PromptFormat
 
 # Every sequence kind an objective may read.
-SEQUENCE_KINDS = ("forget", "retain", "forget_idk", "retain_idk", "mismatch")
+SEQUENCE_KINDS = ("forget", "retain", "forget_idk", "retain_idk", "mismatch", "forget_alt")
 # Kinds built on the forget question: with mask=false their loss covers the question too.
-FORGET_SIDE_KINDS = ("forget", "forget_idk", "mismatch")
+FORGET_SIDE_KINDS = ("forget", "forget_idk", "mismatch", "forget_alt")
 
 
 class UnlearningDataset(torch.utils.data.Dataset):
@@ -32,7 +32,9 @@ class UnlearningDataset(torch.utils.data.Dataset):
         kinds: Iterable[str],
         seed: int,
         max_length: int | None = None,
+        alternates: Sequence[Sequence[str]] = (),
     ):
+        """``alternates``: per forget row, other answers to its question (AltPO's ``forget_alt``)."""
         self.kinds = tuple(kinds)
         unknown = set(self.kinds) - set(SEQUENCE_KINDS)
         if unknown:
@@ -51,6 +53,10 @@ class UnlearningDataset(torch.utils.data.Dataset):
             raise ValueError("this objective needs a retain set, and it is empty")
         needs_refusal = {"forget_idk", "retain_idk"} & set(self.kinds)
         self.refusals = [formatter.answer_ids(a) for a in refusals] if needs_refusal else []
+        self.alternates = ([[formatter.answer_ids(a) for a in row] for row in alternates]
+                           if "forget_alt" in self.kinds else [])
+        if "forget_alt" in self.kinds and (len(self.alternates) != len(self.forget) or not all(self.alternates)):
+            raise ValueError("forget_alt needs at least one alternate answer for every forget row")
 
     def __len__(self) -> int:
         return len(self.forget)
@@ -74,6 +80,8 @@ class UnlearningDataset(torch.utils.data.Dataset):
         mismatch_index = rng.randrange(len(self.retain)) if self.retain else None
         forget_refusal = rng.randrange(len(self.refusals)) if self.refusals else None
         retain_refusal = rng.randrange(len(self.refusals)) if self.refusals else None
+        # Drawn last, so the other kinds' draws are those of a run without alternates.
+        alternate = rng.randrange(len(self.alternates[index])) if self.alternates else None
         forget_prompt, forget_answer = self.forget[index]
         example = {}
         for kind in self.kinds:
@@ -87,6 +95,8 @@ class UnlearningDataset(torch.utils.data.Dataset):
                 example[kind] = self._join(self.retain[retain_index][0], self.refusals[retain_refusal])
             elif kind == "mismatch":
                 example[kind] = self._join(forget_prompt, self.retain[mismatch_index][1])
+            elif kind == "forget_alt":
+                example[kind] = self._join(forget_prompt, self.alternates[index][alternate])
         return example
 
     def lengths(self, epoch: int) -> list[int]:

@@ -397,6 +397,22 @@ class TaskVectorSettings(Settings):
         return [] if math.isfinite(self.alpha) else [f"alpha must be a finite number, got {self.alpha}"]
 
 
+@dataclass
+class AltPOSettings(Settings):
+    # Alternate answers the model writes per forget question, sampled at this temperature.
+    alternates: int = 1
+    temperature: float = 1.0
+    max_new_tokens: int = 64
+
+    def problems(self) -> list[str]:
+        found = [] if self.alternates >= 1 else [f"alternates must be at least 1, got {self.alternates}"]
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
+            found.append(f"temperature must be a positive number, got {self.temperature}")
+        if self.max_new_tokens < 1:
+            found.append(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
+        return found
+
+
 class StepState:
     """What an objective keeps across optimiser steps. The trainer calls ``observe`` for every
     micro-batch, ``after_step`` after every optimiser step (``reduce`` averages a tensor over the
@@ -471,6 +487,13 @@ class DualAscent(StepState):
 
     def load_state_dict(self, state):
         self.dual = float(state["dual"])
+
+
+def alternate_preference(ctx: LossContext) -> torch.Tensor:
+    """AltPO: DPO with chosen = the model's own alternate answer, rejected = the true answer."""
+    policy = -ctx.nll("forget_alt") + ctx.nll("forget")
+    reference = -ctx.reference_nll("forget_alt") + ctx.reference_nll("forget")
+    return -(2.0 / ctx.beta) * F.logsigmoid(ctx.beta * (policy - reference)).mean()
 
 
 def learn_forget(ctx: LossContext) -> torch.Tensor:

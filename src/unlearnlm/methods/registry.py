@@ -56,6 +56,9 @@ FORGET_LOSSES: dict[str, Objective] = {
     "PDU": Objective(losses.logit_flatness, ("forget",), settings=losses.PDUSettings, state=losses.DualAscent),
     "RMU": Objective(losses.representation_misdirection, ("forget",), settings=losses.RMUSettings,
                      reads_hidden_states=True, state=losses.SteeringTarget),
+    # AltPO: the run first has the model write alternate answers (procedure "alternates").
+    "AltPO": Objective(losses.alternate_preference, ("forget", "forget_alt"), needs_reference=True,
+                       settings=losses.AltPOSettings, procedure="alternates"),
     # Not losses: methods with a procedure of their own.
     "TaskVector": Objective(losses.learn_forget, ("forget",), settings=losses.TaskVectorSettings,
                             procedure="task_vector"),
@@ -79,6 +82,7 @@ ALIASES = {
     "SatImp": "SatImp+GD",
     "PDU": "PDU+GD",
     "RMU": "RMU+ACT",
+    "AltPO": "AltPO+GD",
     "GradAscent": "GA",
     "GradDiff": "GA+GD",
     "IdkDPO": "DPO+GD",
@@ -163,7 +167,8 @@ _ALIASES_BY_KEY = {name.upper(): target for name, target in ALIASES.items()}
 
 def method_names() -> list[str]:
     names = list(FORGET_LOSSES) + list(ALIASES)
-    names += [f"{f}+{r}" for f, o in FORGET_LOSSES.items() if f != "LLMU" and not o.procedure for r in REGULARIZERS]
+    names += [f"{f}+{r}" for f, o in FORGET_LOSSES.items()
+              if f != "LLMU" and o.procedure in (None, "alternates") for r in REGULARIZERS]
     return sorted(set(names), key=str.upper)
 
 
@@ -180,7 +185,7 @@ def get_method(name: str) -> Method:
         )
     forget_name = _FORGET_BY_KEY[forget_key]
     reg_name = _REGULARIZERS_BY_KEY[reg_key] if reg_key else None
-    if FORGET_LOSSES[forget_name].procedure and reg_name:
+    if FORGET_LOSSES[forget_name].procedure == "task_vector" and reg_name:
         raise UserError(f"method '{name}': {forget_name} is not a loss and takes no regulariser; write {forget_name}")
     if FORGET_LOSSES[forget_name].state is losses.DualAscent and reg_name is None:
         raise UserError(f"method '{name}' bounds a retain loss: name one, e.g. {forget_name}+GD")

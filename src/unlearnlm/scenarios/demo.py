@@ -233,7 +233,8 @@ def evaluate_once(config: EvaluateConfig, judges) -> dict:
 
 # Every method `methods=all` runs: the paper's, then the field's.
 ALL_METHODS = ["ME+GD", "IDK+AP", "GA+GD", "NPO+GD", "DPO+GD", "IDK+GD", "GA+KL", "NPO+KL", "DPO+KL", "IDK+KL",
-               "LLMU", "SimNPO+GD", "RMU", "UNDIAL", "WGA+GD", "SatImp+GD", "CE-U", "PDU+GD", "TaskVector"]
+               "LLMU", "SimNPO+GD", "RMU", "UNDIAL", "WGA+GD", "SatImp+GD", "CE-U", "PDU+GD", "AltPO+GD",
+               "TaskVector"]
 
 
 def demo_methods(config: DemoConfig) -> list[str]:

@@ -267,6 +267,52 @@ def _needs_reference_logits(method: Method) -> bool:
                for o in (method.forget, method.regularizer))
 
 
+ALTERNATES_FILE = "alternates.jsonl"
+
+
+def alternate_answers(model, formatter, forget: list[dict], settings, seed: int, path: Path) -> list[list[str]]:
+    """AltPO's first stage: the model itself answers each forget question ``settings.alternates``
+    times by sampling (seeded), keeping answers other than the true one. Written to ``path``
+    (one row a question) and read back by a resumed run, so it trains on the same answers."""
+    import torch
+
+    if path.exists():
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if [r["question"] for r in rows] == [r["question"] for r in forget]:
+            return [r["alternates"] for r in rows]
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    tokenizer = formatter.tokenizer
+    was_training = model.training
+    model.eval()
+    result = []
+    try:
+        for row in forget:
+            prompt = torch.tensor([formatter.prompt_ids(row["question"])], device=model.device)
+            found: list[str] = []
+            for _ in range(4 * settings.alternates):  # a few tries for answers that differ
+                with torch.no_grad():
+                    out = model.generate(input_ids=prompt, attention_mask=torch.ones_like(prompt), do_sample=True,
+                                         temperature=settings.temperature, top_k=0, top_p=1.0,
+                                         max_new_tokens=settings.max_new_tokens, pad_token_id=tokenizer.pad_token_id)
+                text = tokenizer.decode(out[0, prompt.shape[1]:], skip_special_tokens=True).strip()
+                if text and text != row["answer"].strip() and text not in found:
+                    found.append(text)
+                if len(found) == settings.alternates:
+                    break
+            if not found:
+                raise UserError(f"the model wrote no alternate answer to '{row['question'][:60]}' in "
+                                f"{4 * settings.alternates} tries; raise method_args.temperature")
+            result.append(found)
+    finally:
+        torch.random.set_rng_state(generator_state)
+        model.train(was_training)
+    if int(os.environ.get("RANK", "0")) == 0:
+        atomic_write_jsonl(path, [{"question": r["question"], "alternates": a}
+                                  for r, a in zip(forget, result, strict=True)])
+    return result
+
+
 def _check_layer(model, layer: int) -> None:
     from ..methods.losses import decoder_layers
 
@@ -315,9 +361,12 @@ def build_unlearning_trainer(config: UnlearnConfig, method: Method, data: Unlear
         model.config.use_cache = False
 
     formatter = PromptFormat(tokenizer)
+    alternates = (alternate_answers(model, formatter, data.forget, settings, config.training.seed,
+                                    output_dir / ALTERNATES_FILE)
+                  if method.forget.procedure == "alternates" else ())
     dataset = UnlearningDataset(
         data.forget, data.retain, data.refusals, formatter, method.inputs,
-        seed=config.training.seed, max_length=config.data.max_length,
+        seed=config.training.seed, max_length=config.data.max_length, alternates=alternates,
     )
     mask = method.forget.default_mask if config.mask is None else config.mask
     forget_coeff = method.forget.default_forget_coeff if config.forget_coeff is None else config.forget_coeff
