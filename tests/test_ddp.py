@@ -77,8 +77,9 @@ def test_two_process_pdu_keeps_one_lambda(tiny_model, qa_folder, tmp_path):
 @pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun is not installed")
 def test_two_process_rmu_matches_single_process(tiny_model, qa_folder, tmp_path):
     """RMU reads block 0's output (the later block, the final norm and the head are frozen: they
-    get no gradient from it, and DDP wants every trainable parameter used). Its distances are per-sequence means, and c·u is drawn from the
-    seed on every process, so the two curves agree as NPO's do."""
+    get no gradient from it, and DDP wants every trainable parameter used). Its distances are
+    per-sequence means, and c·u is drawn from the seed on every process, so the two curves agree
+    as NPO's do."""
     base = [f"model.name_or_path={tiny_model}", f"data.source={qa_folder}",
             *[c for c in COMMON if not c.startswith("method=")], "method=RMU", "method_args.layer=0",
             "method_args.steering_coeff=4"]

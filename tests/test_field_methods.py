@@ -135,7 +135,7 @@ def test_undial(model):
         z_ref = logits_row(reference, prev)
         z_ref[target] -= beta
         q = softmax(z_ref)
-        values.append(-sum(qv * lp for qv, lp in zip(q, log_softmax(logits_row(model, prev)))))
+        values.append(-sum(qv * lp for qv, lp in zip(q, log_softmax(logits_row(model, prev)), strict=True)))
     assert run("UNDIAL", model, reference, beta=beta) == pytest.approx(sum(values) / len(values), rel=1e-5)
 
 

@@ -190,7 +190,7 @@ class JsonlLogCallback(TrainerCallback):
 class ForgetLossBoundCallback(TrainerCallback):
     """Ends training after the step in which the forget loss crossed its bound."""
 
-    def __init__(self, trainer: "UnlearningTrainer"):
+    def __init__(self, trainer: UnlearningTrainer):
         self.trainer = trainer
 
     def on_step_end(self, args, state, control, **kwargs):
@@ -249,7 +249,7 @@ def freeze_unreached(model: torch.nn.Module, layer: int) -> list[str]:
     probe = {k: v.to(trainable[0][1].device) for k, v in probe.items()}
     hidden = block_output(model, probe, layer)
     grads = torch.autograd.grad(hidden.float().sum(), [p for _, p in trainable], allow_unused=True)
-    frozen = [name for (name, p), g in zip(trainable, grads) if g is None]
+    frozen = [name for (name, p), g in zip(trainable, grads, strict=True) if g is None]
     for name, p in trainable:
         if name in frozen:
             p.requires_grad_(False)
@@ -414,7 +414,7 @@ class UnlearningTrainer(Trainer):
             (folder / METHOD_STATE_FILE).write_text(json.dumps(self.method_state.state_dict()), encoding="utf-8")
         super()._save_checkpoint(model, trial)
 
-    def load_method_state(self, checkpoint: Optional[str | Path]) -> None:
+    def load_method_state(self, checkpoint: str | Path | None) -> None:
         """Continue the method's state from the checkpoint a run resumes from."""
         if self.method_state is None or checkpoint is None:
             return
