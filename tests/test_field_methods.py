@@ -265,6 +265,7 @@ def test_method_args_on_the_command_line_are_typed_and_complete():
     (["method=GA+GD", "method_args.beta=1"], "method GA\\+GD has no setting 'beta'; it has no settings"),
     (["method=RMU", "method_args.trainable=layers(.mlp"], "not a regular expression"),
     (["method=RMU", "method_args=3"], "method_args.NAME=value"),
+    (["method=SimNPO", "beta=4.5"], "takes its beta as method_args.beta \\(default 4.5\\)"),
 ])
 def test_bad_method_args_are_one_line_errors(overrides, message):
     with pytest.raises(UserError, match=message) as err:

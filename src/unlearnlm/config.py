@@ -663,6 +663,10 @@ def method_settings(config: UnlearnConfig):
         raise UserError(f"{err} (method {method.name}; {valid})") from None
     problems = method.settings_problems(settings)
     _require(not problems, f"method {method.name}: {'; '.join(problems)}; {valid}")
+    # The top-level beta is NPO's, DPO's, AP's and AltPO's; a method with a beta of its own would ignore it.
+    _require(config.beta == UnlearnConfig.beta or "beta" not in names,
+             f"method {method.name} takes its beta as method_args.beta (default {getattr(cls(), 'beta', None)}); "
+             "the top-level beta is that of NPO, DPO, AP and AltPO")
     return settings
 
 
