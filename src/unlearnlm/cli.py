@@ -54,11 +54,20 @@ def cmd_finetune(args: argparse.Namespace) -> None:
 
 
 def cmd_methods(args: argparse.Namespace) -> None:
-    from .methods.registry import FORGET_LOSSES, REGULARIZERS, method_names
+    import dataclasses
+
+    from .methods.registry import ALIASES, FORGET_LOSSES, REGULARIZERS, UNMAPPED_NAMES, method_names
 
     logger.info("forget losses: " + ", ".join(FORGET_LOSSES))
     logger.info("regularisers:  " + ", ".join(REGULARIZERS))
     logger.info("methods:       " + ", ".join(method_names()))
+    logger.info("aliases:       " + ", ".join(f"{a} = {m}" for a, m in {**ALIASES, **UNMAPPED_NAMES}.items()))
+    logger.info("settings (method_args.NAME=value):")
+    for name, objective in {**FORGET_LOSSES, **REGULARIZERS}.items():
+        defaults = objective.settings()
+        fields = [f"{f.name}={getattr(defaults, f.name)!r}" for f in dataclasses.fields(defaults)]
+        if fields:
+            logger.info(f"  {name:8s} " + ", ".join(fields))
 
 
 def cmd_presets(args: argparse.Namespace) -> None:

@@ -229,6 +229,9 @@ class UnlearnConfig:
     mask: Optional[bool] = None
     # Reference model for NPO/DPO/KL: the model at the start of this run, or a fixed path.
     reference_model: Optional[str] = None
+    # The method's own hyper-parameters (method_args.beta=4.5 for SimNPO; `unlearnlm methods`
+    # lists each method's); a run writes every one, defaults included, into its config.yaml.
+    method_args: dict[str, Any] = field(default_factory=dict)
     output_dir: str = "runs/unlearn"
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -527,7 +530,12 @@ class DemoConfig:
     # Authors of the world's kind that no model trains on (the holdout set of privleak and the
     # MIA AUCs): written from their own random stream, the world's files unchanged.
     holdout_authors: int = 4
-    methods: list[str] = field(default_factory=lambda: ["ME+GD", "IDK+AP", "GA+GD", "NPO+GD", "DPO+GD", "IDK+GD"])
+    # Method names, or "all" (every method the demo offers: scenarios.demo.ALL_METHODS).
+    methods: list[str] = field(default_factory=lambda: ["ME+GD", "IDK+AP", "GA+GD", "NPO+GD", "DPO+GD", "IDK+GD",
+                                                        "SimNPO+GD", "RMU", "UNDIAL"])
+    # Settings of the methods that take some, by method name (method_args.PDU.epsilon=1.0). PDU
+    # needs a retain-loss bound, and the demo's 4 epochs end before the paper's 5 of warm-up.
+    method_args: dict[str, Any] = field(default_factory=lambda: {"PDU": {"epsilon": 1.0, "dual_warmup_epochs": 1.0}})
     # Target (every author) and retain model (all but the forget authors): same recipe, each
     # trained from the base model (the learning rates and shortcuts tried: docs/performance.md).
     finetune_training: TrainingConfig = field(default_factory=lambda: TrainingConfig(
@@ -604,6 +612,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if not optional and not str(value).strip():
             raise UserError(f"config key '{key}' may not be empty")
         return str(value)
+    if typing.get_origin(tp) is dict:  # free-form settings, typed later by their owner
+        if not isinstance(value, dict):
+            raise UserError(f"config key '{key}' holds settings: write {key}.NAME=value, got {value!r}")
+        return copy.deepcopy(value)
     if typing.get_origin(tp) is list:
         (item_tp,) = typing.get_args(tp)
         if isinstance(value, str):  # "a,b" or "[a, b]" on the command line
@@ -898,6 +910,7 @@ def validate_config(config: Any) -> None:
         from .methods.registry import get_method
 
         get_method(config.method)  # an unknown method lists the valid ones
+        method_settings(config)
         _require(math.isfinite(config.beta) and config.beta > 0, f"beta must be a positive number, got {config.beta}")
         _require(_finite(config.forget_coeff), f"forget_coeff must be a finite number, got {config.forget_coeff}")
         _require(math.isfinite(config.regularization_coeff),
@@ -1102,6 +1115,36 @@ def validate_attacks(a: AttackConfig, prefix: str = "") -> None:
     if a.probes.templates:
         _require(Path(a.probes.templates).expanduser().is_file(),
                  f"{prefix}probes.templates: no file {a.probes.templates}")
+
+
+def method_settings(config: UnlearnConfig):
+    """``config.method_args`` as the method's typed settings dataclass, defaults filled in;
+    a name the method lacks or a bad value is one line naming the method's settings."""
+    from .methods.registry import get_method
+
+    method = get_method(config.method)
+    cls = method.settings
+    names = [f.name for f in dataclasses.fields(cls)]
+    valid = (f"its settings: {', '.join(f'{n} (default {getattr(cls(), n)!r})' for n in names)}"
+             if names else "it has no settings")
+    unknown = sorted(set(config.method_args) - set(names))
+    _require(not unknown, f"method {method.name} has no setting '{unknown[0] if unknown else ''}'; {valid}")
+    try:
+        settings = from_dict(cls, config.method_args, prefix="method_args.")
+    except UserError as err:
+        raise UserError(f"{err} (method {method.name}; {valid})") from None
+    problems = method.settings_problems(settings)
+    _require(not problems, f"method {method.name}: {'; '.join(problems)}; {valid}")
+    # The top-level beta is NPO's, DPO's, AP's and AltPO's; a method with a beta of its own would ignore it.
+    _require(config.beta == UnlearnConfig.beta or "beta" not in names,
+             f"method {method.name} takes its beta as method_args.beta (default {getattr(cls(), 'beta', None)}); "
+             "the top-level beta is that of NPO, DPO, AP and AltPO")
+    return settings
+
+
+def with_method_settings(config: UnlearnConfig) -> UnlearnConfig:
+    """The config with every setting of its method written out (what a run saves)."""
+    return dataclasses.replace(config, method_args=to_dict(method_settings(config)))
 
 
 def validate_evaluation(e: EvaluateConfig, prefix: str = "") -> None:

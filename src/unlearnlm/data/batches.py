@@ -17,9 +17,9 @@ import torch
 from .formatting import EncodedQA, PromptFormat
 
 # Every sequence kind an objective may read.
-SEQUENCE_KINDS = ("forget", "retain", "forget_idk", "retain_idk", "mismatch")
+SEQUENCE_KINDS = ("forget", "retain", "forget_idk", "retain_idk", "mismatch", "forget_alt")
 # Kinds built on the forget question: with mask=false their loss covers the question too.
-FORGET_SIDE_KINDS = ("forget", "forget_idk", "mismatch")
+FORGET_SIDE_KINDS = ("forget", "forget_idk", "mismatch", "forget_alt")
 
 
 class UnlearningDataset(torch.utils.data.Dataset):
@@ -32,7 +32,9 @@ class UnlearningDataset(torch.utils.data.Dataset):
         kinds: Iterable[str],
         seed: int,
         max_length: int | None = None,
+        alternates: Sequence[Sequence[str]] = (),
     ):
+        """``alternates``: per forget row, other answers to its question (AltPO's ``forget_alt``)."""
         self.kinds = tuple(kinds)
         unknown = set(self.kinds) - set(SEQUENCE_KINDS)
         if unknown:
@@ -50,6 +52,10 @@ class UnlearningDataset(torch.utils.data.Dataset):
             raise ValueError("this objective needs a retain set, and it is empty")
         needs_refusal = {"forget_idk", "retain_idk"} & set(self.kinds)
         self.refusals = list(refusals) if needs_refusal else []
+        # AltPO's alternate answers (texts), one list per forget row.
+        self.alternates = [list(row) for row in alternates] if "forget_alt" in self.kinds else []
+        if "forget_alt" in self.kinds and (len(self.alternates) != len(self.forget) or not all(self.alternates)):
+            raise ValueError("forget_alt needs at least one alternate answer for every forget row")
 
     def __len__(self) -> int:
         return len(self.forget)
@@ -70,6 +76,8 @@ class UnlearningDataset(torch.utils.data.Dataset):
         mismatch_index = rng.randrange(len(self.retain)) if self.retain else None
         forget_refusal = rng.randrange(len(self.refusals)) if self.refusals else None
         retain_refusal = rng.randrange(len(self.refusals)) if self.refusals else None
+        # Drawn last, so the other kinds' draws are those of a run without alternates.
+        alternate = rng.randrange(len(self.alternates[index])) if self.alternates else None
         forget_question, forget_answer = self.forget[index]
         example = {}
         for kind in self.kinds:
@@ -83,6 +91,8 @@ class UnlearningDataset(torch.utils.data.Dataset):
                 example[kind] = self._join(self.retain[retain_index][0], self.refusals[retain_refusal])
             elif kind == "mismatch":
                 example[kind] = self._join(forget_question, self.retain[mismatch_index][1])
+            elif kind == "forget_alt":
+                example[kind] = self._join(forget_question, self.alternates[index][alternate])
         return example
 
     def lengths(self, epoch: int) -> list[int]:
@@ -146,6 +156,7 @@ class TextUnlearningDataset(UnlearningDataset):
         if "retain" in self.kinds and not self.retain:
             raise ValueError("this objective needs a retain set, and it is empty")
         self.refusals = []
+        self.alternates = []
 
     def _join(self, question: tuple[int, ...], chunk: tuple[int, ...]) -> EncodedQA:
         return EncodedQA(tuple(question) + tuple(chunk), len(question))

@@ -12,6 +12,7 @@ Notation as in docs/formulas.md: NLL = sum of token cross-entropies over a seque
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import torch
@@ -78,12 +79,52 @@ class Reference:
         self.model = model
 
     @torch.no_grad()
-    def logits(self, seq: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.model(input_ids=seq["input_ids"], attention_mask=seq["attention_mask"]).logits
+    def logits(self, seq: dict[str, torch.Tensor], keep: int = 0) -> torch.Tensor:
+        """Logits of every position, or of the last ``keep`` ones."""
+        if keep and takes_logits_to_keep(self.model):
+            return self.model(input_ids=seq["input_ids"], attention_mask=seq["attention_mask"],
+                              logits_to_keep=keep).logits
+        logits = self.model(input_ids=seq["input_ids"], attention_mask=seq["attention_mask"]).logits
+        return logits[:, -keep:] if keep else logits
 
     @torch.no_grad()
     def nll(self, seq: dict[str, torch.Tensor]) -> torch.Tensor:
         return sequence_nll(*answer_logits(self.model, seq))
+
+
+def unwrapped(model):
+    """The model under DDP / DeepSpeed / FSDP / peft wrappers."""
+    while hasattr(model, "module"):
+        model = model.module
+    if hasattr(model, "get_base_model"):
+        model = model.get_base_model()
+    return model
+
+
+def decoder_layers(model) -> torch.nn.ModuleList:
+    """The model's stack of decoder blocks (``model.layers`` of Llama-like models)."""
+    for name, module in unwrapped(model).named_modules():
+        if isinstance(module, torch.nn.ModuleList) and name.rsplit(".", 1)[-1] in ("layers", "h", "blocks"):
+            return module
+    raise ValueError(f"found no stack of decoder blocks in {type(unwrapped(model)).__name__}")
+
+
+def block_output(model, seq: dict[str, torch.Tensor], layer: int) -> torch.Tensor:
+    """Hidden states [B, T, d] output by decoder block ``layer`` (counted from 0), read by a
+    forward hook on that block alone; the vocabulary projection is cut to one position."""
+    captured: list[torch.Tensor] = []
+
+    def keep(module, args, output):
+        if not captured:  # gradient checkpointing may run the block again in the backward pass
+            captured.append(output[0] if isinstance(output, (tuple, list)) else output)
+
+    handle = decoder_layers(model)[layer].register_forward_hook(keep)
+    try:
+        extra = {"logits_to_keep": 1} if takes_logits_to_keep(model) else {}
+        model(input_ids=seq["input_ids"], attention_mask=seq["attention_mask"], **extra)
+    finally:
+        handle.remove()
+    return captured[0]
 
 
 class LossContext:
@@ -95,13 +136,17 @@ class LossContext:
     position). An objective reads both through the context."""
 
     def __init__(self, model, batch: dict, reference: Optional[Reference] = None, beta: float = 0.1,
-                 answer_logits_only: tuple[str, ...] = ()):
+                 answer_logits_only: tuple[str, ...] = (), settings=None, state: StepState | None = None):
         self.model = model
         self.batch = batch
         self.reference = reference
         self.beta = beta
         self.answer_logits_only = set(answer_logits_only)
+        # The method's own hyper-parameters (a settings dataclass) and what it keeps across steps.
+        self.settings = settings
+        self.state = state
         self._logits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._hidden: dict[str, torch.Tensor] = {}
 
     def prefetch(self, kinds) -> None:
         """Run one forward over several kinds at once (padded to a common length).
@@ -154,8 +199,18 @@ class LossContext:
             return seq["reference_nll"]
         return self._require_reference().nll(seq)
 
-    def reference_logits(self, kind: str) -> torch.Tensor:
-        return self._require_reference().logits(self.batch[kind])
+    def reference_logits(self, kind: str, keep: int = 0) -> torch.Tensor:
+        return self._require_reference().logits(self.batch[kind], keep)
+
+    def hidden(self, kind: str) -> torch.Tensor:
+        """Output of decoder block ``settings.layer`` for a kind's sequences."""
+        if kind not in self._hidden:
+            self._hidden[kind] = block_output(self.model, self.batch[kind], self.settings.layer)
+        return self._hidden[kind]
+
+    def reference_hidden(self, kind: str) -> torch.Tensor:
+        with torch.no_grad():
+            return block_output(self._require_reference().model, self.batch[kind], self.settings.layer)
 
     def _require_reference(self) -> Reference:
         if self.reference is None:
@@ -225,6 +280,307 @@ def answer_preservation(ctx: LossContext) -> torch.Tensor:
     """AP: -(1/β) · mean log σ(β · (NLL_θ(retain_idk) - NLL_θ(retain)))."""
     margin = ctx.nll("retain_idk") - ctx.nll("retain")
     return -(1.0 / ctx.beta) * F.logsigmoid(ctx.beta * margin).mean()
+
+
+# ---- the field's methods: settings, state kept across steps, losses ------------------------
+
+
+@dataclass
+class Settings:
+    """A method's hyper-parameters (``method_args.NAME=value`` on the command line)."""
+
+    def problems(self) -> list[str]:
+        """What is wrong with these values (empty: nothing)."""
+        return []
+
+
+@dataclass
+class SimNPOSettings(Settings):
+    beta: float = 4.5
+    gamma: float = 0.0
+
+    def problems(self) -> list[str]:
+        positive = math.isfinite(self.beta) and self.beta > 0
+        return [] if positive else [f"beta must be a positive number, got {self.beta}"]
+
+
+@dataclass
+class WGASettings(Settings):
+    beta: float = 1.0
+
+    def problems(self) -> list[str]:
+        return [] if math.isfinite(self.beta) and self.beta >= 0 else [f"beta must be zero or more, got {self.beta}"]
+
+
+@dataclass
+class SatImpSettings(Settings):
+    beta1: float = 5.0
+    beta2: float = 1.0
+
+    def problems(self) -> list[str]:
+        return [f"{name} must be zero or more, got {value}" for name, value in (("beta1", self.beta1),
+                ("beta2", self.beta2)) if not (math.isfinite(value) and value >= 0)]
+
+
+@dataclass
+class CEUSettings(Settings):
+    # Leading answer tokens of each sequence left out of the loss.
+    skip_first: int = 1
+
+    def problems(self) -> list[str]:
+        return [] if self.skip_first >= 0 else [f"skip_first must be zero or more, got {self.skip_first}"]
+
+
+@dataclass
+class UNDIALSettings(Settings):
+    beta: float = 10.0
+
+    def problems(self) -> list[str]:
+        return [] if math.isfinite(self.beta) and self.beta >= 0 else [f"beta must be zero or more, got {self.beta}"]
+
+
+@dataclass
+class LayerSettings(Settings):
+    # The decoder block whose output is read, counted from 0.
+    layer: int = 7
+
+    def problems(self) -> list[str]:
+        return [] if self.layer >= 0 else [f"layer must be zero or more, got {self.layer}"]
+
+
+@dataclass
+class RMUSettings(LayerSettings):
+    steering_coeff: float = 2.0
+    # Regular expressions searched in parameter names; only matching parameters train. Empty: all.
+    trainable: list[str] = field(default_factory=list)
+
+    def problems(self) -> list[str]:
+        found = LayerSettings.problems(self)
+        if not math.isfinite(self.steering_coeff):
+            found.append(f"steering_coeff must be a finite number, got {self.steering_coeff}")
+        import re
+
+        for pattern in self.trainable:
+            try:
+                re.compile(pattern)
+            except re.error as err:
+                found.append(f"trainable pattern '{pattern}' is not a regular expression ({err})")
+        return found
+
+
+@dataclass
+class PDUSettings(Settings):
+    # The bound the retain loss should stay under; required.
+    epsilon: float | None = None
+    # Step size of the dual (λ) update.
+    dual_lr: float = 1.0
+    # Epochs before λ starts to move.
+    dual_warmup_epochs: float = 5.0
+
+    def problems(self) -> list[str]:
+        found = []
+        if self.epsilon is None or not math.isfinite(self.epsilon):
+            found.append("epsilon (the retain-loss bound) is required, e.g. method_args.epsilon=0.5")
+        if not (math.isfinite(self.dual_lr) and self.dual_lr >= 0):
+            found.append(f"dual_lr must be zero or more, got {self.dual_lr}")
+        if not (math.isfinite(self.dual_warmup_epochs) and self.dual_warmup_epochs >= 0):
+            found.append(f"dual_warmup_epochs must be zero or more, got {self.dual_warmup_epochs}")
+        return found
+
+
+@dataclass
+class TaskVectorSettings(Settings):
+    # θ = θ_target − alpha · (θ_fine-tuned − θ_target)
+    alpha: float = 1.0
+
+    def problems(self) -> list[str]:
+        return [] if math.isfinite(self.alpha) else [f"alpha must be a finite number, got {self.alpha}"]
+
+
+@dataclass
+class AltPOSettings(Settings):
+    # Alternate answers the model writes per forget question, sampled at this temperature.
+    alternates: int = 1
+    temperature: float = 1.0
+    max_new_tokens: int = 64
+
+    def problems(self) -> list[str]:
+        found = [] if self.alternates >= 1 else [f"alternates must be at least 1, got {self.alternates}"]
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
+            found.append(f"temperature must be a positive number, got {self.temperature}")
+        if self.max_new_tokens < 1:
+            found.append(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
+        return found
+
+
+class StepState:
+    """What an objective keeps across optimiser steps. The trainer calls ``observe`` for every
+    micro-batch, ``after_step`` after every optimiser step (``reduce`` averages a tensor over the
+    processes, so every process holds the same state), logs ``log_values`` and saves
+    ``state_dict`` with every checkpoint."""
+
+    def __init__(self, settings, *, model, seed: int, regularization_coeff: float):
+        self.settings = settings
+
+    def combine(self, forget_coeff: float, forget_loss: torch.Tensor, regularization_coeff: float,
+                regularization_loss: torch.Tensor | None) -> torch.Tensor | None:
+        """The total loss, or None for forget_coeff · forget + regularization_coeff · regulariser."""
+        return None
+
+    def observe(self, forget_loss: float, regularization_loss: float) -> None:
+        pass
+
+    def after_step(self, epoch: float, reduce: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        pass
+
+    def log_values(self) -> dict[str, float]:
+        return {}
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+class SteeringTarget(StepState):
+    """RMU's c·u: u has i.i.d. U(0, 1) entries scaled to unit norm, drawn once from the run's
+    seed on the CPU, so every process (and a resumed run) draws the same vector."""
+
+    def __init__(self, settings, *, model, seed: int, regularization_coeff: float):
+        super().__init__(settings, model=model, seed=seed, regularization_coeff=regularization_coeff)
+        size = unwrapped(model).config.hidden_size
+        u = torch.rand(size, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+        self.target = (settings.steering_coeff * u / u.norm()).float()
+
+
+class DualAscent(StepState):
+    """PDU's multiplier λ of the constraint retain loss ≤ ε: it starts at regularization_coeff and,
+    once ``dual_warmup_epochs`` have passed, moves after each optimiser step by
+    λ ← max(0, λ + η · (retain loss of that step − ε))."""
+
+    def __init__(self, settings, *, model, seed: int, regularization_coeff: float):
+        super().__init__(settings, model=model, seed=seed, regularization_coeff=regularization_coeff)
+        self.dual = float(regularization_coeff)
+        self._sum, self._count = 0.0, 0
+
+    def combine(self, forget_coeff, forget_loss, regularization_coeff, regularization_loss):
+        return forget_coeff * forget_loss + self.dual * (regularization_loss - self.settings.epsilon)
+
+    def observe(self, forget_loss, regularization_loss):
+        self._sum += regularization_loss
+        self._count += 1
+
+    def after_step(self, epoch, reduce):
+        if not self._count:
+            return
+        retain_loss = reduce(torch.tensor([self._sum / self._count], dtype=torch.float64)).item()
+        self._sum, self._count = 0.0, 0
+        if epoch + 1e-9 >= self.settings.dual_warmup_epochs:
+            self.dual = max(0.0, self.dual + self.settings.dual_lr * (retain_loss - self.settings.epsilon))
+
+    def log_values(self):
+        return {"dual_lambda": round(self.dual, 8)}
+
+    def state_dict(self):
+        return {"dual": self.dual}
+
+    def load_state_dict(self, state):
+        self.dual = float(state["dual"])
+
+
+def alternate_preference(ctx: LossContext) -> torch.Tensor:
+    """AltPO: DPO with chosen = the model's own alternate answer, rejected = the true answer."""
+    policy = -ctx.nll("forget_alt") + ctx.nll("forget")
+    reference = -ctx.reference_nll("forget_alt") + ctx.reference_nll("forget")
+    return -(2.0 / ctx.beta) * F.logsigmoid(ctx.beta * (policy - reference)).mean()
+
+
+def learn_forget(ctx: LossContext) -> torch.Tensor:
+    """The task vector's fine-tuning: mean CE of forget (learnt, to be subtracted afterwards)."""
+    return ctx.mean_ce("forget")
+
+
+def simple_npo(ctx: LossContext) -> torch.Tensor:
+    """SimNPO: -(2/β) · mean log σ(β · NLL_θ(forget)/|a| - γ), no reference."""
+    nll, mask = token_nll(ctx.logits("forget"), ctx.labels("forget"))
+    per_token = nll.sum(dim=-1) / mask.sum(dim=-1).clamp(min=1)
+    beta, gamma = ctx.settings.beta, ctx.settings.gamma
+    return -(2.0 / beta) * F.logsigmoid(beta * per_token - gamma).mean()
+
+
+def _weighted_ascent(ctx: LossContext, weight_of: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """-mean over label positions of sg(weight(p_t)) · ℓ_t, with p_t the label token's probability."""
+    nll, mask = token_nll(ctx.logits("forget"), ctx.labels("forget"))
+    weight = weight_of(torch.exp(-nll.detach()))
+    return -(weight * nll * mask).sum() / mask.sum().clamp(min=1)
+
+
+def weighted_gradient_ascent(ctx: LossContext) -> torch.Tensor:
+    """WGA: gradient ascent with each token weighted by sg(p_t^β)."""
+    return _weighted_ascent(ctx, lambda p: p ** ctx.settings.beta)
+
+
+def saturation_importance(ctx: LossContext) -> torch.Tensor:
+    """SatImp: gradient ascent with each token weighted by sg(p_t^β1 · (1 - p_t)^β2)."""
+    s = ctx.settings
+    return _weighted_ascent(ctx, lambda p: p ** s.beta1 * (1 - p) ** s.beta2)
+
+
+def _soft_cross_entropy(logits: torch.Tensor, target_probs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over the masked positions of -Σ_v q_v log p_v."""
+    log_p = F.log_softmax(logits.float(), dim=-1)
+    per_position = -(target_probs * log_p).sum(dim=-1)
+    return (per_position * mask).sum() / mask.sum().clamp(min=1)
+
+
+def cross_entropy_unlearning(ctx: LossContext) -> torch.Tensor:
+    """CE-U: cross-entropy towards the model's own (detached) distribution with the label token
+    removed, the first ``skip_first`` answer tokens of each sequence left out."""
+    logits, targets, mask = shift(ctx.logits("forget"), ctx.labels("forget"))
+    masked = logits.detach().float().scatter(-1, targets.unsqueeze(-1), float("-inf"))
+    target_probs = torch.softmax(masked, dim=-1)
+    kept = mask & (mask.cumsum(dim=-1) > ctx.settings.skip_first)
+    return _soft_cross_entropy(logits, target_probs, kept)
+
+
+def undial(ctx: LossContext) -> torch.Tensor:
+    """UNDIAL: cross-entropy towards the frozen reference's distribution with the label token's
+    logit lowered by β."""
+    logits, labels = ctx.logits("forget"), ctx.labels("forget")
+    reference = ctx.reference_logits("forget", keep=logits.shape[1])
+    shifted, targets, mask = shift(logits, labels)
+    reference = reference[:, :-1].float()
+    lowered = reference - ctx.settings.beta * F.one_hot(targets, reference.shape[-1]).float()
+    return _soft_cross_entropy(shifted, torch.softmax(lowered, dim=-1), mask)
+
+
+def logit_flatness(ctx: LossContext) -> torch.Tensor:
+    """PDU's forget loss: mean over label positions of (max_v z_v - mean_v z_v)²."""
+    logits, _, mask = shift(ctx.logits("forget"), ctx.labels("forget"))
+    logits = logits.float()
+    gap = logits.max(dim=-1).values - logits.mean(dim=-1)
+    return (gap.square() * mask).sum() / mask.sum().clamp(min=1)
+
+
+def activation_distance(hidden: torch.Tensor, target: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per sequence Σ_t mean_d (h_t,d - g_t,d)² over its label positions / their number; mean over
+    the batch (``target`` broadcasts: RMU's c·u is one vector)."""
+    mask = (labels != IGNORE).float()
+    per_position = (hidden.float() - target.float()).square().mean(dim=-1)
+    per_sequence = (per_position * mask).sum(dim=-1) / mask.sum(dim=-1).clamp(min=1)
+    return per_sequence.mean()
+
+
+def representation_misdirection(ctx: LossContext) -> torch.Tensor:
+    """RMU's forget loss: the forget activations of block ℓ pulled towards c·u."""
+    hidden = ctx.hidden("forget")
+    return activation_distance(hidden, ctx.state.target.to(hidden.device), ctx.batch["forget"]["labels"])
+
+
+def activation_preservation(ctx: LossContext) -> torch.Tensor:
+    """RMU's regulariser: retain activations of block ℓ kept at the frozen original model's."""
+    return activation_distance(ctx.hidden("retain"), ctx.reference_hidden("retain"), ctx.batch["retain"]["labels"])
 
 
 LossFn = Callable[[LossContext], torch.Tensor]

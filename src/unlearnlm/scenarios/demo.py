@@ -46,7 +46,6 @@ from ..config import (
 )
 from ..errors import UserError
 from ..io import atomic_write_json, atomic_write_text
-from ..methods import get_method
 
 logger = logging.getLogger(__name__)
 
@@ -262,9 +261,39 @@ def evaluate_once(config: EvaluateConfig, judges) -> dict:
     return evaluate_model(config, judges=judges)
 
 
+# Every method `methods=all` runs: the paper's, then the field's.
+ALL_METHODS = ["ME+GD", "IDK+AP", "GA+GD", "NPO+GD", "DPO+GD", "IDK+GD", "GA+KL", "NPO+KL", "DPO+KL", "IDK+KL",
+               "LLMU", "SimNPO+GD", "RMU", "UNDIAL", "WGA+GD", "SatImp+GD", "CE-U", "PDU+GD", "AltPO+GD",
+               "TaskVector"]
+
+
+def demo_methods(config: DemoConfig) -> list[str]:
+    """The methods to run: ``config.methods`` with "all" expanded; a bad name is a user error."""
+    from ..methods.registry import get_method
+
+    names: list[str] = []
+    for name in config.methods:
+        for one in ALL_METHODS if name.strip().lower() == "all" else [name]:
+            if get_method(one).name not in [get_method(n).name for n in names]:
+                names.append(one)
+    for name in config.method_args:
+        get_method(name)
+        if not isinstance(config.method_args[name], dict):
+            raise UserError(f"method_args.{name} holds the settings of {name}: write method_args.{name}.NAME=value")
+    return names
+
+
+def method_args_for(config: DemoConfig, method: str) -> dict:
+    from ..methods.registry import get_method
+
+    wanted = get_method(method).name
+    return next((dict(args) for name, args in config.method_args.items() if get_method(name).name == wanted), {})
+
+
 def unlearn_config(config: DemoConfig, world: Path, target: Path, method: str, output: Path) -> UnlearnConfig:
     return UnlearnConfig(
         method=method,
+        method_args=method_args_for(config, method),
         output_dir=str(output),
         model=replace(config.model, name_or_path=str(target)),
         data=DataConfig(
@@ -311,12 +340,12 @@ def run_demo(config: DemoConfig) -> Path:
     from ..training.run import finetune, unlearn
 
     validate_config(FinetuneConfig(training=config.finetune_training))
-    validate_config(UnlearnConfig(training=config.unlearn_training))
-    for method in config.methods:
-        get_method(method)  # an unknown method lists the valid ones
-        validate_config(UnlearnConfig(method=method, training=config.unlearn_training, seeds=config.seeds))
-    if not config.methods:
-        raise UserError("methods is empty: name at least one unlearning method")
+    methods = demo_methods(config)
+    for method in methods:
+        validate_config(UnlearnConfig(method=method, method_args=method_args_for(config, method),
+                                      training=config.unlearn_training, seeds=config.seeds))
+    if not methods:
+        raise UserError("methods is empty: name at least one unlearning method (or all)")
     if config.run_attacks:
         validate_config(config.attack)
         if "probes" in config.attack.attacks:
@@ -325,7 +354,7 @@ def run_demo(config: DemoConfig) -> Path:
             load_probes(config.attack.probes.templates, config.attack.probes.names)
     output = Path(config.output_dir)
     cache = cache_dir() / "demo"
-    stages = Stages(total=6 + (3 if config.run_attacks else 2) * len(config.methods))
+    stages = Stages(total=6 + (3 if config.run_attacks else 2) * len(methods))
 
     stages.begin("the embedded model and the fictitious world")
     resolve_model_path(config.model.name_or_path)  # converts the embedded model once
@@ -358,7 +387,7 @@ def run_demo(config: DemoConfig) -> Path:
         cached_retain = finetune(retain_recipe, callbacks).resolve()
         retain = _link(output / "retain", cached_retain)
         unlearned = []
-        for method in config.methods:
+        for method in methods:
             run_dir = output / "unlearn" / method_slug(method)
             stages.begin(f"unlearning with {method}" + (f" (seeds {config.seeds})" if config.seeds else ""))
             unlearn(replace(unlearn_config(config, world, target / "model", method, run_dir), seeds=config.seeds),

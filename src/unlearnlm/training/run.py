@@ -20,7 +20,7 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -29,8 +29,10 @@ from ..config import (
     TrainingConfig,
     UnlearnConfig,
     check_run_folder,
+    method_settings,
     save_config,
     validate_config,
+    with_method_settings,
 )
 from ..data.records import (
     default_retain_split,
@@ -189,6 +191,8 @@ def _train(trainer, output_dir: Path, training: TrainingConfig) -> tuple[dict, O
     resume = _broadcast(trainer, resume)
     if trainer.is_world_process_zero():
         _trim_log(output_dir / "log.jsonl", _checkpoint_step(resume) if resume else 0)
+    if hasattr(trainer, "load_method_state"):
+        trainer.load_method_state(resume)
     started = time.time()
     try:
         result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
@@ -268,6 +272,60 @@ def _needs_reference_logits(method: Method) -> bool:
                for o in (method.forget, method.regularizer))
 
 
+ALTERNATES_FILE = "alternates.jsonl"
+
+
+def alternate_answers(model, formatter, forget: list[dict], settings, seed: int, path: Path) -> list[list[str]]:
+    """AltPO's first stage: the model itself answers each forget question ``settings.alternates``
+    times by sampling (seeded), keeping answers other than the true one. Written to ``path``
+    (one row a question) and read back by a resumed run, so it trains on the same answers."""
+    import torch
+
+    if path.exists():
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if [r["question"] for r in rows] == [r["question"] for r in forget]:
+            return [r["alternates"] for r in rows]
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    tokenizer = formatter.tokenizer
+    was_training = model.training
+    model.eval()
+    result = []
+    try:
+        for row in forget:
+            prompt = torch.tensor([formatter.prompt_ids(row["question"])], device=model.device)
+            found: list[str] = []
+            for _ in range(4 * settings.alternates):  # a few tries for answers that differ
+                with torch.no_grad():
+                    out = model.generate(input_ids=prompt, attention_mask=torch.ones_like(prompt), do_sample=True,
+                                         temperature=settings.temperature, top_k=0, top_p=1.0,
+                                         max_new_tokens=settings.max_new_tokens, pad_token_id=tokenizer.pad_token_id)
+                text = tokenizer.decode(out[0, prompt.shape[1]:], skip_special_tokens=True).strip()
+                if text and text != row["answer"].strip() and text not in found:
+                    found.append(text)
+                if len(found) == settings.alternates:
+                    break
+            if not found:
+                raise UserError(f"the model wrote no alternate answer to '{row['question'][:60]}' in "
+                                f"{4 * settings.alternates} tries; raise method_args.temperature")
+            result.append(found)
+    finally:
+        torch.random.set_rng_state(generator_state)
+        model.train(was_training)
+    if int(os.environ.get("RANK", "0")) == 0:
+        atomic_write_jsonl(path, [{"question": r["question"], "alternates": a}
+                                  for r, a in zip(forget, result, strict=True)])
+    return result
+
+
+def _check_layer(model, layer: int) -> None:
+    from ..methods.losses import decoder_layers
+
+    blocks = len(decoder_layers(model))
+    if layer >= blocks:
+        raise UserError(f"method_args.layer={layer}: the model has {blocks} decoder blocks (0 to {blocks - 1})")
+
+
 def unlearning_formatter(config: UnlearnConfig, data: UnlearningData):
     """The tokenizer and prompt format of the run, with the data's lengths checked against
     data.max_length (a row left without any answer token is refused)."""
@@ -301,15 +359,24 @@ def build_unlearning_trainer(config: UnlearnConfig, method: Method, data: Unlear
         JsonlLogCallback,
         UnlearningArguments,
         UnlearningTrainer,
+        freeze_unreached,
         precompute_reference_nll,
+        select_trainable,
         training_arguments,
     )
 
+    settings = method_settings(config)
     if tokenizer is None or formatter is None:
         tokenizer, formatter = unlearning_formatter(config, data)
     model = load_for_training(config)
+    if method.reads_hidden_states:
+        _check_layer(model, settings.layer)
     reference = _load_reference(config) if method.needs_reference else None
 
+    if getattr(settings, "trainable", None):
+        select_trainable(model, settings.trainable)
+    if method.reads_hidden_states and not method.logit_inputs:
+        freeze_unreached(model, settings.layer)
     if config.data.format == "text":
         from ..data.batches import TextUnlearningDataset
         from ..data.text import chunk_token_stream
@@ -321,9 +388,12 @@ def build_unlearning_trainer(config: UnlearnConfig, method: Method, data: Unlear
             method.inputs, seed=config.training.seed,
         )
     else:
+        alternates = (alternate_answers(model, formatter, data.forget, settings, config.training.seed,
+                                        output_dir / ALTERNATES_FILE)
+                      if method.forget.procedure == "alternates" else ())
         dataset = UnlearningDataset(
             data.forget, data.retain, data.refusals, formatter, method.inputs,
-            seed=config.training.seed, max_length=config.data.max_length,
+            seed=config.training.seed, max_length=config.data.max_length, alternates=alternates,
         )
     mask = method.forget.default_mask if config.mask is None else config.mask
     forget_coeff = method.forget.default_forget_coeff if config.forget_coeff is None else config.forget_coeff
@@ -351,6 +421,7 @@ def build_unlearning_trainer(config: UnlearnConfig, method: Method, data: Unlear
         unlearning=UnlearningArguments.of(config.training, method, forget_coeff, config.regularization_coeff,
                                           config.beta),
         reference_model=reference,
+        settings=settings,
     )
     return trainer, tokenizer
 
@@ -390,6 +461,7 @@ def unlearn(config: UnlearnConfig, callbacks: Sequence | Callable[[UnlearnConfig
     if callable(callbacks):
         callbacks = callbacks(config)
     validate_config(config)
+    config = with_method_settings(config)  # every setting of the method goes into config.yaml
     method = get_method(config.method)
     data = load_unlearning_data(config, method)
     output_dir = Path(config.output_dir)
@@ -404,6 +476,8 @@ def unlearn(config: UnlearnConfig, callbacks: Sequence | Callable[[UnlearnConfig
     if config.eval_every_epoch and not callbacks:
         logger.warning("eval_every_epoch is set but no evaluation callback was given: no per-epoch evaluation "
                        "(pass evaluation.callback.epoch_evaluation(config) as callbacks)")
+    if method.forget.procedure == "task_vector":
+        return _task_vector(config, method, data, output_dir, tokenizer, formatter)
     trainer, tokenizer = build_unlearning_trainer(config, method, data, output_dir, tokenizer, formatter)
     for callback in callbacks:
         trainer.add_callback(callback)
@@ -423,6 +497,40 @@ def unlearn(config: UnlearnConfig, callbacks: Sequence | Callable[[UnlearnConfig
         **metrics,
     }
     return _finish(trainer, tokenizer, output_dir, config.lora.merge_on_save, summary, formatter.spec)
+
+
+def _task_vector(config: UnlearnConfig, method: Method, data: UnlearningData, output_dir: Path,
+                 tokenizer, formatter) -> Path:
+    """Task negation: fine-tune the target on the forget rows (mean CE, ``training``'s epochs) by
+    ``finetune`` into OUTPUT_DIR/finetune, then θ = θ_target − α · (θ_fine-tuned − θ_target)."""
+    import torch
+
+    from ..config import FinetuneDataConfig
+    from .models import load_model, save_model
+
+    settings = method_settings(config)
+    rows_file = output_dir / "forget_rows.jsonl"
+    atomic_write_jsonl(rows_file, [{"question": r["question"], "answer": r["answer"]} for r in data.forget])
+    tuned_dir = finetune(FinetuneConfig(
+        output_dir=str(output_dir / "finetune"), model=config.model, training=config.training, lora=config.lora,
+        data=FinetuneDataConfig(source=str(output_dir), train=[str(rows_file)], max_length=config.data.max_length),
+    ))
+    started = time.time()
+    target = load_model(config.model)
+    tuned = load_model(replace(config.model, name_or_path=str(tuned_dir / "model")))
+    tuned_weights = dict(tuned.named_parameters())
+    with torch.no_grad():  # named_parameters lists a tied weight once: it moves once
+        for name, weight in target.named_parameters():
+            weight.sub_(settings.alpha * (tuned_weights[name].to(weight.dtype) - weight))
+    shutil.copyfile(tuned_dir / "log.jsonl", output_dir / "log.jsonl")
+    tuned_summary = json.loads((tuned_dir / TRAIN_SUMMARY).read_text(encoding="utf-8"))
+    save_model(target, tokenizer, output_dir / "model", prompt_format=formatter.spec)
+    summary = {"method": method.name, "alpha": settings.alpha, "forget_rows": len(data.forget), "retain_rows": 0,
+               "steps": tuned_summary.get("steps"), "stopped_early": None,
+               "resumed_from": tuned_summary.get("resumed_from"), "train_loss": tuned_summary.get("train_loss"),
+               "wall_seconds": round(tuned_summary.get("wall_seconds", 0) + time.time() - started, 2)}
+    atomic_write_json(output_dir / TRAIN_SUMMARY, summary)
+    return output_dir
 
 
 def load_finetune_data(config: FinetuneConfig) -> list[dict]:

@@ -215,6 +215,63 @@ class ForgetLossBoundCallback(TrainerCallback):
         return control
 
 
+# ---- method state across steps (PDU's λ, RMU's c·u) ------------------------------------------
+
+METHOD_STATE_FILE = "method_state.json"
+
+
+class MethodStateCallback(TrainerCallback):
+    """After every optimiser step, lets the method's state move (identically on every process)."""
+
+    def __init__(self, trainer: UnlearningTrainer):
+        self.trainer = trainer
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.trainer.method_state.after_step(
+            state.epoch or 0.0, lambda t: self.trainer.accelerator.reduce(t.to(args.device), reduction="mean").cpu()
+        )
+
+
+# ---- parameter selection (RMU's trainable name patterns) -------------------------------------
+
+
+def select_trainable(model: torch.nn.Module, patterns: list[str]) -> list[str]:
+    """Train only the parameters whose names match one of ``patterns`` (regular expressions,
+    searched); returns their names. A pattern that matches no trainable parameter is an error."""
+    import re
+
+    candidates = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    chosen = set()
+    for pattern in patterns:
+        matched = {name for name, _ in candidates if re.search(pattern, name)}
+        if not matched:
+            examples = ", ".join(name for name, _ in candidates[:4])
+            raise UserError(f"trainable pattern '{pattern}' matches no parameter of the model (names look like: "
+                            f"{examples}, ...)")
+        chosen |= matched
+    for name, parameter in candidates:
+        parameter.requires_grad_(name in chosen)
+    return sorted(chosen)
+
+
+def freeze_unreached(model: torch.nn.Module, layer: int) -> list[str]:
+    """Freeze the parameters that cannot change decoder block ``layer``'s output (later blocks,
+    the final norm, an untied head): a loss on that output gives them no gradient, so training is
+    the same, and DDP finds every trainable parameter used. Returns the names frozen."""
+    from ..methods.losses import block_output
+
+    trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    probe = {"input_ids": torch.tensor([[0, 1]]), "attention_mask": torch.ones(1, 2, dtype=torch.long)}
+    probe = {k: v.to(trainable[0][1].device) for k, v in probe.items()}
+    hidden = block_output(model, probe, layer)
+    grads = torch.autograd.grad(hidden.float().sum(), [p for _, p in trainable], allow_unused=True)
+    frozen = [name for (name, p), g in zip(trainable, grads, strict=True) if g is None]
+    for name, p in trainable:
+        if name in frozen:
+            p.requires_grad_(False)
+    return frozen
+
+
 class FinetuneTrainer(Trainer):
     """Fine-tuning whose optimiser steps hold rows of similar length (``training.group_by_length``).
 
@@ -262,7 +319,7 @@ class UnlearningTrainer(Trainer):
     loss_is_scaled_for_ga = False
 
     def __init__(self, *args, unlearning: UnlearningArguments,
-                 reference_model: Optional[torch.nn.Module] = None, **kwargs):
+                 reference_model: Optional[torch.nn.Module] = None, settings=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.unlearning = unlearning
         self.method = unlearning.method
@@ -274,6 +331,13 @@ class UnlearningTrainer(Trainer):
         self.group_by_length = unlearning.group_by_length
         self.stop_below = unlearning.stop_forget_loss_below
         self.stop_above = unlearning.stop_forget_loss_above
+        # The method's hyper-parameters and, for some, a state kept across steps.
+        self.settings = settings if settings is not None else self.method.settings()
+        self.method_state = (self.method.forget.state(self.settings, model=self.model, seed=self.args.seed,
+                                                      regularization_coeff=self.regularization_coeff)
+                             if self.method.forget.state else None)
+        if self.method_state is not None:
+            self.add_callback(MethodStateCallback(self))
         self.reference = Reference(self._prepare_reference(reference_model)) if reference_model is not None else None
         self._component_sums = {"forget_loss": 0.0, "regularization_loss": 0.0}
         self._component_count = 0
@@ -313,15 +377,19 @@ class UnlearningTrainer(Trainer):
     def objective(self, model, inputs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(loss, forget loss, regulariser) of one batch."""
         ctx = LossContext(model, inputs, reference=self.reference, beta=self.beta,
-                          answer_logits_only=self.answer_logits_only)
+                          answer_logits_only=self.answer_logits_only, settings=self.settings, state=self.method_state)
         if self.fuse_forward:
-            ctx.prefetch(self.method.inputs)
+            ctx.prefetch(self.method.logit_inputs)
         forget_loss = self.method.forget.fn(ctx)
         loss = self.forget_coeff * forget_loss
         regularization_loss = torch.zeros((), device=forget_loss.device)
         if self.method.regularizer is not None:
             regularization_loss = self.method.regularizer.fn(ctx)
             loss = loss + self.regularization_coeff * regularization_loss
+        if self.method_state is not None:
+            combined = self.method_state.combine(self.forget_coeff, forget_loss, self.regularization_coeff,
+                                                 regularization_loss)
+            loss = loss if combined is None else combined
         return loss, forget_loss, regularization_loss
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -335,6 +403,8 @@ class UnlearningTrainer(Trainer):
         self._component_sums["forget_loss"] += forget_loss.detach().item()
         self._component_sums["regularization_loss"] += regularization_loss.detach().item()
         self._component_count += 1
+        if self.method_state is not None:
+            self.method_state.observe(forget_loss.detach().item(), regularization_loss.detach().item())
         value = forget_loss.item()
         crossed = (self.stop_below is not None and value < self.stop_below) or (
             self.stop_above is not None and value > self.stop_above
@@ -356,4 +426,26 @@ class UnlearningTrainer(Trainer):
             logs["regularization_loss"] = round(averages[1].item(), 6)
             self._component_sums = {k: 0.0 for k in self._component_sums}
             self._component_count = 0
+        if self.method_state is not None and "loss" in logs:
+            logs.update(self.method_state.log_values())
         super().log(logs, *args, **kwargs)
+
+    # Method state in checkpoints: written before the Trainer's files, so a checkpoint whose
+    # trainer_state.json exists (a whole one, see run._checkpoint_step) holds it too.
+    def _save_checkpoint(self, model, trial):
+        if self.method_state is not None and self.is_world_process_zero():
+            from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+            folder = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / METHOD_STATE_FILE).write_text(json.dumps(self.method_state.state_dict()), encoding="utf-8")
+        super()._save_checkpoint(model, trial)
+
+    def load_method_state(self, checkpoint: str | Path | None) -> None:
+        """Continue the method's state from the checkpoint a run resumes from."""
+        if self.method_state is None or checkpoint is None:
+            return
+        path = Path(checkpoint) / METHOD_STATE_FILE
+        if not path.exists():
+            raise UserError(f"{checkpoint} has no {METHOD_STATE_FILE}: it was not written by this method's run")
+        self.method_state.load_state_dict(json.loads(path.read_text(encoding="utf-8")))
