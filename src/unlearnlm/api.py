@@ -111,8 +111,8 @@ def evaluate(model: Optional[str | Path] = None, config: Optional[EvaluateConfig
              preset: Optional[str] = None, **overrides: Any) -> Result:
     """Evaluation (``unlearnlm evaluate MODEL``): ``model`` is a model folder, a hub name, or an
     unlearning run folder (evaluated into RUN/eval with the run's own data)."""
-    from .evaluation.evaluate import evaluate_command
+    from .evaluation.seeds import evaluate_any
 
-    summary = evaluate_command(build_config(EvaluateConfig, preset, config, **overrides),
+    summary = evaluate_any(build_config(EvaluateConfig, preset, config, **overrides),
                                str(model) if model is not None else None)
     return Result(Path(summary["output_dir"]), summary)

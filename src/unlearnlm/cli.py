@@ -86,9 +86,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     if model and "=" in model and not os.path.exists(model):  # no MODEL, only overrides
         model, overrides = None, [model] + overrides
     config = load_config(EvaluateConfig, args.config, overrides)
-    from .evaluation.evaluate import evaluate_command
+    from .evaluation.seeds import evaluate_any
 
-    summary = evaluate_command(config, model)
+    summary = evaluate_any(config, model)
     logger.info(f"evaluation written to {summary['output_dir']}")
 
 

@@ -605,13 +605,8 @@ def load_summary(folder: str | Path) -> dict:
 
 
 def evaluate_command(config: EvaluateConfig, model_argument: Optional[str] = None) -> dict:
-    """What ``unlearnlm evaluate MODEL`` does: a run folder is evaluated into RUN/eval with its data."""
-    if model_argument and Path(model_argument).is_dir():
-        from .seeds import evaluate_seeds, is_seeds_folder
-
-        if is_seeds_folder(model_argument) and run_folder_of(model_argument) is None:
-            summary = evaluate_seeds(config, Path(model_argument))
-            return {**summary, "output_dir": model_argument}
+    """What ``unlearnlm evaluate MODEL`` does for a model or a run folder: a run folder is evaluated
+    into RUN/eval with its data (a folder of seeds' runs: ``seeds.evaluate_any``)."""
     run_folder = run_folder_of(model_argument) if model_argument else None
     if model_argument:
         model_path = str(run_folder / "model") if run_folder else model_argument

@@ -16,7 +16,7 @@ from ..config import BootstrapConfig
 from ..errors import UserError
 from ..io import atomic_write_json
 from . import statistics as S
-from .evaluate import SUMMARY, aggregates, interval_values, load_summary, read_set_rows, scoring
+from .evaluate import EVAL_SUMMARY, aggregates, interval_values, load_summary, read_set_rows, scoring
 
 SEEDS_SUMMARY = "seeds_summary.json"
 NUMBERS = ("MU", "MU_retain", "FE", "TOFU_MU", "FQ")
@@ -40,9 +40,9 @@ def is_seeds_folder(run: str | Path) -> bool:
 def evaluation_of(run_folder: Path) -> Path | None:
     """The folder of a run's evaluation: eval/ itself, else its last epoch_K."""
     eval_folder = run_folder / "eval"
-    if (eval_folder / SUMMARY).exists():
+    if (eval_folder / EVAL_SUMMARY).exists():
         return eval_folder
-    epochs = [p for p in eval_folder.glob("epoch_*") if (p / SUMMARY).exists()]
+    epochs = [p for p in eval_folder.glob("epoch_*") if (p / EVAL_SUMMARY).exists()]
     if not epochs:
         return None
 
@@ -118,7 +118,7 @@ def evaluate_seeds(config, run: Path) -> dict:
     from .evaluate import evaluate_model, resolve_config
 
     for _, folder in seed_folders(run):
-        if (folder / "eval" / SUMMARY).exists():
+        if (folder / "eval" / EVAL_SUMMARY).exists():
             continue
         seed_config = replace(config, model=replace(config.model, name_or_path=str(folder / "model")),
                               output_dir=str(folder / "eval"))
@@ -137,3 +137,15 @@ def format_seeds(summary: dict) -> str:
             shown = f" [{interval[0]:.2f}, {interval[1]:.2f}]" if interval else ""
             lines.append(f"  {key:<10}{spread[key]['mean']:.4f} ± {spread[key]['sd']:.4f}{shown}")
     return "\n".join(lines)
+
+
+def evaluate_any(config, model_argument: str | None = None) -> dict:
+    """``unlearnlm evaluate MODEL``: a folder of one run per seed is evaluated seed by seed and
+    aggregated; anything else as ``evaluate.evaluate_command`` does."""
+    from .evaluate import evaluate_command, run_folder_of
+
+    if model_argument and Path(model_argument).is_dir():
+        if is_seeds_folder(model_argument) and run_folder_of(model_argument) is None:
+            summary = evaluate_seeds(config, Path(model_argument))
+            return {**summary, "output_dir": model_argument}
+    return evaluate_command(config, model_argument)
