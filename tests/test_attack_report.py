@@ -50,7 +50,7 @@ def test_report_shows_method_by_attack_recovery(tmp_path):
                                                           ("ME+GD (me)", "probe:role_play")]
     assert float(rows[0]["recovery/probability"]) == 1.0 and rows[1]["recovery/probability"] == ""
     assert (tmp_path / "out" / "attacks.png").read_bytes().startswith(PNG_MAGIC)
-    assert page.read_text().count("data:image/png;base64,") == 2  # MU-vs-FE and the recovery plot
+    assert page.read_text().count("data:image/png;base64,") == 3  # MU-vs-FE, metrics with intervals, recovery
 
 
 def test_no_attack_summaries_no_attack_section(tmp_path):
