@@ -169,7 +169,7 @@ def unlearned_run(tiny_model, qa_folder, tmp_path_factory):
     assert main(["unlearn", f"model.name_or_path={target / 'model'}", f"data.source={data}", "data.forget=forget.json",
                  "data.retain=retain.json", "data.task_id=1,2,3", "method=GA", f"output_dir={run}",
                  "training.lr=5e-3", "training.epochs=2", *FAST[1:]]) == 0
-    config = load_config(EvaluateConfig, None, ["max_length=32", "generation_batch_size=8", "loss_batch_size=8",
+    config = load_config(EvaluateConfig, None, ["max_length=96", "generation_batch_size=8", "loss_batch_size=8",
                                                 f"model.name_or_path={run / 'model'}", f"output_dir={run / 'eval'}"])
     judges = Judges(FakeEmbedder(), FakeNLI())
     evaluate_model(resolve_config(config, run_folder_of(run)), judges=judges)

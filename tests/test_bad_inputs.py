@@ -315,6 +315,18 @@ COMMAND_BAD_VALUES = {
     "show-format": [(["kind=llama9"], "prompt_format.kind"), (["question_start=Q:"], "kind=tags"),
                     (["colour=red"], "colour"), (["kind=tags", "answer_start"], "key=value")],
     "report": [(["/nonexistent/run"], "/nonexistent/run")],
+    "attack": [(["attacks=melt"], "unknown attack 'melt'"), (["attacks=relearn,relearn"], "twice"),
+               (["relearn.steps=0"], "relearn.steps"), (["quantize.bits=1"], "quantize.bits"),
+               (["quantize.bitsandbytes=fp3"], "bitsandbytes"),
+               (["relearn.data=/nonexistent/rows.json"], "relearn.data"),
+               ([], "not a training run folder")],
+    "intervals": [(["samples=0"], "samples"), (["level=1.5"], "level"), (["samples=many"], "samples"),
+                  ([], "summary.json")],
+    "muse": [(["evaluation.corpus=films"], "evaluation.corpus"), (["evaluation.metrics=foo"], "evaluation.metrics"),
+             (["evaluation.min_k=0"], "min_k"), (["unlearn.method=IDK+AP"], "plain text has not"),
+             (["unlearn.data.chunk_length=1"], "chunk_length")],
+    "wmdp": [(["unlearn.method=IDK+AP"], "plain text has not"), (["unlearn.data.chunk_length=1"], "chunk_length"),
+             (["unlearn.data.task_id=1"], "task_id"), (["unlearn.data.format=qa"], "format")],
 }
 
 
@@ -326,6 +338,8 @@ def _argv(command: str, extra: list[str], qa: Path, tmp: Path) -> list[str]:
         return ["show-format", str(qa / "no-such-tokenizer"), *extra]
     if command == "report":
         return ["report", *extra, "--output", str(tmp / "report")]
+    if command in ("attack", "intervals"):  # a folder that is no run and no evaluation
+        return [command, str(qa), *extra]
     if extra[:1] == ["--config"]:
         return [command, *extra]
     return [command, *extra, f"output_dir={tmp / 'out'}"] if command not in ("train-judge",) else [command, *extra]

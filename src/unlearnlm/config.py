@@ -1035,7 +1035,8 @@ def validate_real_world(config: RealWorldConfig) -> None:
 
 def validate_demo(config: DemoConfig) -> None:
     _require(bool(config.methods), "methods is empty")
-    _methods_known(config.methods, "methods")
+    # "all" stands for every method the demo offers (scenarios.demo expands it).
+    _methods_known([m for m in config.methods if m.strip().lower() != "all"], "methods")
     _require(config.authors >= 4, f"authors must be at least 4, got {config.authors}")
     _require(config.questions_per_author >= 1,
              f"questions_per_author must be at least 1, got {config.questions_per_author}")

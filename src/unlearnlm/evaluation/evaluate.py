@@ -562,7 +562,7 @@ def format_table(summary: dict) -> str:
             cells = "".join(f"{format_cell(result['metrics'].get(m)):>{width}}" for m in names)
             lines.append(f"{name[:15]:<16}{result['role']:<9}{result['rows']:>5}{cells}")
             if bounds:
-                cells = "".join(f"{_short_interval(bounds.get(f'{name}/{m}')):>{width}}" for m in names)
+                cells = "".join(f" {_short_interval(bounds.get(f'{name}/{m}')):>{width - 1}}" for m in names)
                 if cells.strip():
                     lines.append(f"{'':<30}{cells}")
         lines.append("-" * len(header))

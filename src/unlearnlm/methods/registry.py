@@ -160,9 +160,6 @@ def merged_settings(first: type, second: type) -> type:
     return dataclasses.make_dataclass(f"{first.__name__}And{second.__name__}", [], bases=(first, second))
 
 
-_FORGET_BY_KEY = {name.upper(): name for name in FORGET_LOSSES}
-_REGULARIZERS_BY_KEY = {name.upper(): name for name in REGULARIZERS}
-_ALIASES_BY_KEY = {name.upper(): target for name, target in ALIASES.items()}
 
 
 def method_names() -> list[str]:
@@ -174,17 +171,20 @@ def method_names() -> list[str]:
 
 def get_method(name: str) -> Method:
     """Parse ``FORGET`` or ``FORGET+REG`` (case-insensitive); unknown names list the valid ones."""
+    # Read from the registries at each call, so an entry added at run time (a test's) is found.
+    forget_by_key = {n.upper(): n for n in FORGET_LOSSES}
+    regularizers_by_key = {n.upper(): n for n in REGULARIZERS}
     key = name.strip().upper()
-    key = _ALIASES_BY_KEY.get(key, key).upper()
+    key = {n.upper(): target for n, target in ALIASES.items()}.get(key, key).upper()
     forget_key, _, reg_key = key.partition("+")
-    if forget_key not in _FORGET_BY_KEY or (reg_key and reg_key not in _REGULARIZERS_BY_KEY) or key.endswith("+"):
+    if forget_key not in forget_by_key or (reg_key and reg_key not in regularizers_by_key) or key.endswith("+"):
         raise UserError(
             f"unknown method '{name}'; forget losses: {', '.join(FORGET_LOSSES)}; "
             f"regularisers: {', '.join(REGULARIZERS)}; write FORGET or FORGET+REG (e.g. ME+GD, IDK+AP); "
             f"other names: {', '.join(ALIASES)} (see `unlearnlm methods`)"
         )
-    forget_name = _FORGET_BY_KEY[forget_key]
-    reg_name = _REGULARIZERS_BY_KEY[reg_key] if reg_key else None
+    forget_name = forget_by_key[forget_key]
+    reg_name = regularizers_by_key[reg_key] if reg_key else None
     if FORGET_LOSSES[forget_name].procedure == "task_vector" and reg_name:
         raise UserError(f"method '{name}': {forget_name} is not a loss and takes no regulariser; write {forget_name}")
     if FORGET_LOSSES[forget_name].state is losses.DualAscent and reg_name is None:
