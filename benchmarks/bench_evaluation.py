@@ -38,11 +38,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import tempfile
 from pathlib import Path
+
+from bench_common import add_model_arguments, command_line, load_model_and_judges, machine
 
 REPO = Path(__file__).resolve().parents[1]
 TOFU = REPO.parent / "shared" / "data" / "tofu"
@@ -156,12 +156,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=20, help="rows of each set (forget01 has 40)")
     parser.add_argument("--modes", default="ours,reference", help=f"from {', '.join(MODES)}")
-    parser.add_argument("--model", default="smollm2-135m")
-    parser.add_argument("--fast", action="store_true", help="a random hidden-128, 4-layer model instead of --model")
-    parser.add_argument("--embedder", default="auto")
-    parser.add_argument("--nli", default="auto")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0 = torch's default)")
-    parser.add_argument("--output", default=str(RESULTS / "evaluation.json"))
+    add_model_arguments(parser, "a random hidden-128, 4-layer model instead of --model", RESULTS / "evaluation.json")
     args = parser.parse_args()
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     unknown = [m for m in modes if m not in MODES]
@@ -171,24 +166,7 @@ def main() -> int:
     if missing:
         print(f"bench_evaluation: {', '.join(missing)} absent; this benchmark needs the shared TOFU data")
         return 1
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-    import torch
-    import transformers
-
-    from unlearnlm.config import JudgesConfig, ModelConfig
-    from unlearnlm.evaluation.evaluate import Judges
-    from unlearnlm.training.models import load_for_inference
-
-    transformers.logging.set_verbosity_error()
-    if args.fast:
-        from bench_unlearning import fast_model  # the same random model as the unlearning benchmark
-
-        args.model = str(fast_model(Path(tempfile.gettempdir()) / "unlearnlm-bench-fast-model"))
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    model, tokenizer = load_for_inference(ModelConfig(name_or_path=args.model))
-    judges = Judges.load(JudgesConfig(embedder=args.embedder, nli=args.nli))
+    model, tokenizer, judges = load_model_and_judges(args)
     results = []
     for mode in modes:
         print(f"mode {mode} ...", file=sys.stderr, flush=True)
@@ -198,12 +176,11 @@ def main() -> int:
     print_tables(results, comparison)
 
     report = {
-        "command": "python " + " ".join([f"benchmarks/{Path(sys.argv[0]).name}", *sys.argv[1:]]),
+        "command": command_line(),
         "model": args.model,
         "data": f"TOFU forget01_perturbed + retain_perturbed, first {args.rows} rows each",
         "judges": judges.names(),
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                    "torch": torch.__version__, "load_avg_end": os.getloadavg()[0]},
+        "machine": machine(),
         "modes": [{k: v for k, v in r.items() if k != "records"} for r in results],
         "comparison": comparison,
     }

@@ -36,12 +36,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from bench_common import add_model_arguments, command_line, load_model_and_judges, machine
 
 REPO = Path(__file__).resolve().parents[1]
 TOFU = REPO.parent / "shared" / "data" / "tofu"
@@ -173,32 +173,12 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=5, help="rows of each set")
     parser.add_argument("--repeats", type=int, default=1, help="timed runs of each mode, alternating")
     parser.add_argument("--count-rows", type=int, default=3, help="rows per set of the metric-by-metric count")
-    parser.add_argument("--model", default="smollm2-135m")
-    parser.add_argument("--fast", action="store_true", help="a random hidden-128, 4-layer model (a smoke run)")
-    parser.add_argument("--embedder", default="auto")
-    parser.add_argument("--nli", default="auto")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0 = torch's default)")
-    parser.add_argument("--output", default=str(RESULTS / "privacy_suite.json"))
+    add_model_arguments(parser, "a random hidden-128, 4-layer model (a smoke run)", RESULTS / "privacy_suite.json")
     args = parser.parse_args()
     if not (TOFU / "forget05_perturbed.json").exists():
         print(f"bench_privacy_suite: {TOFU} absent; this benchmark needs the shared TOFU data")
         return 1
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    import torch
-    import transformers
-
-    from unlearnlm.config import JudgesConfig, ModelConfig
-    from unlearnlm.evaluation.evaluate import Judges, _device_model
-
-    transformers.logging.set_verbosity_error()
-    if args.fast:
-        from bench_unlearning import fast_model
-
-        args.model = str(fast_model(Path(tempfile.gettempdir()) / "unlearnlm-bench-fast-model"))
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    model, tokenizer = _device_model(ModelConfig(name_or_path=args.model))
-    judges = Judges.load(JudgesConfig(embedder=args.embedder, nli=args.nli))
+    model, tokenizer, judges = load_model_and_judges(args)
     counter = PassCounter(model)
     count_generation(counter)
     with tempfile.TemporaryDirectory() as scratch:
@@ -239,12 +219,11 @@ def main() -> int:
     print("full-suite numbers: " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
                                              for k, v in numbers.items()))
     report = {
-        "command": "python " + " ".join([f"benchmarks/{Path(sys.argv[0]).name}", *sys.argv[1:]]),
+        "command": command_line(),
         "model": args.model,
         "data": f"TOFU forget01_perturbed + retain_perturbed, first {args.rows} rows each; holdout {args.rows} rows",
         "judges": judges.names(),
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                    "torch": torch.__version__, "load_avg_end": os.getloadavg()[0]},
+        "machine": machine(),
         "runs": [{k: v for k, v in r.items() if k != "summary"} for r in runs],
         "ratio_full_over_paper": ratio,
         "cpu_ratio_full_over_paper": cpu_ratio,

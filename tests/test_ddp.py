@@ -27,6 +27,21 @@ def read_log(folder):
     return [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines() if '"loss"' in line]
 
 
+def single_and_ddp_logs(tiny_model, qa_folder, tmp_path, method_settings, port):
+    """The loss logs of COMMON's run with ``method_settings`` in place of its method: one process with
+    batch 4 ("single"), and two under torchrun on ``port`` with batch 2 each ("ddp")."""
+    base = [f"model.name_or_path={tiny_model}", f"data.source={qa_folder}",
+            *[c for c in COMMON if not c.startswith("method=")], *method_settings]
+    runs = {}
+    for name, launcher, batch in (("single", [sys.executable, "-m"], 4),
+                                  ("ddp", ["torchrun", "--nproc_per_node", "2", "--master_port", str(port), "-m"], 2)):
+        done = subprocess.run([*launcher, "unlearnlm", "unlearn", *base, f"training.per_device_batch_size={batch}",
+                               f"output_dir={tmp_path / name}"], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        runs[name] = read_log(tmp_path / name)
+    return runs
+
+
 @pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun is not installed")
 def test_two_process_ddp_matches_single_process_doubled_batch(tiny_model, qa_folder, tmp_path):
     base = [f"model.name_or_path={tiny_model}", f"data.source={qa_folder}", *COMMON]
@@ -57,16 +72,9 @@ def test_two_process_pdu_keeps_one_lambda(tiny_model, qa_folder, tmp_path):
     """λ moves after every step from the retain loss averaged over both processes, so both hold
     the same λ: the logged loss (the mean of the two processes' forget + λ·(GD − ε)) and λ
     follow the one-process run's; a process with its own λ would pull the curve off it."""
-    base = [f"model.name_or_path={tiny_model}", f"data.source={qa_folder}",
-            *[c for c in COMMON if not c.startswith("method=")], "method=PDU", "method_args.epsilon=0.5",
-            "method_args.dual_warmup_epochs=0", "method_args.dual_lr=2"]
-    runs = {}
-    for name, launcher, batch in (("single", [sys.executable, "-m"], 4),
-                                  ("ddp", ["torchrun", "--nproc_per_node", "2", "--master_port", "29536", "-m"], 2)):
-        done = subprocess.run([*launcher, "unlearnlm", "unlearn", *base, f"training.per_device_batch_size={batch}",
-                               f"output_dir={tmp_path / name}"], capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stderr[-2000:]
-        runs[name] = read_log(tmp_path / name)
+    runs = single_and_ddp_logs(tiny_model, qa_folder, tmp_path, ["method=PDU", "method_args.epsilon=0.5",
+                                                                 "method_args.dual_warmup_epochs=0",
+                                                                 "method_args.dual_lr=2"], 29536)
     lambdas = [e["dual_lambda"] for e in runs["single"]]
     assert len(set(lambdas)) == len(lambdas)  # λ moved every step
     for one, two in zip(runs["single"], runs["ddp"], strict=True):
@@ -80,16 +88,8 @@ def test_two_process_rmu_matches_single_process(tiny_model, qa_folder, tmp_path)
     get no gradient from it, and DDP wants every trainable parameter used). Its distances are
     per-sequence means, and c·u is drawn from the seed on every process, so the two curves agree
     as NPO's do."""
-    base = [f"model.name_or_path={tiny_model}", f"data.source={qa_folder}",
-            *[c for c in COMMON if not c.startswith("method=")], "method=RMU", "method_args.layer=0",
-            "method_args.steering_coeff=4"]
-    runs = {}
-    for name, launcher, batch in (("single", [sys.executable, "-m"], 4),
-                                  ("ddp", ["torchrun", "--nproc_per_node", "2", "--master_port", "29534", "-m"], 2)):
-        done = subprocess.run([*launcher, "unlearnlm", "unlearn", *base, f"training.per_device_batch_size={batch}",
-                               f"output_dir={tmp_path / name}"], capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stderr[-2000:]
-        runs[name] = read_log(tmp_path / name)
+    runs = single_and_ddp_logs(tiny_model, qa_folder, tmp_path,
+                               ["method=RMU", "method_args.layer=0", "method_args.steering_coeff=4"], 29534)
     assert [e["step"] for e in runs["single"]] == [e["step"] for e in runs["ddp"]] == [1, 2, 3, 4, 5, 6]
     for one, two in zip(runs["single"], runs["ddp"], strict=True):
         assert two["forget_loss"] == pytest.approx(one["forget_loss"], rel=2e-3)

@@ -13,6 +13,7 @@ import json
 
 import pytest
 import torch
+from lm_eval_tasks import write_task
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from unlearnlm.config import DownstreamConfig
@@ -29,33 +30,9 @@ DOCS = [
 EXPECTED_ACC = sum(gold == acc for _, gold, acc, _ in DOCS) / len(DOCS)          # 0.5
 EXPECTED_ACC_NORM = sum(gold == norm for _, gold, _, norm in DOCS) / len(DOCS)   # 0.25
 
-TASK_YAML = """task: tiny_choice
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {data}
-test_split: test
-output_type: multiple_choice
-doc_to_text: "{{{{question}}}}"
-doc_to_choice: "{{{{choices}}}}"
-doc_to_target: "{{{{label}}}}"
-metric_list:
-  - metric: acc
-    aggregation: mean
-    higher_is_better: true
-  - metric: acc_norm
-    aggregation: mean
-    higher_is_better: true
-"""
-
-
 def write_choice_task(folder):
     """lm-eval task ``tiny_choice`` in ``folder``: its YAML and its local JSON Lines data."""
-    data = folder / "tiny_choice.jsonl"
-    data.write_text("".join(json.dumps({"question": "Pick one.", "choices": c, "label": g}) + "\n" for c, g, _,
-                            _ in DOCS))
-    (folder / "tiny_choice.yaml").write_text(TASK_YAML.format(data=data))
-    return folder
+    return write_task(folder, "tiny_choice", [(c, g) for c, g, _, _ in DOCS], metrics=("acc", "acc_norm"))
 
 
 @pytest.fixture(scope="module")

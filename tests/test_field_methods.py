@@ -9,40 +9,16 @@ import math
 import numpy as np
 import pytest
 import torch
+from bigram import Bigram, seq_batch
 
 from unlearnlm.config import UnlearnConfig, load_config, with_method_settings
 from unlearnlm.errors import UserError
 from unlearnlm.methods import LossContext, Reference, get_method, losses
 from unlearnlm.methods.registry import ALIASES, method_names
 
-VOCAB = 7
-
-
-class Bigram(torch.nn.Module):
-    def __init__(self, seed: int):
-        super().__init__()
-        generator = torch.Generator().manual_seed(seed)
-        self.table = torch.nn.Parameter(torch.randn(VOCAB, VOCAB, generator=generator) * 2)
-
-    def forward(self, input_ids, attention_mask=None):
-        return type("Out", (), {"logits": self.table[input_ids]})()
-
-
-def _seq(rows, prompt_lengths):
-    width = max(len(r) for r in rows)
-    ids = torch.zeros(len(rows), width, dtype=torch.long)
-    mask = torch.zeros(len(rows), width, dtype=torch.long)
-    labels = torch.full((len(rows), width), -100)
-    for i, (row, p) in enumerate(zip(rows, prompt_lengths, strict=True)):
-        ids[i, : len(row)] = torch.tensor(row)
-        mask[i, : len(row)] = 1
-        labels[i, p : len(row)] = torch.tensor(row[p:])
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
-
-
 BATCH = {
-    "forget": _seq([[1, 2, 3, 4, 5], [2, 6, 1], [4, 4, 0, 2]], [2, 1, 2]),
-    "retain": _seq([[3, 3, 4], [5, 1, 2, 6, 6, 0]], [1, 3]),
+    "forget": seq_batch([[1, 2, 3, 4, 5], [2, 6, 1], [4, 4, 0, 2]], [2, 1, 2]),
+    "retain": seq_batch([[3, 3, 4], [5, 1, 2, 6, 6, 0]], [1, 3]),
 }
 
 

@@ -9,34 +9,25 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
-from test_training import answer_stats, make_config
+from test_training import answer_stats, finetuned, forget_rows_of, make_config
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from unlearnlm.config import FinetuneConfig, from_dict
 from unlearnlm.data.batches import QACollator
 from unlearnlm.data.formatting import PromptFormat
-from unlearnlm.data.records import load_split
 from unlearnlm.errors import UserError
 from unlearnlm.methods import get_method, losses
-from unlearnlm.training.run import finetune, unlearn
+from unlearnlm.training.run import unlearn
 
 
 @pytest.fixture(scope="module")
 def trained_model(tiny_model, qa_folder, tmp_path_factory):
     """The tiny model fine-tuned until it knows the answers (forget NLL 0.59 a token, from 5.2)."""
-    config = from_dict(FinetuneConfig, {
-        "output_dir": str(tmp_path_factory.mktemp("ft") / "target"),
-        "model": {"name_or_path": str(tiny_model)},
-        "data": {"source": str(qa_folder), "train": ["forget", "retain"]},
-        "training": {"lr": 1e-2, "epochs": 30, "per_device_batch_size": 8, "gradient_accumulation_steps": 1,
-                     "warmup_epochs": 0, "progress": False},
-    })
-    return finetune(config) / "model"
+    return finetuned(tiny_model, qa_folder, tmp_path_factory, epochs=30)
 
 
 @pytest.fixture(scope="module")
 def forget_rows(qa_folder):
-    return [r for r in load_split("forget", str(qa_folder)) if r["task_id"] in ("1", "2")]
+    return forget_rows_of(qa_folder)
 
 
 def log_rows(folder):

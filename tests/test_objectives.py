@@ -10,43 +10,19 @@ import math
 
 import pytest
 import torch
+from bigram import VOCAB, Bigram, seq_batch
 
 from unlearnlm.errors import UserError
 from unlearnlm.methods import LossContext, Reference, get_method, losses, method_names
 
-VOCAB = 7
 BETA = 0.1
 
-
-class Bigram(torch.nn.Module):
-    def __init__(self, seed: int):
-        super().__init__()
-        generator = torch.Generator().manual_seed(seed)
-        self.table = torch.nn.Parameter(torch.randn(VOCAB, VOCAB, generator=generator) * 2)
-
-    def forward(self, input_ids, attention_mask=None):
-        return type("Out", (), {"logits": self.table[input_ids]})()
-
-
-def _seq(rows: list[list[int]], prompt_lengths: list[int]) -> dict[str, torch.Tensor]:
-    """Right-padded sequence kind with labels masked on the prompt and padding."""
-    width = max(len(r) for r in rows)
-    ids = torch.zeros(len(rows), width, dtype=torch.long)
-    mask = torch.zeros(len(rows), width, dtype=torch.long)
-    labels = torch.full((len(rows), width), -100)
-    for i, (row, p) in enumerate(zip(rows, prompt_lengths)):
-        ids[i, : len(row)] = torch.tensor(row)
-        mask[i, : len(row)] = 1
-        labels[i, p : len(row)] = torch.tensor(row[p:])
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
-
-
 BATCH = {
-    "forget": _seq([[1, 2, 3, 4, 5], [2, 6, 1]], [2, 1]),
-    "retain": _seq([[3, 3, 4], [5, 1, 2, 6, 6, 0]], [1, 3]),
-    "forget_idk": _seq([[1, 2, 6, 6], [2, 6, 4, 4, 3]], [2, 1]),
-    "retain_idk": _seq([[3, 5], [5, 1, 2, 0, 1]], [1, 3]),
-    "mismatch": _seq([[1, 2, 5, 0], [2, 6, 0, 3, 1, 2]], [2, 1]),
+    "forget": seq_batch([[1, 2, 3, 4, 5], [2, 6, 1]], [2, 1]),
+    "retain": seq_batch([[3, 3, 4], [5, 1, 2, 6, 6, 0]], [1, 3]),
+    "forget_idk": seq_batch([[1, 2, 6, 6], [2, 6, 4, 4, 3]], [2, 1]),
+    "retain_idk": seq_batch([[3, 5], [5, 1, 2, 0, 1]], [1, 3]),
+    "mismatch": seq_batch([[1, 2, 5, 0], [2, 6, 0, 3, 1, 2]], [2, 1]),
 }
 
 

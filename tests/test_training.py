@@ -55,22 +55,32 @@ def answer_stats(model_dir, rows, answers=None):
     return (nll.sum() / mask.sum()).item(), ((entropy * mask).sum() / mask.sum()).item()
 
 
-@pytest.fixture(scope="module")
-def trained_model(tiny_model, qa_folder, tmp_path_factory):
-    """The tiny model fine-tuned on every row, so it is confident before unlearning."""
+def finetuned(tiny_model, qa_folder, tmp_path_factory, epochs: int):
+    """The tiny model fine-tuned on every row (forget and retain) for ``epochs`` epochs: its model folder."""
     config = from_dict(FinetuneConfig, {
         "output_dir": str(tmp_path_factory.mktemp("ft") / "target"),
         "model": {"name_or_path": str(tiny_model)},
         "data": {"source": str(qa_folder), "train": ["forget", "retain"]},
-        "training": {"lr": 1e-2, "epochs": 8, "per_device_batch_size": 8, "gradient_accumulation_steps": 1,
+        "training": {"lr": 1e-2, "epochs": epochs, "per_device_batch_size": 8, "gradient_accumulation_steps": 1,
                      "warmup_epochs": 0, "progress": False},
     })
     return finetune(config) / "model"
 
 
+def forget_rows_of(qa_folder):
+    """The forget rows of tasks 1 and 2, the ones make_config unlearns."""
+    return [r for r in load_split("forget", str(qa_folder)) if r["task_id"] in ("1", "2")]
+
+
+@pytest.fixture(scope="module")
+def trained_model(tiny_model, qa_folder, tmp_path_factory):
+    """The tiny model fine-tuned on every row, so it is confident before unlearning."""
+    return finetuned(tiny_model, qa_folder, tmp_path_factory, epochs=8)
+
+
 @pytest.fixture(scope="module")
 def forget_rows(qa_folder):
-    return [r for r in load_split("forget", str(qa_folder)) if r["task_id"] in ("1", "2")]
+    return forget_rows_of(qa_folder)
 
 
 def test_gradient_ascent_raises_forget_nll(trained_model, qa_folder, forget_rows, tmp_path):

@@ -12,6 +12,7 @@ import shutil
 
 import pytest
 import torch
+from lm_eval_tasks import write_task
 
 from unlearnlm.config import WmdpConfig, load_config
 from unlearnlm.errors import UserError
@@ -25,21 +26,6 @@ DOCS = [
 ]
 EXPECTED_ACC = sum(gold == fewest for _, gold, fewest in DOCS) / len(DOCS)  # 0.5
 
-TASK_YAML = """task: {name}
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {data}
-test_split: test
-output_type: multiple_choice
-doc_to_text: "{{{{question}}}}"
-doc_to_choice: "{{{{choices}}}}"
-doc_to_target: "{{{{label}}}}"
-metric_list:
-  - metric: acc
-    aggregation: mean
-    higher_is_better: true
-"""
 TASKS = ("wmdp_bio", "wmdp_cyber", "mmlu")
 
 
@@ -47,10 +33,7 @@ TASKS = ("wmdp_bio", "wmdp_cyber", "mmlu")
 def local_tasks(tmp_path_factory):
     folder = tmp_path_factory.mktemp("wmdp_tasks")
     for name in TASKS:
-        data = folder / f"{name}.jsonl"
-        data.write_text("".join(json.dumps({"question": "Pick one.", "choices": c, "label": g}) + "\n"
-                                for c, g, _ in DOCS))
-        (folder / f"{name}.yaml").write_text(TASK_YAML.format(name=name, data=data))
+        write_task(folder, name, [(c, g) for c, g, _ in DOCS])
     return folder
 
 

@@ -35,13 +35,7 @@ class UnlearningDataset(torch.utils.data.Dataset):
         alternates: Sequence[Sequence[str]] = (),
     ):
         """``alternates``: per forget row, other answers to its question (AltPO's ``forget_alt``)."""
-        self.kinds = tuple(kinds)
-        unknown = set(self.kinds) - set(SEQUENCE_KINDS)
-        if unknown:
-            raise ValueError(f"unknown sequence kinds {sorted(unknown)}")
-        self.seed = seed
-        self.epoch = 0
-        self.max_length = max_length
+        self._set_kinds(kinds, SEQUENCE_KINDS, "unknown sequence kinds", seed, max_length)
         self.formatter = formatter
         # (question, answer) texts: a sequence is encoded as a whole (the tags format tokenises
         # question and answer together), once, by the formatter's cache.
@@ -56,6 +50,18 @@ class UnlearningDataset(torch.utils.data.Dataset):
         self.alternates = [list(row) for row in alternates] if "forget_alt" in self.kinds else []
         if "forget_alt" in self.kinds and (len(self.alternates) != len(self.forget) or not all(self.alternates)):
             raise ValueError("forget_alt needs at least one alternate answer for every forget row")
+
+    def _set_kinds(self, kinds: Iterable[str], allowed: Sequence[str], complaint: str, seed: int,
+                   max_length: int | None, complaint_end: str = "") -> None:
+        """The kinds, seed, epoch 0 and length cap; a ValueError "``complaint`` [kinds]``complaint_end``"
+        names the kinds not in ``allowed``."""
+        self.kinds = tuple(kinds)
+        unknown = set(self.kinds) - set(allowed)
+        if unknown:
+            raise ValueError(f"{complaint} {sorted(unknown)}{complaint_end}")
+        self.seed = seed
+        self.epoch = 0
+        self.max_length = max_length
 
     def __len__(self) -> int:
         return len(self.forget)
@@ -144,13 +150,7 @@ class TextUnlearningDataset(UnlearningDataset):
 
     def __init__(self, forget_chunks: Sequence[tuple[int, ...]], retain_chunks: Sequence[tuple[int, ...]],
                  kinds: Iterable[str], seed: int):
-        self.kinds = tuple(kinds)
-        unsupported = set(self.kinds) - set(TEXT_KINDS)
-        if unsupported:
-            raise ValueError(f"plain text gives no {sorted(unsupported)} sequences")
-        self.seed = seed
-        self.epoch = 0
-        self.max_length = None
+        self._set_kinds(kinds, TEXT_KINDS, "plain text gives no", seed, None, " sequences")
         self.forget = [((), tuple(chunk)) for chunk in forget_chunks]
         self.retain = [((), tuple(chunk)) for chunk in retain_chunks] if "retain" in self.kinds else []
         if "retain" in self.kinds and not self.retain:
