@@ -72,13 +72,16 @@ def zlib_score(loss: float, text: str) -> float:
 def mia_auc(forget_scores: Sequence[float], holdout_scores: Sequence[float]) -> float:
     """ROC-AUC of telling holdout rows (label 1) from forget rows (label 0) by the score
     (higher = more holdout-like); ties count one half (the Mann–Whitney statistic)."""
-    from sklearn.metrics import roc_auc_score
+    from scipy.stats import rankdata
 
     forget, holdout = np.asarray(forget_scores, dtype=np.float64), np.asarray(holdout_scores, dtype=np.float64)
     if forget.size == 0 or holdout.size == 0:
         raise ValueError(f"MIA AUC needs scores on both sides, got {forget.size} forget and {holdout.size} holdout")
-    labels = np.concatenate([np.zeros(forget.size), np.ones(holdout.size)])
-    return float(roc_auc_score(labels, np.concatenate([forget, holdout])))
+    # U = (sum of the holdout rows' ranks among all rows) - n1 (n1 + 1) / 2, tied rows sharing their
+    # mean rank; AUC = U / (n0 n1). Computed directly: the bootstrap calls it thousands of times.
+    ranks = rankdata(np.concatenate([forget, holdout]))
+    u = ranks[forget.size:].sum() - holdout.size * (holdout.size + 1) / 2.0
+    return float(u / (forget.size * holdout.size))
 
 
 def privleak(auc: float, reference_auc: float | None) -> tuple[float, bool]:
