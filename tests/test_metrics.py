@@ -26,6 +26,22 @@ def test_rouge_uses_the_stemmer():
     assert M.rouge_l_recall("dog runs", "running dogs") == pytest.approx(0.5)
 
 
+def test_rouge_scoring_adds_no_root_logging_handler():
+    # rouge_score without a tokenizer logs through absl, which calls logging.basicConfig() when the
+    # root logger has no handler; the CLI then printed every message twice ("INFO:unlearnlm...").
+    # pytest's own root handlers would hide that, so a fresh interpreter scores.
+    import subprocess
+    import sys
+
+    script = ("import logging\n"
+              "from unlearnlm.evaluation.metrics import rouge_l_recall\n"
+              "from unlearnlm.evaluation.muse import rouge_l_f1\n"
+              "rouge_l_recall('the cat', 'the cat'); rouge_l_f1('the cat', 'the cat')\n"
+              "print(len(logging.root.handlers))\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "0"
+
+
 def test_probability_is_exp_of_minus_the_average_loss():
     assert M.probability(math.log(2)) == pytest.approx(0.5)  # e^{-ln 2} = 1/2
     assert M.probability(0.0) == 1.0

@@ -34,16 +34,19 @@ from . import privacy as P
 
 ROUGE_ENTAILMENT_FLOOR = 0.1  # below this ROUGE-L recall a row never counts as entailed
 
-_scorer = None
+_scorers: dict[bool, object] = {}
 
 
-def _rouge_scorer():
-    global _scorer
-    if _scorer is None:
-        from rouge_score import rouge_scorer
+def rouge_l_scorer(use_stemmer: bool = True):
+    """rouge_score's ROUGE-L scorer with its default tokenizer. The tokenizer is passed in
+    because without one rouge_score logs through absl, which installs a root logging handler that
+    then prints every unlearnlm message a second time."""
+    if use_stemmer not in _scorers:
+        from rouge_score import rouge_scorer, tokenizers
 
-        _scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
-    return _scorer
+        _scorers[use_stemmer] = rouge_scorer.RougeScorer(
+            ["rougeL"], use_stemmer=use_stemmer, tokenizer=tokenizers.DefaultTokenizer(use_stemmer))
+    return _scorers[use_stemmer]
 
 
 # ---- per row -----------------------------------------------------------------------------------
@@ -51,7 +54,7 @@ def _rouge_scorer():
 
 def rouge_l_recall(generation: str, ground_truth: str) -> float:
     # rouge_score's argument order is (target, prediction); recall = LCS / len(target).
-    return float(_rouge_scorer().score(ground_truth, generation)["rougeL"].recall)
+    return float(rouge_l_scorer().score(ground_truth, generation)["rougeL"].recall)
 
 
 def probability(truth_loss: float) -> float:

@@ -27,6 +27,7 @@ import torch
 
 from ..config import MuseEvalConfig
 from ..data.text import load_rows
+from .metrics import rouge_l_scorer
 from .privacy import mia_auc, min_k_score, privleak
 
 logger = logging.getLogger(__name__)
@@ -110,17 +111,9 @@ def verbmem_reference(tokenizer, gt: str, max_tokens: int) -> str:
     return decode(tokenizer, encode_with_special_tokens(tokenizer, gt)[:max_tokens])
 
 
-_SCORER = None
-
-
 def rouge_l_f1(reference: str, prediction: str) -> float:
     """ROUGE-L F1 with rouge_score's default tokenizer and no stemming (MUSE's setting)."""
-    global _SCORER
-    if _SCORER is None:
-        from rouge_score import rouge_scorer
-
-        _SCORER = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
-    return float(_SCORER.score(reference, prediction)["rougeL"].fmeasure)
+    return float(rouge_l_scorer(use_stemmer=False).score(reference, prediction)["rougeL"].fmeasure)
 
 
 # ---- the model passes -------------------------------------------------------------------
