@@ -214,3 +214,41 @@ def test_finetuning_batches_with_answer_logits_only_give_the_full_loss(setup):
     assert (kept["labels"] != -100).sum() == (full["labels"] != -100).sum()
     with torch.no_grad():
         assert_close(policy(**kept).loss, policy(**full).loss)
+
+
+def test_continuing_unfinished_answers_gives_the_one_pass_tokens(tiny_model):
+    """Stopping a batch after a few tokens and continuing only the rows without EOS (so one endless
+    answer does not hold the whole batch) gives each row the tokens of one uninterrupted pass."""
+    from unlearnlm.evaluation.inference import greedy_new_tokens
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float64).eval()
+    with torch.no_grad():  # sharper logits: the random model then varies its tokens instead of repeating one
+        for parameter in model.parameters():
+            parameter.mul_(8.0)
+    prompts = [tokenizer(q)["input_ids"] for q in ["where was the author born ?", "who wrote the book",
+                                                   "what is the name of the writer", "when"]]
+    budgets = [12, 9, 12, 5]
+    pad_id = tokenizer.pad_token_id
+    plain = greedy_new_tokens(model, prompts, budgets, pad_id, [tokenizer.eos_token_id])
+    assert [len(t) for t in plain] == budgets  # no EOS: every row runs to its budget
+    # Call the token row 0 makes fifth an EOS: row 0, and every row that makes it, stops before it.
+    stop = plain[0][4]
+    one_pass = greedy_new_tokens(model, prompts, budgets, pad_id, [stop])
+    for tokens, full in zip(one_pass, plain):
+        assert tokens == (full[: full.index(stop)] if stop in full else full)
+
+    calls = []
+    real_generate = model.generate
+
+    def spy(**kwargs):
+        calls.append((kwargs["input_ids"].shape[0], kwargs["generation_config"].max_new_tokens))
+        return real_generate(**kwargs)
+
+    model.generate = spy
+    continued = greedy_new_tokens(model, prompts, budgets, pad_id, [stop], first_pass=3)
+    assert continued == one_pass
+    # The first pass runs 3 tokens for all four rows; only rows with neither EOS nor a spent budget go on.
+    unfinished = [i for i, tokens in enumerate(one_pass) if len(tokens) > 3]
+    assert 0 < len(unfinished) < 4
+    assert calls == [(4, 3), (len(unfinished), max(budgets[i] for i in unfinished) - 3)]

@@ -88,6 +88,49 @@ def _cut_at_eos(tokens: list[int], eos_ids: set[int]) -> list[int]:
     return tokens
 
 
+# A batch generates until its longest answer ends, so one answer that never reaches EOS (a damaged
+# model's: a 4-bit attack's) would make every row of the batch pay for the whole budget. After
+# this many new tokens the rows still running continue in a batch of their own. Answers that end
+# before it are generated exactly as in one pass.
+FIRST_PASS_TOKENS = 64
+
+
+def greedy_new_tokens(model, prompts: Sequence[Sequence[int]], budgets: Sequence[int], pad_id: int,
+                      eos_ids: Sequence[int], first_pass: Optional[int] = None) -> list[list[int]]:
+    """Greedy new tokens of each prompt (one left-padded batch), at most its budget, cut before
+    the first EOS. With ``first_pass``, generation stops after that many tokens and the rows still
+    running continue from where they stopped, in a batch of their own."""
+    from transformers import GenerationConfig
+
+    device, eos = _device(model), set(eos_ids)
+    generated: list[list[int]] = [[] for _ in prompts]
+    running = [i for i in range(len(prompts)) if budgets[i] > 0]
+    limit = first_pass
+    while running:
+        contexts = [list(prompts[i]) + generated[i] for i in running]
+        left = [budgets[i] - len(generated[i]) for i in running]
+        steps = max(left) if limit is None else min(limit, max(left))
+        width = max(len(c) for c in contexts)
+        input_ids = torch.full((len(running), width), pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(running), width), dtype=torch.long)
+        for row, context in enumerate(contexts):  # left padding: every prompt ends where generation starts
+            input_ids[row, width - len(context) :] = torch.tensor(context, dtype=torch.long)
+            attention_mask[row, width - len(context) :] = 1
+        config = GenerationConfig(max_new_tokens=steps, do_sample=False, num_beams=1, use_cache=True,
+                                  pad_token_id=pad_id, eos_token_id=list(eos_ids) or None)
+        output = model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
+                                generation_config=config)
+        unfinished = []
+        for row, i in enumerate(running):
+            tokens = output[row, width:].tolist()[: left[row]]
+            kept = _cut_at_eos(tokens, eos)
+            generated[i] += kept
+            if len(kept) == len(tokens) == steps and len(generated[i]) < budgets[i]:
+                unfinished.append(i)  # no EOS yet and budget left
+        running, limit = unfinished, None
+    return generated
+
+
 def generate_answers(
     model,
     formatter: PromptFormat,
@@ -97,8 +140,6 @@ def generate_answers(
     group_by_length: bool = True,
 ) -> list[str]:
     """Greedy answers, each at most ``max_length - len(its prompt)`` new tokens."""
-    from transformers import GenerationConfig
-
     tokenizer = formatter.tokenizer
     pad_id = _pad_id(formatter)
     eos_ids = _eos_ids(model, formatter)
@@ -106,28 +147,11 @@ def generate_answers(
     answers = [""] * len(questions)
     # A prompt that already fills the budget gets no answer (as the reference's max_length).
     fits = [i for i, p in enumerate(prompts) if len(p) < max_length]
-    device = _device(model)
     for batch in length_batches([len(prompts[i]) for i in fits], batch_size, sort=group_by_length):
         rows = [fits[b] for b in batch]
-        width = max(len(prompts[i]) for i in rows)
-        input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for k, i in enumerate(rows):  # left padding: every prompt ends where generation starts
-            n = len(prompts[i])
-            input_ids[k, width - n :] = torch.tensor(prompts[i])
-            attention_mask[k, width - n :] = 1
-        # Run until the shortest prompt's budget is used, then cut each row to its own budget.
-        budget = {i: max_length - len(prompts[i]) for i in rows}
-        config = GenerationConfig(
-            max_new_tokens=max(budget.values()), do_sample=False, num_beams=1, use_cache=True,
-            pad_token_id=pad_id, eos_token_id=eos_ids,
-        )
-        output = model.generate(
-            input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), generation_config=config
-        )
-        new_tokens = output[:, width:].tolist()
-        for k, i in enumerate(rows):
-            tokens = _cut_at_eos(new_tokens[k][: budget[i]], set(eos_ids))
+        new_tokens = greedy_new_tokens(model, [prompts[i] for i in rows], [max_length - len(prompts[i]) for i in rows],
+                                       pad_id, eos_ids, first_pass=FIRST_PASS_TOKENS)
+        for i, tokens in zip(rows, new_tokens):
             answers[i] = tokenizer.decode(tokens, skip_special_tokens=True).strip()
     return answers
 

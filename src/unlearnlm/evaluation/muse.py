@@ -27,6 +27,7 @@ import torch
 
 from ..config import MuseEvalConfig
 from ..data.text import load_rows
+from .inference import greedy_new_tokens
 from .metrics import rouge_l_scorer
 from .privacy import mia_auc, min_k_score, privleak
 
@@ -144,27 +145,16 @@ def greedy_continuations(model, tokenizer, prompts: Sequence[Sequence[int]], max
     """Greedy new tokens of each prompt, up to ``max_new_tokens`` and cut before the first EOS
     (where MUSE's one-row generation stops)."""
     from tqdm.auto import tqdm
-    from transformers import GenerationConfig
 
     pad_id, eos_ids = _pad_id(tokenizer), _eos_ids(model, tokenizer)
-    config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, use_cache=True,
-                              pad_token_id=pad_id, eos_token_id=eos_ids or None)
-    device = _device(model)
     outputs: list[list[int]] = [[] for _ in prompts]
     batches = _batches_by_length([len(p) for p in prompts], batch_size)
     for batch in tqdm(batches, desc=progress, disable=progress is None, leave=False):
-        width = max(len(prompts[i]) for i in batch)
-        input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, i in enumerate(batch):  # left padding: every prompt ends where generation starts
-            input_ids[row, width - len(prompts[i]) :] = torch.tensor(list(prompts[i]), dtype=torch.long)
-            attention_mask[row, width - len(prompts[i]) :] = 1
-        generated = model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
-                                   generation_config=config)
-        for row, i in enumerate(batch):
-            tokens = generated[row, width:].tolist()
-            stop = next((t for t, token in enumerate(tokens) if token in eos_ids), len(tokens))
-            outputs[i] = tokens[:stop]
+        # One pass: MUSE's continuations mostly run to the budget.
+        generated = greedy_new_tokens(model, [prompts[i] for i in batch], [max_new_tokens] * len(batch),
+                                      pad_id, eos_ids)
+        for i, tokens in zip(batch, generated):
+            outputs[i] = tokens
     return outputs
 
 
