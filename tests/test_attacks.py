@@ -72,6 +72,39 @@ def test_forget_metrics_and_likelihood_accuracy_by_hand():
     assert R.likelihood_accuracy([{"paraphrased_loss": None, "perturbed_losses": []}]) is None
 
 
+def _rows(probabilities):
+    """Records whose only forget metric is the probability (the other recoveries are then None)."""
+    return [{"index": i, "probability": p} for i, p in enumerate(probabilities)]
+
+
+def test_recovery_intervals_pair_the_rows_of_the_three_models():
+    unlearned, target = _rows([0.1, 0.2, 0.1, 0.3]), _rows([0.9, 0.8, 0.7, 0.9])
+    # Back to the target on every row: recovery 1 in every replicate; nothing regained: 0.
+    back = R.recovery_intervals(target, unlearned, target, samples=200, seed=3)
+    assert back["probability"] == pytest.approx([1.0, 1.0]) and back["mean"] == pytest.approx([1.0, 1.0])
+    assert R.recovery_intervals(unlearned, unlearned, target, samples=200)["probability"] == [0.0, 0.0]
+    assert back["rouge"] is None  # no ROUGE in these records
+    # Half the gap back on every row: each replicate's recovery is exactly 1/2 (paired rows).
+    half = _rows([(u["probability"] + t["probability"]) / 2 for u, t in zip(unlearned, target)])
+    assert R.recovery_intervals(half, unlearned, target, samples=200)["probability"] == pytest.approx([0.5, 0.5])
+    # Recovery by row varies: the interval holds the point value, and the same seed gives the same interval.
+    mixed = _rows([0.9, 0.2, 0.4, 0.3])
+    point = R.recovery(np.mean([0.9, 0.2, 0.4, 0.3]), np.mean([0.1, 0.2, 0.1, 0.3]), np.mean([0.9, 0.8, 0.7, 0.9]))
+    low, high = R.recovery_intervals(mixed, unlearned, target, samples=500, seed=1)["probability"]
+    assert low < point < high
+    assert R.recovery_intervals(mixed, unlearned, target, samples=500, seed=1)["probability"] == [low, high]
+    assert R.recovery_intervals(mixed, unlearned, target, samples=0)["probability"] is None
+
+
+def test_recovery_interval_is_none_when_resamples_often_close_the_gap():
+    # T and U differ on one row of five: a resample misses it with probability (4/5)^5 = 0.33, more
+    # than the 10% of replicates allowed without a gap.
+    unlearned, target = _rows([0.5] * 5), _rows([0.9, 0.5, 0.5, 0.5, 0.5])
+    attacked = _rows([0.7, 0.5, 0.5, 0.5, 0.5])
+    assert R.recovery(0.54, 0.5, 0.58) == pytest.approx(0.5)
+    assert R.recovery_intervals(attacked, unlearned, target, samples=300)["probability"] is None
+
+
 # ---- quantisation ---------------------------------------------------------------------------------
 
 
@@ -347,6 +380,8 @@ def test_attack_command_quantize_and_probes(unlearned_run, monkeypatch, capsys):
         for metric, value in attack["recovery"].items():
             u, t, a = attack["unlearned_forget"][metric], attack["target_forget"][metric], attack["forget"][metric]
             assert value == (None if None in (u, t, a) or abs(t - u) < 1e-9 else pytest.approx((a - u) / (t - u)))
+            if value is None:  # no recovery, no interval
+                assert attack["recovery_interval"][metric] is None
     quantised = next(a for a in summary["attacks"] if a["attack"] == "quantize:8bit")
     assert quantised["MU"] == json.loads((run / "attacks" / "quantize" / "8bit" / "summary.json").read_text())["MU"]
     assert quantised["unlearned_forget"] == unlearned["forget"] and quantised["rows"] == 12

@@ -562,7 +562,7 @@ def format_table(summary: dict) -> str:
             cells = "".join(f"{format_cell(result['metrics'].get(m)):>{width}}" for m in names)
             lines.append(f"{name[:15]:<16}{result['role']:<9}{result['rows']:>5}{cells}")
             if bounds:
-                cells = "".join(f" {_short_interval(bounds.get(f'{name}/{m}')):>{width - 1}}" for m in names)
+                cells = "".join(f" {S.short_interval(bounds.get(f'{name}/{m}')):>{width - 1}}" for m in names)
                 if cells.strip():
                     lines.append(f"{'':<30}{cells}")
         lines.append("-" * len(header))
@@ -587,13 +587,6 @@ def format_table(summary: dict) -> str:
     if summary["skipped"]:
         lines.append("skipped: " + "; ".join(summary["skipped"]))
     return "\n".join(lines)
-
-
-def _short_interval(interval: Optional[Sequence[float]]) -> str:
-    """``[.39,.45]``: an interval in a 9-character table cell."""
-    if not interval:
-        return ""
-    return "[" + ",".join(f"{x:.2f}".replace("0.", ".", 1) for x in interval) + "]"
 
 
 def load_summary(folder: str | Path) -> dict:

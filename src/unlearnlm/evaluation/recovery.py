@@ -19,12 +19,18 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 
+import numpy as np
+
 from . import metrics as M
+from .statistics import DEFAULT_LEVEL, index_matrix
 
 # The forget metrics whose recovery is reported (FE's five, then the multiple-choice accuracy).
 RECOVERY_METRICS = (*M.FORGET_EFFICACY_METRICS, "likelihood_accuracy")
 # A gap below this is float noise, not a difference between T and U: recovery is None.
 NO_GAP = 1e-9
+# A recovery interval needs a finite recovery in at least this share of the replicates (a
+# resample can close the gap between T and U, where recovery is undefined).
+MIN_DEFINED_SHARE = 0.9
 
 
 def recovery(attacked: float | None, unlearned: float | None, target: float | None) -> float | None:
@@ -75,3 +81,38 @@ def mean_recovery(values: Iterable[float | None]) -> float | None:
     """Mean of the finite recoveries (the report's one number per method and attack)."""
     present = [v for v in values if v is not None and math.isfinite(v)]
     return sum(present) / len(present) if present else None
+
+
+def recovery_intervals(attacked: Sequence[dict], unlearned: Sequence[dict], target: Sequence[dict],
+                       samples: int, seed: int = 0, level: float = DEFAULT_LEVEL,
+                       names: Sequence[str] = RECOVERY_METRICS) -> dict[str, list[float] | None]:
+    """Paired percentile bootstrap of each recovery: the k-th attacked, unlearned and target
+    records are the same question, and every replicate resamples the same positions of all three.
+    None where a metric is missing, where fewer than MIN_DEFINED_SHARE of the replicates have a
+    gap to close, or with samples = 0. The mean recovery's interval is under "mean"."""
+    n = len(attacked)
+    if not (len(unlearned) == len(target) == n):
+        raise ValueError(f"recovery_intervals: {n} attacked, {len(unlearned)} unlearned and {len(target)} target rows")
+    keys = [*names, "mean"]
+    if samples < 1 or n == 0:
+        return {key: None for key in keys}
+    matrix = index_matrix(seed, "recovery", n, samples)
+    values = {key: np.full(samples, np.nan) for key in keys}
+    for b, picks in enumerate(matrix):
+        each = recoveries(*(forget_metrics([rows[i] for i in picks]) for rows in (attacked, unlearned, target)), names)
+        for key, value in each.items():
+            if value is not None:
+                values[key][b] = value
+        mean = mean_recovery(each[m] for m in M.FORGET_EFFICACY_METRICS)
+        if mean is not None:
+            values["mean"][b] = mean
+    tail = (1.0 - level) / 2.0
+    result: dict[str, list[float] | None] = {}
+    for key, replicates in values.items():
+        defined = replicates[np.isfinite(replicates)]
+        if defined.size < MIN_DEFINED_SHARE * samples:
+            result[key] = None
+        else:
+            low, high = np.quantile(defined, [tail, 1.0 - tail])
+            result[key] = [float(low), float(high)]
+    return result

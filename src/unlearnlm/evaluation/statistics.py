@@ -239,6 +239,18 @@ def format_interval(interval: Sequence[float], signed: bool = False) -> str:
     return f"[{interval[0]:{sign}.{places}f}, {interval[1]:{sign}.{places}f}]"
 
 
+def short_interval(interval: Optional[Sequence[float]]) -> str:
+    """``[.39,.45]``: an interval in a 9-character table cell (a leading 0 dropped; 10.07 stays)."""
+    if not interval:
+        return ""
+
+    def short(x: float) -> str:
+        text = f"{x:.2f}"
+        return text.replace("0.", ".", 1) if text.startswith(("0.", "-0.")) else text
+
+    return "[" + ",".join(short(float(x)) for x in interval) + "]"
+
+
 def format_with_interval(value: float | None, interval: Sequence[float] | None, digits: int = 4) -> str:
     """``0.4197 [0.39, 0.45]``; the value alone without an interval, ``-`` without a value."""
     if value is None:

@@ -34,6 +34,7 @@ import yaml
 
 from ..config import (
     AttackConfig,
+    BootstrapConfig,
     EvaluateConfig,
     FinetuneConfig,
     FinetuneDataConfig,
@@ -47,6 +48,7 @@ from ..data.records import default_retain_split, load_split, validate_records
 from ..errors import UserError
 from ..evaluation import recovery as R
 from ..evaluation.evaluate import EVAL_SUMMARY, RECORDS_DIR, build_sets, run_folder_of
+from ..evaluation.statistics import short_interval
 from ..io import atomic_write_json, atomic_write_jsonl, atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -59,28 +61,35 @@ RECOVERY_TITLES = {"rouge": "ROUGE", "probability": "Prob", "truth_ratio": "Trut
 
 @dataclass
 class AttackResult:
+    """One attack's forget records, with U's and T's records of the same questions in the same order."""
+
     name: str  # relearn:forget_half, quantize:4bit, probe:role_play, ...
     folder: Path | None
-    forget: dict  # U' forget metrics (recovery.forget_metrics)
+    attacked_rows: list[dict]  # U' (or U asked another way)
     MU: float | None
-    unlearned: dict  # U's forget metrics on the same rows
-    target: dict  # T's forget metrics on the same rows
-    rows: int
+    unlearned_rows: list[dict]
+    target_rows: list[dict]
     notes: list[str] = field(default_factory=list)
 
-    def as_dict(self) -> dict:
-        recovery = R.recoveries(self.forget, self.unlearned, self.target)
+    def as_dict(self, bootstrap: BootstrapConfig) -> dict:
+        forget, unlearned, target = (R.forget_metrics(rows) for rows in
+                                     (self.attacked_rows, self.unlearned_rows, self.target_rows))
+        recovery = R.recoveries(forget, unlearned, target)
+        intervals = R.recovery_intervals(self.attacked_rows, self.unlearned_rows, self.target_rows,
+                                         bootstrap.samples, bootstrap.seed, bootstrap.level)
         return {
             "attack": self.name,
             "folder": str(self.folder) if self.folder else None,
-            "rows": self.rows,
-            "FE": R.forget_efficacy_of(self.forget),
+            "rows": len(self.attacked_rows),
+            "FE": R.forget_efficacy_of(forget),
             "MU": self.MU,
-            "forget": self.forget,
-            "unlearned_forget": self.unlearned,
-            "target_forget": self.target,
+            "forget": forget,
+            "unlearned_forget": unlearned,
+            "target_forget": target,
             "recovery": recovery,
+            "recovery_interval": {m: intervals[m] for m in recovery},
             "mean_recovery": R.mean_recovery(recovery[m] for m in R.M.FORGET_EFFICACY_METRICS),
+            "mean_recovery_interval": intervals["mean"],
             "notes": self.notes,
         }
 
@@ -101,9 +110,15 @@ class Scored:
         records = _read_jsonl(folder / RECORDS_DIR / f"{name.replace(':', '_').replace('/', '_')}.jsonl")
         return cls(folder, records, summary.get("MU"), summary.get("FE"))
 
-    def metrics(self, indices: set[int] | None = None) -> dict:
-        rows = self.records if indices is None else [r for r in self.records if r["index"] in indices]
-        return R.forget_metrics(rows)
+    def metrics(self) -> dict:
+        return R.forget_metrics(self.records)
+
+    def rows_at(self, indices: Sequence[int] | None = None) -> list[dict]:
+        """The records of these forget rows (by their ``index``), in this order; None = all."""
+        if indices is None:
+            return list(self.records)
+        by_index = {r["index"]: r for r in self.records}
+        return [by_index[i] for i in indices]
 
 
 def forget_set_name(summary: dict) -> str:
@@ -304,12 +319,11 @@ def attack_relearn(plan: AttackPlan, config: AttackConfig, judges, target: Score
     )
     run_folder = Path(recipe.output_dir)
     eval_config = _with(plan.eval_config, folder / "eval", model=run_folder / "model")
-    indices = None
-    if plan.relearn_heldout is not None:
+    heldout = plan.relearn_heldout  # None: every forget row is evaluated
+    if heldout is not None:
         heldout_file = folder / "data" / "forget_heldout.json"
-        atomic_write_jsonl(heldout_file, [_clean(plan.forget_rows[i]) for i in plan.relearn_heldout])
+        atomic_write_jsonl(heldout_file, [_clean(plan.forget_rows[i]) for i in heldout])
         eval_config = replace(eval_config, data=replace(eval_config.data, forget=str(heldout_file), task_id=[]))
-        indices = set(plan.relearn_heldout)
     identity = to_dict(recipe)
     identity["training"].pop("progress")  # a progress bar changes nothing relearned
     marker = {"attack": "relearn", "recipe": identity}
@@ -322,17 +336,17 @@ def attack_relearn(plan: AttackPlan, config: AttackConfig, judges, target: Score
     if not settings.keep_model:
         shutil.rmtree(run_folder / "model", ignore_errors=True)
     attacked = Scored.read(folder / "eval")
-    if indices is not None:
+    if heldout is not None:
         # The held-out rows in U's and T's records, in the order they were evaluated here.
-        expected = [plan.forget_rows[i]["question"] for i in plan.relearn_heldout]
+        expected = [plan.forget_rows[i]["question"] for i in heldout]
         if [r["question"] for r in attacked.records] != expected:
             raise RuntimeError("relearn: the evaluated rows are not the held-out half")
     name = settings.data if settings.data in ("forget_half", "retain") else "file"
     notes = [f"relearned {settings.steps} steps on {len(plan.relearn_rows)} rows"]
-    if indices is not None:
-        notes.append(f"evaluated on the other {len(indices)} forget rows only")
-    return AttackResult(f"relearn:{name}", folder / "eval", attacked.metrics(), attacked.MU,
-                        unlearned.metrics(indices), target.metrics(indices), len(attacked.records), notes)
+    if heldout is not None:
+        notes.append(f"evaluated on the other {len(heldout)} forget rows only")
+    return AttackResult(f"relearn:{name}", folder / "eval", attacked.records, attacked.MU,
+                        unlearned.rows_at(heldout), target.rows_at(heldout), notes)
 
 
 def _replace_other_run(folder: Path, recipe: FinetuneConfig) -> None:
@@ -364,8 +378,8 @@ def attack_quantize(plan: AttackPlan, config: AttackConfig, judges, target: Scor
         settings = {"attack": "quantize", "bits": bits, "group_size": config.quantize.group_size}
         _evaluate(_with(plan.eval_config, folder), settings, judges, load=load)
         attacked = Scored.read(folder)
-        results.append(AttackResult(f"quantize:{bits}bit", folder, attacked.metrics(), attacked.MU,
-                                    unlearned.metrics(), target.metrics(), len(attacked.records),
+        results.append(AttackResult(f"quantize:{bits}bit", folder, attacked.records, attacked.MU,
+                                    unlearned.rows_at(), target.rows_at(),
                                     [f"round-to-nearest, groups of {config.quantize.group_size}"]))
     for mode in config.quantize.bitsandbytes:
         reason = bitsandbytes_unavailable()
@@ -376,8 +390,8 @@ def attack_quantize(plan: AttackPlan, config: AttackConfig, judges, target: Scor
         _evaluate(_with(plan.eval_config, folder), {"attack": "quantize", "bitsandbytes": mode}, judges,
                   load=lambda mode=mode: (load_bitsandbytes(model_config, mode), load_tokenizer(model_config)))
         attacked = Scored.read(folder)
-        results.append(AttackResult(f"quantize:bnb-{mode}", folder, attacked.metrics(), attacked.MU,
-                                    unlearned.metrics(), target.metrics(), len(attacked.records)))
+        results.append(AttackResult(f"quantize:bnb-{mode}", folder, attacked.records, attacked.MU,
+                                    unlearned.rows_at(), target.rows_at()))
     return results
 
 
@@ -397,20 +411,22 @@ def attack_probes(plan: AttackPlan, config: AttackConfig, judges, target: Scored
             continue
         path = folder / "sets" / f"{probe.name}.json"
         atomic_write_jsonl(path, items)
-        files.append((probe.name, path))
+        files.append((probe.name, [item["forget_index"] for item in items]))
         notes[probe.name] = [note] if note else []
     if not files:
         return []
-    data = replace(plan.eval_config.data, custom_forget=[str(p) for _, p in files], custom_retain=[])
+    data = replace(plan.eval_config.data, custom_forget=[str(folder / "sets" / f"{name}.json") for name, _ in files],
+                   custom_retain=[])
     # The probes change the questions, not the model: U's Model Utility stands; only the probe sets are scored.
     probe_config = _with(plan.eval_config, folder / "eval", scenario="custom", data=data, retain_eval=None)
     _evaluate(probe_config, {"attack": "probes", "settings": to_dict(config.probes),
                              "templates": [p.__dict__ for p in plan.probes]}, judges)
     results = []
-    for name, _ in files:
+    for name, asked in files:
         attacked = Scored.read(folder / "eval", set_name=name)
-        results.append(AttackResult(f"probe:{name}", folder / "eval", attacked.metrics(), unlearned.MU,
-                                    unlearned.metrics(), target.metrics(), len(attacked.records),
+        # U and T on the original questions of the rows this probe asked (rows without a subject left out).
+        results.append(AttackResult(f"probe:{name}", folder / "eval", attacked.records, unlearned.MU,
+                                    unlearned.rows_at(asked), target.rows_at(asked),
                                     notes[name] + ["MU is the run's own (the model is unchanged)"]))
     return results
 
@@ -445,7 +461,7 @@ def run_attacks(config: AttackConfig, run: str | Path, judges=None) -> dict:
         else:
             results += attack_probes(plan, config, judges, target, unlearned, skipped)
         times[f"{attack}_s"] = round(time.perf_counter() - started, 2)
-    entries = [r.as_dict() for r in results]
+    entries = [r.as_dict(plan.eval_config.bootstrap) for r in results]
     kinds = {_kind(e["attack"]) for e in entries} | {_kind(s["attack"]) for s in skipped}
     previous = _previous_summary(plan.output)
     # An earlier command's other attacks stay in the summary (attacks=relearn, then attacks=quantize).
@@ -462,6 +478,8 @@ def run_attacks(config: AttackConfig, run: str | Path, judges=None) -> dict:
         "attacks": kept + entries,
         "skipped": kept_skipped + skipped,
         "config": to_dict(config),
+        # the recovery intervals' bootstrap: the run evaluation's own settings
+        "recovery_bootstrap": to_dict(plan.eval_config.bootstrap),
         # wall seconds of each attack this time (an evaluation reused costs next to nothing)
         "times": times,
     }
@@ -500,8 +518,15 @@ def format_attack_table(summary: dict) -> str:
     for attack in summary["attacks"]:
         cells = "".join(f"{_cell(attack['recovery'][m]):>10}" for m in metrics)
         lines.append(f"{attack['attack'][:27]:<28}{attack['rows']:>5}{_cell(attack['FE']):>8}{_cell(attack['MU']):>8}{cells}")
+        bounds = attack.get("recovery_interval") or {}
+        if any(bounds.values()):
+            lines.append(" " * 49 + "".join(f" {short_interval(bounds.get(m)):>9}" for m in metrics).rstrip())
     lines.append("recovery R = (m(attacked) - m(unlearned)) / (m(target) - m(unlearned)); 0 = nothing regained, "
                  "1 = back to the target; - = no gap or no value")
+    if any(any((a.get("recovery_interval") or {}).values()) for a in summary["attacks"]):
+        level = (summary.get("recovery_bootstrap") or {}).get("level", 0.95)
+        lines.append(f"beneath: {level:.0%} paired bootstrap over the forget rows; an interval above 0 = knowledge "
+                     "came back beyond the rows' noise")
     for item in summary["skipped"]:
         lines.append(f"skipped {item['attack']}: {item['reason']}")
     return "\n".join(lines)
