@@ -11,7 +11,7 @@ from test_report import PNG_MAGIC, _summary, _write
 from unlearnlm.evaluation.report import write_report
 
 
-def _attacked_run(tmp_path, name, method, recoveries):
+def _attacked_run(tmp_path, name, method, recoveries, intervals=None):
     run = tmp_path / name
     _write(run / "eval", _summary(0.5, 0.7))
     (run / "config.yaml").write_text(yaml.safe_dump({"method": method}))
@@ -19,7 +19,8 @@ def _attacked_run(tmp_path, name, method, recoveries):
     for attack, values in recoveries.items():
         present = [v for v in values.values() if v is not None]
         attacks.append({"attack": attack, "rows": 4, "FE": 0.5, "MU": 0.4, "recovery": values,
-                        "mean_recovery": sum(present) / len(present) if present else None})
+                        "mean_recovery": sum(present) / len(present) if present else None,
+                        "mean_recovery_interval": (intervals or {}).get(attack)})
     (run / "attacks").mkdir()
     (run / "attacks" / "summary.json").write_text(json.dumps({
         "unlearned": {"FE": 0.7, "MU": 0.5}, "attacks": attacks,
@@ -29,7 +30,8 @@ def _attacked_run(tmp_path, name, method, recoveries):
 
 def test_report_shows_method_by_attack_recovery(tmp_path):
     ga = _attacked_run(tmp_path, "ga", "GA+GD", {"relearn:forget_half": {"rouge": 0.5, "probability": 1.0},
-                                                  "quantize:4bit": {"rouge": 0.1, "probability": None}})
+                                                  "quantize:4bit": {"rouge": 0.1, "probability": None}},
+                       intervals={"relearn:forget_half": [0.2, 1.1]})
     me = _attacked_run(tmp_path, "me", "ME+GD", {"quantize:4bit": {"rouge": 0.0, "probability": 0.2},
                                                   "probe:role_play": {"rouge": None, "probability": None}})
     plain = tmp_path / "plain"
@@ -39,9 +41,12 @@ def test_report_shows_method_by_attack_recovery(tmp_path):
     assert "## Robustness: recovery under attack" in markdown
     assert "| method | FE | MU | relearn:forget_half | quantize:4bit | probe:role_play |" in markdown
     # mean over the metrics with a value: (0.5 + 1.0) / 2; 0.1; not run; (0.0 + 0.2) / 2; no value
-    assert "| GA+GD (ga) | 0.70 | 0.50 | 0.75 | 0.10 | - |" in markdown
+    assert "| GA+GD (ga) | 0.70 | 0.50 | 0.75 [.20,1.10] | 0.10 | - |" in markdown
     assert "| ME+GD (me) | 0.70 | 0.50 | - | 0.10 | - |" in markdown
     assert "Skipped: quantize:bnb-nf4 (no CUDA GPU)" in markdown
+    # in words: relearning's interval lies above 0 for GA+GD; 4-bit has no intervals here
+    assert "- **relearn:forget_half**: knowledge came back for GA+GD (ga) 0.75 [.20,1.10]." in markdown
+    assert "- **quantize:4bit**: too few rows to tell for GA+GD (ga) 0.10, ME+GD (me) 0.10." in markdown
     with open(tmp_path / "out" / "report_attacks.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert [(r["method"], r["attack"]) for r in rows] == [("GA+GD (ga)", "relearn:forget_half"),
@@ -49,6 +54,8 @@ def test_report_shows_method_by_attack_recovery(tmp_path):
                                                           ("ME+GD (me)", "quantize:4bit"),
                                                           ("ME+GD (me)", "probe:role_play")]
     assert float(rows[0]["recovery/probability"]) == 1.0 and rows[1]["recovery/probability"] == ""
+    assert (float(rows[0]["mean_recovery_low"]), float(rows[0]["mean_recovery_high"])) == (0.2, 1.1)
+    assert rows[1]["mean_recovery_low"] == rows[1]["recovery/rouge_low"] == ""
     assert (tmp_path / "out" / "attacks.png").read_bytes().startswith(PNG_MAGIC)
     assert page.read_text().count("data:image/png;base64,") == 3  # MU-vs-FE, metrics with intervals, recovery
 

@@ -3,7 +3,8 @@
 Reads RUN/attacks/summary.json (written by ``unlearnlm attack RUN``) of every reported run that
 has one. A cell is the attack's mean recovery over the forget metrics of Forget Efficacy
 (ROUGE, Probability, Truth ratio, Cosine, Entailment; those with a value): 0 = the forgetting
-held, 1 = the target's knowledge is back. report_attacks.csv holds every metric's recovery.
+held, 1 = the target's knowledge is back, with its paired bootstrap interval over the forget rows
+beneath. report_attacks.csv holds every metric's recovery and interval.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .recovery import RECOVERY_METRICS
+from .statistics import short_interval
 
 ATTACK_SUMMARY = Path("attacks") / "summary.json"
 
@@ -41,12 +43,14 @@ def attack_names(summaries: Sequence[tuple[str, dict]]) -> list[str]:
     return names
 
 
-def recovery_matrix(summaries: Sequence[tuple[str, dict]]) -> tuple[list[str], list[str], list[list]]:
-    """Row labels, attack names and the mean recovery of each (None where not run or no value)."""
+def recovery_matrix(summaries: Sequence[tuple[str, dict]], key: str = "mean_recovery"
+                    ) -> tuple[list[str], list[str], list[list]]:
+    """Row labels, attack names and each attack's ``key`` (the mean recovery, or its interval:
+    mean_recovery_interval); None where not run or no value."""
     names = attack_names(summaries)
     cells = []
     for _, summary in summaries:
-        by_name = {a["attack"]: a.get("mean_recovery") for a in summary.get("attacks", [])}
+        by_name = {a["attack"]: a.get(key) for a in summary.get("attacks", [])}
         cells.append([by_name.get(n) for n in names])
     return [label for label, _ in summaries], names, cells
 
@@ -55,26 +59,63 @@ def _format(value) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
+def _with_interval(value, interval) -> str:
+    return _format(value) + (f" {short_interval(interval)}" if value is not None and interval else "")
+
+
 def attack_markdown(summaries: Sequence[tuple[str, dict]]) -> str:
     """The method x attack table (mean recovery), with each run's FE and MU before attack."""
     labels, names, cells = recovery_matrix(summaries)
+    bounds = recovery_matrix(summaries, "mean_recovery_interval")[2]
     lines = ["## Robustness: recovery under attack", "",
              "Mean recovery of the forget metrics, (m(attacked) - m(unlearned)) / (m(target) - m(unlearned)): "
-             "0 = the forgetting held, 1 = back to the target.", "",
+             "0 = the forgetting held, 1 = back to the target; in brackets its 95% paired bootstrap interval over "
+             "the forget rows (above 0: knowledge came back beyond the rows' noise).", "",
              "| method | FE | MU | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 3)]
-    for (label, summary), row in zip(summaries, cells, strict=True):
+    for (label, summary), row, row_bounds in zip(summaries, cells, bounds, strict=True):
         unlearned = summary.get("unlearned", {})
         lines.append(f"| {label} | {_format(unlearned.get('FE'))} | {_format(unlearned.get('MU'))} | "
-                     + " | ".join(_format(v) for v in row) + " |")
+                     + " | ".join(_with_interval(v, b) for v, b in zip(row, row_bounds)) + " |")
+    verdicts = attack_verdicts(summaries)
+    if verdicts:
+        lines += ["", "Which forgetting survives (held: the interval holds 0 or lies below it):", "", *verdicts]
     skipped = sorted({f"{s['attack']} ({s['reason']})" for _, summary in summaries for s in summary.get("skipped", [])})
     if skipped:
         lines += ["", "Skipped: " + "; ".join(skipped)]
     return "\n".join(lines) + "\n"
 
 
+def attack_verdicts(summaries: Sequence[tuple[str, dict]]) -> list[str]:
+    """In words, per attack: whose forgetting it broke (the mean recovery's interval above 0), whose
+    held (the interval holds 0, or lies below it), and where the rows cannot tell (no interval)."""
+    labels, names, cells = recovery_matrix(summaries)
+    bounds = recovery_matrix(summaries, "mean_recovery_interval")[2]
+    lines = []
+    for j, name in enumerate(names):
+        groups: dict[str, list[str]] = {"came back": [], "held": [], "no interval": []}
+        for i, label in enumerate(labels):
+            value, interval = cells[i][j], bounds[i][j]
+            if value is None:
+                continue
+            verdict = "no interval" if not interval else "came back" if interval[0] > 0 else "held"
+            groups[verdict].append(f"{label} {_with_interval(value, interval)}")
+        parts = []
+        if groups["came back"] or groups["held"]:
+            parts.append(f"knowledge came back for {', '.join(groups['came back']) or 'no method'}")
+        if groups["held"]:
+            parts.append(f"the forgetting held for {', '.join(groups['held'])}")
+        if groups["no interval"]:
+            parts.append(f"too few rows to tell for {', '.join(groups['no interval'])}")
+        if parts:
+            lines.append(f"- **{name}**: " + "; ".join(parts) + ".")
+    return lines
+
+
 def attack_csv(summaries: Sequence[tuple[str, dict]]) -> str:
     """One row per run and attack: FE, MU, every metric's recovery and the mean."""
-    columns = ["method", "attack", "rows", "FE", "MU", *(f"recovery/{m}" for m in RECOVERY_METRICS), "mean_recovery"]
+    recovery_columns = [*(f"recovery/{m}" for m in RECOVERY_METRICS), "mean_recovery"]
+    columns = ["method", "attack", "rows", "FE", "MU",
+               *(f"{c}{end}" for c in recovery_columns for end in ("", "_low", "_high"))]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns)
     writer.writeheader()
@@ -83,6 +124,10 @@ def attack_csv(summaries: Sequence[tuple[str, dict]]) -> str:
             row = {"method": label, "attack": attack["attack"], "rows": attack.get("rows"), "FE": attack.get("FE"),
                    "MU": attack.get("MU"), "mean_recovery": attack.get("mean_recovery")}
             row.update({f"recovery/{m}": attack.get("recovery", {}).get(m) for m in RECOVERY_METRICS})
+            bounds = {f"recovery/{m}": (attack.get("recovery_interval") or {}).get(m) for m in RECOVERY_METRICS}
+            bounds["mean_recovery"] = attack.get("mean_recovery_interval")
+            for column, interval in bounds.items():
+                row[f"{column}_low"], row[f"{column}_high"] = interval if interval else (None, None)
             writer.writerow({k: "" if v is None else v for k, v in row.items()})
     return buffer.getvalue()
 
@@ -96,13 +141,16 @@ def plot_attack_recovery(summaries: Sequence[tuple[str, dict]]) -> bytes:
     import numpy as np
 
     labels, names, cells = recovery_matrix(summaries)
+    bounds = recovery_matrix(summaries, "mean_recovery_interval")[2]
     values = np.array([[np.nan if v is None else v for v in row] for row in cells], dtype=float)
-    figure, axis = plt.subplots(figsize=(1.2 + 0.9 * len(names), 1.2 + 0.45 * len(labels)))
+    figure, axis = plt.subplots(figsize=(2.4 + 1.1 * len(names), 1.2 + 0.5 * len(labels)))
     cmap = plt.get_cmap("RdYlGn_r").with_extremes(bad="#dddddd")
     image = axis.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=0.0, vmax=1.0, aspect="auto")
     for i in range(len(labels)):
         for j in range(len(names)):
-            axis.text(j, i, _format(cells[i][j]), ha="center", va="center", fontsize=7)
+            interval = short_interval(bounds[i][j]) if cells[i][j] is not None else ""
+            axis.text(j, i, _format(cells[i][j]) + (f"\n{interval}" if interval else ""), ha="center", va="center",
+                      fontsize=6.5)
     axis.set_xticks(range(len(names)), names, rotation=40, ha="right", fontsize=7)
     axis.set_yticks(range(len(labels)), labels, fontsize=7)
     figure.colorbar(image, ax=axis).set_label("recovery: 0 held, 1 = target", fontsize=7)
