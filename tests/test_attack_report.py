@@ -33,7 +33,8 @@ def test_report_shows_method_by_attack_recovery(tmp_path):
                                                   "quantize:4bit": {"rouge": 0.1, "probability": None}},
                        intervals={"relearn:forget_half": [0.2, 1.1]})
     me = _attacked_run(tmp_path, "me", "ME+GD", {"quantize:4bit": {"rouge": 0.0, "probability": 0.2},
-                                                  "probe:role_play": {"rouge": None, "probability": None}})
+                                                  "probe:role_play": {"rouge": None, "probability": None}},
+                       intervals={"quantize:4bit": [-0.2, 0.4]})
     plain = tmp_path / "plain"
     _write(plain, _summary(0.6, 0.1))
     page = write_report([str(ga), str(me), str(plain)], tmp_path / "out")
@@ -42,11 +43,12 @@ def test_report_shows_method_by_attack_recovery(tmp_path):
     assert "| method | FE | MU | relearn:forget_half | quantize:4bit | probe:role_play |" in markdown
     # mean over the metrics with a value: (0.5 + 1.0) / 2; 0.1; not run; (0.0 + 0.2) / 2; no value
     assert "| GA+GD (ga) | 0.70 | 0.50 | 0.75 [.20,1.10] | 0.10 | - |" in markdown
-    assert "| ME+GD (me) | 0.70 | 0.50 | - | 0.10 | - |" in markdown
+    assert "| ME+GD (me) | 0.70 | 0.50 | - | 0.10 [-.20,.40] | - |" in markdown
     assert "Skipped: quantize:bnb-nf4 (no CUDA GPU)" in markdown
-    # in words: relearning's interval lies above 0 for GA+GD; 4-bit has no intervals here
+    # in words: relearning's interval lies above 0 for GA+GD; ME+GD's 4-bit one holds 0, GA+GD's is missing
     assert "- **relearn:forget_half**: knowledge came back for GA+GD (ga) 0.75 [.20,1.10]." in markdown
-    assert "- **quantize:4bit**: too few rows to tell for GA+GD (ga) 0.10, ME+GD (me) 0.10." in markdown
+    assert ("- **quantize:4bit**: no distinguishable recovery for ME+GD (me) 0.10 [-.20,.40]; "
+            "too few rows to tell for GA+GD (ga) 0.10." in markdown)
     with open(tmp_path / "out" / "report_attacks.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert [(r["method"], r["attack"]) for r in rows] == [("GA+GD (ga)", "relearn:forget_half"),

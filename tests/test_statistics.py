@@ -228,3 +228,12 @@ def test_intervals_print_with_the_decimals_their_width_needs():
     assert S.format_interval([-0.00012, 0.00003], signed=True) == "[-0.0001, +0.0000]"
     assert S.format_interval([0.001, 0.007], signed=True) == "[+0.001, +0.007]"
     assert S.format_with_interval(None, [0.1, 0.2]) == "-" and S.format_with_interval(0.5, None) == "0.5000"
+
+
+def test_short_interval_drops_only_a_leading_zero():
+    from unlearnlm.evaluation.statistics import short_interval
+
+    assert short_interval([0.39, 0.451]) == "[.39,.45]"
+    assert short_interval([10.07, 12.0]) == "[10.07,12.00]"  # was "[1.07,12.00]"
+    assert short_interval([-0.45, -0.001]) == "[-.45,.00]"  # no "-.00"
+    assert short_interval(None) == ""

@@ -78,7 +78,7 @@ def attack_markdown(summaries: Sequence[tuple[str, dict]]) -> str:
                      + " | ".join(_with_interval(v, b) for v, b in zip(row, row_bounds)) + " |")
     verdicts = attack_verdicts(summaries)
     if verdicts:
-        lines += ["", "Which forgetting survives (held: the interval holds 0 or lies below it):", "", *verdicts]
+        lines += ["", "Which forgetting survives, read from the intervals:", "", *verdicts]
     skipped = sorted({f"{s['attack']} ({s['reason']})" for _, summary in summaries for s in summary.get("skipped", [])})
     if skipped:
         lines += ["", "Skipped: " + "; ".join(skipped)]
@@ -86,26 +86,24 @@ def attack_markdown(summaries: Sequence[tuple[str, dict]]) -> str:
 
 
 def attack_verdicts(summaries: Sequence[tuple[str, dict]]) -> list[str]:
-    """In words, per attack: whose forgetting it broke (the mean recovery's interval above 0), whose
-    held (the interval holds 0, or lies below it), and where the rows cannot tell (no interval)."""
+    """In words, per attack, read from each mean recovery's interval: knowledge came back (it lies
+    above 0), no distinguishable recovery (it holds 0), forgot more (below 0), or too few rows to
+    tell (no interval)."""
     labels, names, cells = recovery_matrix(summaries)
     bounds = recovery_matrix(summaries, "mean_recovery_interval")[2]
+    readings = ("knowledge came back for", "no distinguishable recovery for", "forgot more for",
+                "too few rows to tell for")
     lines = []
     for j, name in enumerate(names):
-        groups: dict[str, list[str]] = {"came back": [], "held": [], "no interval": []}
+        groups: dict[str, list[str]] = {reading: [] for reading in readings}
         for i, label in enumerate(labels):
             value, interval = cells[i][j], bounds[i][j]
             if value is None:
                 continue
-            verdict = "no interval" if not interval else "came back" if interval[0] > 0 else "held"
-            groups[verdict].append(f"{label} {_with_interval(value, interval)}")
-        parts = []
-        if groups["came back"] or groups["held"]:
-            parts.append(f"knowledge came back for {', '.join(groups['came back']) or 'no method'}")
-        if groups["held"]:
-            parts.append(f"the forgetting held for {', '.join(groups['held'])}")
-        if groups["no interval"]:
-            parts.append(f"too few rows to tell for {', '.join(groups['no interval'])}")
+            reading = (readings[3] if not interval else readings[0] if interval[0] > 0
+                       else readings[2] if interval[1] < 0 else readings[1])
+            groups[reading].append(f"{label} {_with_interval(value, interval)}")
+        parts = [f"{reading} {', '.join(found)}" for reading, found in groups.items() if found]
         if parts:
             lines.append(f"- **{name}**: " + "; ".join(parts) + ".")
     return lines

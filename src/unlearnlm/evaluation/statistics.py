@@ -245,7 +245,7 @@ def short_interval(interval: Optional[Sequence[float]]) -> str:
         return ""
 
     def short(x: float) -> str:
-        text = f"{x:.2f}"
+        text = f"{round(x, 2) + 0.0:.2f}"  # + 0.0: no "-0.00"
         return text.replace("0.", ".", 1) if text.startswith(("0.", "-0.")) else text
 
     return "[" + ",".join(short(float(x)) for x in interval) + "]"
