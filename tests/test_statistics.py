@@ -231,9 +231,7 @@ def test_intervals_print_with_the_decimals_their_width_needs():
 
 
 def test_short_interval_drops_only_a_leading_zero():
-    from unlearnlm.evaluation.statistics import short_interval
-
-    assert short_interval([0.39, 0.451]) == "[.39,.45]"
-    assert short_interval([10.07, 12.0]) == "[10.07,12.00]"  # was "[1.07,12.00]"
-    assert short_interval([-0.45, -0.001]) == "[-.45,.00]"  # no "-.00"
-    assert short_interval(None) == ""
+    assert S.short_interval([0.39, 0.451]) == "[.39,.45]"
+    assert S.short_interval([10.07, 12.0]) == "[10.07,12.00]"  # was "[1.07,12.00]"
+    assert S.short_interval([-0.45, -0.001]) == "[-.45,.00]"  # no "-.00"
+    assert S.short_interval(None) == ""
