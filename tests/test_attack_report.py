@@ -11,7 +11,7 @@ from test_report import PNG_MAGIC, _summary, _write
 from unlearnlm.evaluation.report import write_report
 
 
-def _attacked_run(tmp_path, name, method, recoveries, intervals=None):
+def _attacked_run(tmp_path, name, method, recoveries, intervals=None, forgetting=None):
     run = tmp_path / name
     _write(run / "eval", _summary(0.5, 0.7))
     (run / "config.yaml").write_text(yaml.safe_dump({"method": method}))
@@ -20,7 +20,8 @@ def _attacked_run(tmp_path, name, method, recoveries, intervals=None):
         present = [v for v in values.values() if v is not None]
         attacks.append({"attack": attack, "rows": 4, "FE": 0.5, "MU": 0.4, "recovery": values,
                         "mean_recovery": sum(present) / len(present) if present else None,
-                        "mean_recovery_interval": (intervals or {}).get(attack)})
+                        "mean_recovery_interval": (intervals or {}).get(attack),
+                        "forgetting_interval": (forgetting or {}).get(attack)})
     (run / "attacks").mkdir()
     (run / "attacks" / "summary.json").write_text(json.dumps({
         "unlearned": {"FE": 0.7, "MU": 0.5}, "attacks": attacks,
@@ -35,9 +36,13 @@ def test_report_shows_method_by_attack_recovery(tmp_path):
     me = _attacked_run(tmp_path, "me", "ME+GD", {"quantize:4bit": {"rouge": 0.0, "probability": 0.2},
                                                   "probe:role_play": {"rouge": None, "probability": None}},
                        intervals={"quantize:4bit": [-0.2, 0.4]})
+    # RMU barely forgot: its FE over the target's has an interval holding 0
+    rmu = _attacked_run(tmp_path, "rmu", "RMU", {"relearn:forget_half": {"rouge": 13.0, "probability": None}},
+                        intervals={"relearn:forget_half": [-5e6, 7e5]},
+                        forgetting={"relearn:forget_half": [-0.02, 0.03]})
     plain = tmp_path / "plain"
     _write(plain, _summary(0.6, 0.1))
-    page = write_report([str(ga), str(me), str(plain)], tmp_path / "out")
+    page = write_report([str(ga), str(me), str(rmu), str(plain)], tmp_path / "out")
     markdown = (tmp_path / "out" / "report.md").read_text()
     assert "## Robustness: recovery under attack" in markdown
     assert "| method | FE | MU | relearn:forget_half | quantize:4bit | probe:role_play |" in markdown
@@ -46,7 +51,8 @@ def test_report_shows_method_by_attack_recovery(tmp_path):
     assert "| ME+GD (me) | 0.70 | 0.50 | - | 0.10 [-.20,.40] | - |" in markdown
     assert "Skipped: quantize:bnb-nf4 (no CUDA GPU)" in markdown
     # in words: relearning's interval lies above 0 for GA+GD; ME+GD's 4-bit one holds 0, GA+GD's is missing
-    assert "- **relearn:forget_half**: knowledge came back for GA+GD (ga) 0.75 [.20,1.10]." in markdown
+    assert ("- **relearn:forget_half**: knowledge came back for GA+GD (ga) 0.75 [.20,1.10]; nothing "
+            "distinguishable to recover (FE not above the target's) for RMU (rmu) 13.00" in markdown)
     assert ("- **quantize:4bit**: no distinguishable recovery for ME+GD (me) 0.10 [-.20,.40]; "
             "too few rows to tell for GA+GD (ga) 0.10." in markdown)
     with open(tmp_path / "out" / "report_attacks.csv", newline="") as handle:
@@ -54,7 +60,8 @@ def test_report_shows_method_by_attack_recovery(tmp_path):
     assert [(r["method"], r["attack"]) for r in rows] == [("GA+GD (ga)", "relearn:forget_half"),
                                                           ("GA+GD (ga)", "quantize:4bit"),
                                                           ("ME+GD (me)", "quantize:4bit"),
-                                                          ("ME+GD (me)", "probe:role_play")]
+                                                          ("ME+GD (me)", "probe:role_play"),
+                                                          ("RMU (rmu)", "relearn:forget_half")]
     assert float(rows[0]["recovery/probability"]) == 1.0 and rows[1]["recovery/probability"] == ""
     assert (float(rows[0]["mean_recovery_low"]), float(rows[0]["mean_recovery_high"])) == (0.2, 1.1)
     assert rows[1]["mean_recovery_low"] == rows[1]["recovery/rouge_low"] == ""

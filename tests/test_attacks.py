@@ -94,6 +94,12 @@ def test_recovery_intervals_pair_the_rows_of_the_three_models():
     assert low < point < high
     assert R.recovery_intervals(mixed, unlearned, target, samples=500, seed=1)["probability"] == [low, high]
     assert R.recovery_intervals(mixed, unlearned, target, samples=0)["probability"] is None
+    # How far U forgot at all: FE(U) - FE(T) = 1 - P(U) - (1 - P(T)) on every drawn set of rows,
+    # here between the smallest and largest row gap (0.4 .. 0.8).
+    low, high = back["forgetting"]
+    assert 0.4 - 1e-9 <= low <= high <= 0.8 + 1e-9
+    same = R.recovery_intervals(unlearned, unlearned, unlearned, samples=50)
+    assert same["forgetting"] == [0.0, 0.0] and same["probability"] is None  # no gap: nothing to recover
 
 
 def test_recovery_interval_is_none_when_resamples_often_close_the_gap():

@@ -88,20 +88,22 @@ def attack_markdown(summaries: Sequence[tuple[str, dict]]) -> str:
 def attack_verdicts(summaries: Sequence[tuple[str, dict]]) -> list[str]:
     """In words, per attack, read from each mean recovery's interval: knowledge came back (it lies
     above 0), no distinguishable recovery (it holds 0), forgot more (below 0), or too few rows to
-    tell (no interval)."""
+    tell (no interval); first of all, nothing to recover where the method's own forgetting on
+    these rows (FE(U) - FE(T)) is not distinguishable from 0."""
     labels, names, cells = recovery_matrix(summaries)
     bounds = recovery_matrix(summaries, "mean_recovery_interval")[2]
+    forgetting = recovery_matrix(summaries, "forgetting_interval")[2]
     readings = ("knowledge came back for", "no distinguishable recovery for", "forgot more for",
-                "too few rows to tell for")
+                "too few rows to tell for", "nothing distinguishable to recover (FE not above the target's) for")
     lines = []
     for j, name in enumerate(names):
         groups: dict[str, list[str]] = {reading: [] for reading in readings}
         for i, label in enumerate(labels):
-            value, interval = cells[i][j], bounds[i][j]
+            value, interval, forgot = cells[i][j], bounds[i][j], forgetting[i][j]
             if value is None:
                 continue
-            reading = (readings[3] if not interval else readings[0] if interval[0] > 0
-                       else readings[2] if interval[1] < 0 else readings[1])
+            reading = (readings[4] if forgot and forgot[0] <= 0 else readings[3] if not interval
+                       else readings[0] if interval[0] > 0 else readings[2] if interval[1] < 0 else readings[1])
             groups[reading].append(f"{label} {_with_interval(value, interval)}")
         parts = [f"{reading} {', '.join(found)}" for reading, found in groups.items() if found]
         if parts:

@@ -89,17 +89,23 @@ def recovery_intervals(attacked: Sequence[dict], unlearned: Sequence[dict], targ
     """Paired percentile bootstrap of each recovery: the k-th attacked, unlearned and target
     records are the same question, and every replicate resamples the same positions of all three.
     None where a metric is missing, where fewer than MIN_DEFINED_SHARE of the replicates have a
-    gap to close, or with samples = 0. The mean recovery's interval is under "mean"."""
+    gap to close, or with samples = 0. The mean recovery's interval is under "mean"; under
+    "forgetting", that of FE(U) - FE(T) on these rows: how far U forgot at all (when that interval
+    holds 0 there is nothing distinguishable to recover, and the recoveries are ratios of noise)."""
     n = len(attacked)
     if not (len(unlearned) == len(target) == n):
         raise ValueError(f"recovery_intervals: {n} attacked, {len(unlearned)} unlearned and {len(target)} target rows")
-    keys = [*names, "mean"]
+    keys = [*names, "mean", "forgetting"]
     if samples < 1 or n == 0:
         return {key: None for key in keys}
     matrix = index_matrix(seed, "recovery", n, samples)
     values = {key: np.full(samples, np.nan) for key in keys}
     for b, picks in enumerate(matrix):
-        each = recoveries(*(forget_metrics([rows[i] for i in picks]) for rows in (attacked, unlearned, target)), names)
+        drawn = [forget_metrics([rows[i] for i in picks]) for rows in (attacked, unlearned, target)]
+        each = recoveries(*drawn, names)
+        fe_unlearned, fe_target = forget_efficacy_of(drawn[1]), forget_efficacy_of(drawn[2])
+        if fe_unlearned is not None and fe_target is not None:
+            values["forgetting"][b] = fe_unlearned - fe_target
         for key, value in each.items():
             if value is not None:
                 values[key][b] = value

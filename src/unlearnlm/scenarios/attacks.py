@@ -90,8 +90,15 @@ class AttackResult:
             "recovery_interval": {m: intervals[m] for m in recovery},
             "mean_recovery": R.mean_recovery(recovery[m] for m in R.M.FORGET_EFFICACY_METRICS),
             "mean_recovery_interval": intervals["mean"],
+            # how far U forgot at all on these rows (FE(U) - FE(T)): near 0, recovery is noise over noise
+            "forgetting": _difference(R.forget_efficacy_of(unlearned), R.forget_efficacy_of(target)),
+            "forgetting_interval": intervals["forgetting"],
             "notes": self.notes,
         }
+
+
+def _difference(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b
 
 
 @dataclass
