@@ -176,6 +176,7 @@ def plan_attacks(config: AttackConfig, run: str | Path) -> AttackPlan:
     folder = run_folder_of(run)
     if folder is None:
         raise UserError(f"{run} is not a training run folder (it needs model/ and config.yaml)")
+    folder = folder.resolve()  # the reuse markers hold paths: runs/x and /abs/runs/x are one run
     eval_folder = folder / "eval"
     if not ((eval_folder / EVAL_SUMMARY).exists() and (eval_folder / "config.yaml").exists()):
         raise UserError(f"{folder} has no evaluation; run `unlearnlm evaluate {folder}` first "
