@@ -15,7 +15,8 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from .recovery import RECOVERY_METRICS
+from .metrics import FORGET_EFFICACY_METRICS
+from .recovery import RECOVERY_METRICS, RECOVERY_TITLES
 from .statistics import short_interval
 
 ATTACK_SUMMARY = Path("attacks") / "summary.json"
@@ -78,7 +79,8 @@ def attack_markdown(summaries: Sequence[tuple[str, dict]]) -> str:
                      + " | ".join(_with_interval(v, b) for v, b in zip(row, row_bounds)) + " |")
     verdicts = attack_verdicts(summaries)
     if verdicts:
-        lines += ["", "Which forgetting survives, read from the intervals:", "", *verdicts]
+        lines += ["", "Which forgetting survives, read from each forget metric's recovery interval (came back: "
+                  "above 0; five metrics are read, so one of them may cross 0 by chance):", "", *verdicts]
     skipped = sorted({f"{s['attack']} ({s['reason']})" for _, summary in summaries for s in summary.get("skipped", [])})
     if skipped:
         lines += ["", "Skipped: " + "; ".join(skipped)]
@@ -86,26 +88,36 @@ def attack_markdown(summaries: Sequence[tuple[str, dict]]) -> str:
 
 
 def attack_verdicts(summaries: Sequence[tuple[str, dict]]) -> list[str]:
-    """In words, per attack, read from each mean recovery's interval: knowledge came back (it lies
-    above 0), no distinguishable recovery (it holds 0), forgot more (below 0), or too few rows to
-    tell (no interval); first of all, nothing to recover where the method's own forgetting on
-    these rows (FE(U) - FE(T)) is not distinguishable from 0."""
-    labels, names, cells = recovery_matrix(summaries)
-    bounds = recovery_matrix(summaries, "mean_recovery_interval")[2]
-    forgetting = recovery_matrix(summaries, "forgetting_interval")[2]
-    readings = ("knowledge came back for", "no distinguishable recovery for", "forgot more for",
-                "too few rows to tell for", "nothing distinguishable to recover (FE not above the target's) for")
+    """In words, per attack and method, read from the intervals: first, nothing to recover where
+    the method's own forgetting on these rows (FE(U) - FE(T)) is not distinguishable from 0; else
+    the knowledge came back on each forget metric whose recovery interval lies above 0; else no
+    distinguishable recovery (or too few rows to tell, where no metric has an interval)."""
+    names = attack_names(summaries)
+    nothing = "nothing distinguishable to recover (FE not above the target's) for"
+    no_interval = "too few rows to tell for"
     lines = []
-    for j, name in enumerate(names):
-        groups: dict[str, list[str]] = {reading: [] for reading in readings}
-        for i, label in enumerate(labels):
-            value, interval, forgot = cells[i][j], bounds[i][j], forgetting[i][j]
-            if value is None:
+    for name in names:
+        groups: dict[str, list[str]] = {}
+        for label, summary in summaries:
+            attack = next((a for a in summary.get("attacks", []) if a["attack"] == name), None)
+            if attack is None or attack.get("mean_recovery") is None:
                 continue
-            reading = (readings[4] if forgot and forgot[0] <= 0 else readings[3] if not interval
-                       else readings[0] if interval[0] > 0 else readings[2] if interval[1] < 0 else readings[1])
-            groups[reading].append(f"{label} {_with_interval(value, interval)}")
-        parts = [f"{reading} {', '.join(found)}" for reading, found in groups.items() if found]
+            bounds = attack.get("recovery_interval") or {}
+            forgot = attack.get("forgetting_interval")
+            back = [m for m in FORGET_EFFICACY_METRICS if bounds.get(m) and bounds[m][0] > 0]
+            if forgot and forgot[0] <= 0:
+                reading, shown = nothing, label
+            elif back:
+                reading = "knowledge came back for"
+                shown = f"{label} (" + ", ".join(
+                    f"{RECOVERY_TITLES[m]} {_with_interval(attack['recovery'][m], bounds[m])}" for m in back) + ")"
+            elif any(bounds.get(m) for m in FORGET_EFFICACY_METRICS):
+                reading, shown = "no distinguishable recovery for", label
+            else:
+                reading, shown = no_interval, label
+            groups.setdefault(reading, []).append(shown)
+        order = ["knowledge came back for", "no distinguishable recovery for", no_interval, nothing]
+        parts = [f"{reading} {', '.join(groups[reading])}" for reading in order if reading in groups]
         if parts:
             lines.append(f"- **{name}**: " + "; ".join(parts) + ".")
     return lines

@@ -26,6 +26,8 @@ from .statistics import DEFAULT_LEVEL, index_matrix
 
 # The forget metrics whose recovery is reported (FE's five, then the multiple-choice accuracy).
 RECOVERY_METRICS = (*M.FORGET_EFFICACY_METRICS, "likelihood_accuracy")
+RECOVERY_TITLES = {"rouge": "ROUGE", "probability": "Prob", "truth_ratio": "TruthR", "cosine": "Cosine",
+                   "entailment": "Entail", "likelihood_accuracy": "MC-acc"}
 # A gap below this is float noise, not a difference between T and U: recovery is None.
 NO_GAP = 1e-9
 # A recovery interval needs a finite recovery in at least this share of the replicates (a

@@ -55,8 +55,6 @@ logger = logging.getLogger(__name__)
 
 ATTACKS_DIR = "attacks"
 ATTACK_SETTINGS = "attack.json"  # beside each attack's evaluation: what made it (a rerun reuses it)
-RECOVERY_TITLES = {"rouge": "ROUGE", "probability": "Prob", "truth_ratio": "TruthR", "cosine": "Cosine",
-                   "entailment": "Entail", "likelihood_accuracy": "MC-acc"}
 
 
 @dataclass
@@ -518,7 +516,7 @@ def format_attack_table(summary: dict) -> str:
     """FE, MU and the recovery of each forget metric, one line per attack (the unlearned model and
     the target first, as reference lines)."""
     metrics = R.RECOVERY_METRICS
-    titles = "".join(f"{'R:' + RECOVERY_TITLES[m]:>10}" for m in metrics)
+    titles = "".join(f"{'R:' + R.RECOVERY_TITLES[m]:>10}" for m in metrics)
     header = f"{'attack':<28}{'rows':>5}{'FE':>8}{'MU':>8}" + titles
     lines = [header, "-" * len(header)]
     for label, key in (("(unlearned)", "unlearned"), ("(target)", "target_model")):
