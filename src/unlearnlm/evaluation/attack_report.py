@@ -160,7 +160,9 @@ def plot_attack_recovery(summaries: Sequence[tuple[str, dict]]) -> bytes:
     image = axis.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=0.0, vmax=1.0, aspect="auto")
     for i in range(len(labels)):
         for j in range(len(names)):
-            interval = short_interval(bounds[i][j]) if cells[i][j] is not None else ""
+            interval = bounds[i][j] if cells[i][j] is not None else None
+            # a recovery over a near-zero gap has an interval of millions: said, not printed, in a cell
+            interval = "" if not interval else short_interval(interval) if max(map(abs, interval)) < 100 else "[>±100]"
             axis.text(j, i, _format(cells[i][j]) + (f"\n{interval}" if interval else ""), ha="center", va="center",
                       fontsize=6.5)
     axis.set_xticks(range(len(names)), names, rotation=40, ha="right", fontsize=7)
