@@ -145,7 +145,8 @@ def attack_csv(summaries: Sequence[tuple[str, dict]]) -> str:
 
 
 def plot_attack_recovery(summaries: Sequence[tuple[str, dict]]) -> bytes:
-    """A heat map of the method x attack table, each cell written in it (grey: no value)."""
+    """A heat map of the method x attack table, each cell written in it (grey: no value, or nothing
+    distinguishable to recover)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -154,7 +155,11 @@ def plot_attack_recovery(summaries: Sequence[tuple[str, dict]]) -> bytes:
 
     labels, names, cells = recovery_matrix(summaries)
     bounds = recovery_matrix(summaries, "mean_recovery_interval")[2]
-    values = np.array([[np.nan if v is None else v for v in row] for row in cells], dtype=float)
+    forgetting = recovery_matrix(summaries, "forgetting_interval")[2]
+    # grey where the method forgot nothing distinguishable: its recovery is a ratio of noise
+    nothing = [[bool(f) and f[0] <= 0 for f in row] for row in forgetting]
+    values = np.array([[np.nan if v is None or gone else v for v, gone in zip(row, row_nothing)]
+                        for row, row_nothing in zip(cells, nothing)], dtype=float)
     figure, axis = plt.subplots(figsize=(2.4 + 1.1 * len(names), 1.2 + 0.5 * len(labels)))
     cmap = plt.get_cmap("RdYlGn_r").with_extremes(bad="#dddddd")
     image = axis.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=0.0, vmax=1.0, aspect="auto")
@@ -163,8 +168,8 @@ def plot_attack_recovery(summaries: Sequence[tuple[str, dict]]) -> bytes:
             interval = bounds[i][j] if cells[i][j] is not None else None
             # a recovery over a near-zero gap has an interval of millions: said, not printed, in a cell
             interval = "" if not interval else short_interval(interval) if max(map(abs, interval)) < 100 else "[>±100]"
-            axis.text(j, i, _format(cells[i][j]) + (f"\n{interval}" if interval else ""), ha="center", va="center",
-                      fontsize=6.5)
+            text = _format(cells[i][j]) + (f"\n{interval}" if interval else "")
+            axis.text(j, i, "nothing to\nrecover" if nothing[i][j] else text, ha="center", va="center", fontsize=6.5)
     axis.set_xticks(range(len(names)), names, rotation=40, ha="right", fontsize=7)
     axis.set_yticks(range(len(labels)), labels, fontsize=7)
     figure.colorbar(image, ax=axis).set_label("recovery: 0 held, 1 = target", fontsize=7)
