@@ -293,6 +293,11 @@ class Settings:
         """What is wrong with these values (empty: nothing)."""
         return []
 
+    def negative(self, *names: str) -> list[str]:
+        """One message for each named setting that is not a finite number of zero or more."""
+        return [f"{name} must be zero or more, got {getattr(self, name)}" for name in names
+                if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0)]
+
 
 @dataclass
 class SimNPOSettings(Settings):
@@ -309,7 +314,7 @@ class WGASettings(Settings):
     beta: float = 1.0
 
     def problems(self) -> list[str]:
-        return [] if math.isfinite(self.beta) and self.beta >= 0 else [f"beta must be zero or more, got {self.beta}"]
+        return self.negative("beta")
 
 
 @dataclass
@@ -318,8 +323,7 @@ class SatImpSettings(Settings):
     beta2: float = 1.0
 
     def problems(self) -> list[str]:
-        return [f"{name} must be zero or more, got {value}" for name, value in (("beta1", self.beta1),
-                ("beta2", self.beta2)) if not (math.isfinite(value) and value >= 0)]
+        return self.negative("beta1", "beta2")
 
 
 @dataclass
@@ -328,7 +332,7 @@ class CEUSettings(Settings):
     skip_first: int = 1
 
     def problems(self) -> list[str]:
-        return [] if self.skip_first >= 0 else [f"skip_first must be zero or more, got {self.skip_first}"]
+        return self.negative("skip_first")
 
 
 @dataclass
@@ -336,7 +340,7 @@ class UNDIALSettings(Settings):
     beta: float = 10.0
 
     def problems(self) -> list[str]:
-        return [] if math.isfinite(self.beta) and self.beta >= 0 else [f"beta must be zero or more, got {self.beta}"]
+        return self.negative("beta")
 
 
 @dataclass
@@ -345,7 +349,7 @@ class LayerSettings(Settings):
     layer: int = 7
 
     def problems(self) -> list[str]:
-        return [] if self.layer >= 0 else [f"layer must be zero or more, got {self.layer}"]
+        return self.negative("layer")
 
 
 @dataclass
@@ -381,11 +385,7 @@ class PDUSettings(Settings):
         found = []
         if self.epsilon is None or not math.isfinite(self.epsilon):
             found.append("epsilon (the retain-loss bound) is required, e.g. method_args.epsilon=0.5")
-        if not (math.isfinite(self.dual_lr) and self.dual_lr >= 0):
-            found.append(f"dual_lr must be zero or more, got {self.dual_lr}")
-        if not (math.isfinite(self.dual_warmup_epochs) and self.dual_warmup_epochs >= 0):
-            found.append(f"dual_warmup_epochs must be zero or more, got {self.dual_warmup_epochs}")
-        return found
+        return found + self.negative("dual_lr", "dual_warmup_epochs")
 
 
 @dataclass
