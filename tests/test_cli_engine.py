@@ -67,3 +67,35 @@ def test_console_script_lists_methods():
     result = subprocess.run([sys.executable, "-m", "unlearnlm", "methods"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0
     assert "ME+GD" in result.stdout and "IDK+AP" in result.stdout and "LLMU" in result.stdout
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["show-format", "M", "-q", "Q", "-a", "A", "kind=tofu-llama2"],
+     {"model": "M", "question": "Q", "answer": "A", "settings": ["kind=tofu-llama2"]}),
+    (["evaluate", "M", "--config", "tofu", "ds_size=3"], {"model": "M", "config": "tofu", "overrides": ["ds_size=3"]}),
+    (["unlearn", "method=GA", "-c", "tofu", "training.lr=1e-5"],
+     {"config": "tofu", "overrides": ["method=GA", "training.lr=1e-5"]}),
+    (["attack", "RUN", "-c", "a.yaml", "attacks=relearn"],
+     {"run": "RUN", "config": "a.yaml", "overrides": ["attacks=relearn"]}),
+    (["train-judge", "steps=3", "--threads", "1", "trainable_layers=2", "--force"],
+     {"settings": ["steps=3", "trainable_layers=2"], "threads": 1, "force": True}),
+    (["demo", "seeds=[1,2]", "--quick", "ds_size=5"], {"quick": True, "overrides": ["seeds=[1,2]", "ds_size=5"]}),
+    (["report", "a", "-o", "out", "b"], {"runs": ["a", "b"], "output": "out"}),
+    (["make-world", "out", "seed=1", "authors=8"], {"output_dir": "out", "settings": ["seed=1", "authors=8"]}),
+    (["intervals", "EVAL", "samples=200", "level=0.9"], {"folder": "EVAL", "settings": ["samples=200", "level=0.9"]}),
+    (["muse", "-c", "muse-news", "train=false"], {"config": "muse-news", "overrides": ["train=false"]}),
+    *([[name, "a=1", "--config", "x.yaml", "b=2"], {"config": "x.yaml", "overrides": ["a=1", "b=2"]}]
+      for name in ("finetune", "continual", "real-world", "wmdp", "build-forget-set")),
+])
+def test_overrides_anywhere_on_the_command_line(argv, expected):
+    """key=value settings before, between and after options, for every command that takes them."""
+    from unlearnlm.cli import parse_arguments
+
+    args = parse_arguments(argv)
+    assert args.command == argv[0] and {k: getattr(args, k) for k in expected} == expected
+
+
+def test_show_format_after_options(tiny_model, capsys):
+    assert main(["show-format", str(tiny_model), "-q", "Who?", "-a", "Me.", "kind=tofu-llama2"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["format"]["preset"] == "tofu-llama2" and shown["prompt_text"] == "[INST] Who? [/INST]"

@@ -329,15 +329,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"unlearnlm {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    parser.commands = {}  # name -> its parser
     for name, (handler, help_text, takes_config) in COMMANDS.items():
-        command = sub.add_parser(name, help=help_text, description=help_text)
+        command = parser.commands[name] = sub.add_parser(name, help=help_text, description=help_text)
         if takes_config:
             _add_config_arguments(command)
         extra = EXTRA_ARGUMENTS.get(name)
         if extra:
             extra(command)
-        command.set_defaults(handler=handler)
+        command.set_defaults(handler=handler, command=name)  # set here: the command's parser runs alone
     return parser
+
+
+def parse_arguments(argv: list[str]) -> argparse.Namespace:
+    """The command line, with ``key=value`` overrides and options in any order
+    (``evaluate MODEL --config X ds_size=3``): a command's own arguments are parsed intermixed."""
+    parser = build_parser()
+    position = next((i for i, arg in enumerate(argv) if not arg.startswith("-")), None)
+    if position is None or argv[position] not in COMMANDS or position > 0:
+        return parser.parse_args(argv)  # no command, or an option of unlearnlm itself first (--version)
+    return parser.commands[argv[position]].parse_intermixed_args(argv[position + 1:])
 
 
 # name -> function adding command-specific arguments (beyond --config and overrides)
@@ -411,7 +422,7 @@ def _quiet_libraries() -> None:
 
 def main(argv: Optional[list[str]] = None) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        args = parse_arguments(sys.argv[1:] if argv is None else list(argv))
         if not getattr(args, "handler", None):
             build_parser().print_help()
             return 2
