@@ -28,7 +28,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
@@ -42,7 +42,6 @@ from ..config import (
     TrainingConfig,
     from_dict,
     to_dict,
-    validate_config,
 )
 from ..data.records import default_retain_split, load_split, validate_records
 from ..errors import UserError
@@ -169,8 +168,9 @@ def split_half(n: int, seed: int) -> tuple[list[int], list[int]]:
 
 
 def plan_attacks(config: AttackConfig, run: str | Path) -> AttackPlan:
-    """Every setting, file and data set an attack reads, checked; no model is loaded."""
-    validate_config(config)
+    """Every setting, file and data set an attack reads, checked; no model is loaded. ``config``
+    is validated already (``unlearnlm.api.attack`` builds it)."""
+    attacks_of(config)  # an unknown attack lists the valid ones, before the run folder is read
     folder = run_folder_of(run)
     if folder is None:
         raise UserError(f"{run} is not a training run folder (it needs model/ and config.yaml)")
@@ -196,13 +196,16 @@ def plan_attacks(config: AttackConfig, run: str | Path) -> AttackPlan:
     retain = [(s, r) for s, rows in sets if s.role == "retain" for r in rows]
     plan = AttackPlan(folder, folder / ATTACKS_DIR, run_config, eval_config, forget[0][0], forget[0][1],
                       [(r["question"], r[s.ground_truth]) for s, r in retain], [r for _, r in retain])
-    if "relearn" in config.attacks:
-        _plan_relearn(plan, config)
-    if "probes" in config.attacks:
-        from ..evaluation.probes import load_probes
-
-        plan.probes = load_probes(config.probes.templates, config.probes.names)
+    for attack in attacks_of(config):
+        if attack.plan is not None:
+            attack.plan(plan, config)
     return plan
+
+
+def _plan_probes(plan: AttackPlan, config: AttackConfig) -> None:
+    from ..evaluation.probes import load_probes
+
+    plan.probes = load_probes(config.probes.templates, config.probes.names)
 
 
 def _plan_relearn(plan: AttackPlan, config: AttackConfig) -> None:
@@ -298,8 +301,11 @@ def relearn_rows_for_steps(rows: Sequence[dict], steps: int, per_step: int, seed
     return out[: steps * per_step]
 
 
-def attack_relearn(plan: AttackPlan, config: AttackConfig, judges, target: Scored, unlearned: Scored) -> AttackResult:
+def attack_relearn(context: AttackContext) -> list[AttackResult]:
     from ..training.run import finetune
+
+    plan, config, judges, target, unlearned = context.plan, context.config, context.judges, context.target, \
+        context.unlearned
 
     settings = config.relearn
     folder = plan.output / "relearn"
@@ -351,8 +357,8 @@ def attack_relearn(plan: AttackPlan, config: AttackConfig, judges, target: Score
     notes = [f"relearned {settings.steps} steps on {len(plan.relearn_rows)} rows"]
     if heldout is not None:
         notes.append(f"evaluated on the other {len(heldout)} forget rows only")
-    return AttackResult(f"relearn:{name}", folder / "eval", attacked.records, attacked.MU,
-                        unlearned.rows_at(heldout), target.rows_at(heldout), notes)
+    return [AttackResult(f"relearn:{name}", folder / "eval", attacked.records, attacked.MU,
+                         unlearned.rows_at(heldout), target.rows_at(heldout), notes)]
 
 
 def _replace_other_run(folder: Path, recipe: FinetuneConfig) -> None:
@@ -365,11 +371,12 @@ def _replace_other_run(folder: Path, recipe: FinetuneConfig) -> None:
         shutil.rmtree(folder)
 
 
-def attack_quantize(plan: AttackPlan, config: AttackConfig, judges, target: Scored, unlearned: Scored,
-                    skipped: list[dict]) -> list[AttackResult]:
+def attack_quantize(context: AttackContext) -> list[AttackResult]:
     from ..training.models import load_model, load_tokenizer, to_inference_device
     from ..training.quantize import bitsandbytes_unavailable, fake_quantize_model, load_bitsandbytes
 
+    plan, config, judges, target, unlearned = context.plan, context.config, context.judges, context.target, \
+        context.unlearned
     model_config = plan.eval_config.model
     results = []
     for bits in config.quantize.bits:
@@ -390,7 +397,7 @@ def attack_quantize(plan: AttackPlan, config: AttackConfig, judges, target: Scor
     for mode in config.quantize.bitsandbytes:
         reason = bitsandbytes_unavailable()
         if reason:
-            skipped.append({"attack": f"quantize:bnb-{mode}", "reason": reason})
+            context.skipped.append({"attack": f"quantize:bnb-{mode}", "reason": reason})
             continue
         folder = plan.output / "quantize" / f"bnb_{mode}"
         _evaluate(_with(plan.eval_config, folder), {"attack": "quantize", "bitsandbytes": mode}, judges,
@@ -401,9 +408,11 @@ def attack_quantize(plan: AttackPlan, config: AttackConfig, judges, target: Scor
     return results
 
 
-def attack_probes(plan: AttackPlan, config: AttackConfig, judges, target: Scored, unlearned: Scored,
-                  skipped: list[dict]) -> list[AttackResult]:
+def attack_probes(context: AttackContext) -> list[AttackResult]:
     from ..evaluation.probes import forget_rows, probe_rows, subject_of
+
+    plan, config, judges, target, unlearned = context.plan, context.config, context.judges, context.target, \
+        context.unlearned
 
     eval_set = plan.forget_set
     rows = forget_rows(plan.forget_rows, eval_set.ground_truth, eval_set.paraphrased, eval_set.perturbed)
@@ -413,7 +422,7 @@ def attack_probes(plan: AttackPlan, config: AttackConfig, judges, target: Scored
     for probe in plan.probes:
         items, note = probe_rows(probe, rows, plan.retain_pairs, config.probes.seed, others)
         if not items:
-            skipped.append({"attack": f"probe:{probe.name}", "reason": note})
+            context.skipped.append({"attack": f"probe:{probe.name}", "reason": note})
             continue
         path = folder / "sets" / f"{probe.name}.json"
         atomic_write_jsonl(path, items)
@@ -437,6 +446,53 @@ def attack_probes(plan: AttackPlan, config: AttackConfig, judges, target: Scored
     return results
 
 
+# ---- the registry: an attack is a function of the context and one entry here ---------------------
+
+
+@dataclass
+class AttackContext:
+    """What every attack reads: the checked plan, the settings, the judges, and the forget records
+    of U (the run) and T (its target) that recovery compares with."""
+
+    plan: AttackPlan
+    config: AttackConfig
+    judges: Any
+    target: Scored
+    unlearned: Scored
+    skipped: list[dict] = field(default_factory=list)  # {"attack", "reason"} of what could not run here
+
+
+@dataclass(frozen=True)
+class Attack:
+    """``run`` attacks U and scores the result (one AttackResult a variant, named ``NAME:variant``);
+    ``plan``, when given, checks and prepares the attack's data before any model work. Its
+    settings, if any, are AttackConfig's section of the same name."""
+
+    run: Callable[[AttackContext], list[AttackResult]]
+    plan: Callable[[AttackPlan, AttackConfig], None] | None = None
+
+
+ATTACKS: dict[str, Attack] = {
+    "relearn": Attack(attack_relearn, plan=_plan_relearn),
+    "quantize": Attack(attack_quantize),
+    "probes": Attack(attack_probes, plan=_plan_probes),
+}
+
+
+def attacks_of(config: AttackConfig, prefix: str = "") -> list[Attack]:
+    """The registry entries ``config.attacks`` names, in its order; unknown, repeated or no
+    attacks are one-line errors listing the valid ones."""
+    valid = ", ".join(ATTACKS)
+    if not config.attacks:
+        raise UserError(f"{prefix}attacks is empty; valid: {valid}")
+    unknown = [name for name in config.attacks if name not in ATTACKS]
+    if unknown:
+        raise UserError(f"unknown attack '{unknown[0]}'; valid: {valid}")
+    if len(set(config.attacks)) != len(config.attacks):
+        raise UserError(f"{prefix}attacks names an attack twice: {','.join(config.attacks)}")
+    return [ATTACKS[name] for name in config.attacks]
+
+
 # ---- the command -------------------------------------------------------------------------------
 
 
@@ -455,18 +511,14 @@ def run_attacks(config: AttackConfig, run: str | Path, judges=None) -> dict:
             raise UserError(f"{what} evaluation {scored.folder} scored other forget rows than its settings give now; "
                             "evaluate it again")
     results: list[AttackResult] = []
-    skipped: list[dict] = []
+    context = AttackContext(plan, config, judges, target, unlearned)
+    skipped = context.skipped
     times = {}
-    for attack in config.attacks:
-        logger.info("attack %s on %s", attack, plan.run)
+    for name, attack in zip(config.attacks, attacks_of(config)):
+        logger.info("attack %s on %s", name, plan.run)
         started = time.perf_counter()
-        if attack == "relearn":
-            results.append(attack_relearn(plan, config, judges, target, unlearned))
-        elif attack == "quantize":
-            results += attack_quantize(plan, config, judges, target, unlearned, skipped)
-        else:
-            results += attack_probes(plan, config, judges, target, unlearned, skipped)
-        times[f"{attack}_s"] = round(time.perf_counter() - started, 2)
+        results += attack.run(context)
+        times[f"{name}_s"] = round(time.perf_counter() - started, 2)
     entries = [r.as_dict(plan.eval_config.bootstrap) for r in results]
     kinds = {_kind(e["attack"]) for e in entries} | {_kind(s["attack"]) for s in skipped}
     previous = _previous_summary(plan.output)

@@ -46,6 +46,7 @@ from ..config import (
 )
 from ..errors import UserError
 from ..io import atomic_write_json, atomic_write_text
+from .attacks import attacks_of
 
 logger = logging.getLogger(__name__)
 
@@ -347,7 +348,7 @@ def run_demo(config: DemoConfig) -> Path:
     if not methods:
         raise UserError("methods is empty: name at least one unlearning method (or all)")
     if config.run_attacks:
-        validate_config(config.attack)
+        attacks_of(config.attack, prefix="attack.")  # the sections were checked with the DemoConfig
         if "probes" in config.attack.attacks:
             from ..evaluation.probes import load_probes
 
