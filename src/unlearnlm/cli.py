@@ -23,83 +23,67 @@ def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. training.lr=5e-6")
 
 
+def _overrides(items: list[str]) -> dict[str, str]:
+    from .api import command_line_overrides
+
+    return command_line_overrides(items)
+
+
 def cmd_unlearn(args: argparse.Namespace) -> None:
-    from .config import UnlearnConfig, load_config
+    from . import api
 
-    config = load_config(UnlearnConfig, args.config, args.overrides)
-    from .evaluation.callback import epoch_evaluation
-    from .methods import get_method
-    from .training.run import unlearn
-
-    get_method(config.method)  # an unknown method lists the valid ones, before anything loads
-    folder = unlearn(config, epoch_evaluation)  # per seed, when there are seeds
-    if config.seeds:
-        logger.info(f"one run per seed in {folder}/seed_S/model")
-        if config.eval_every_epoch:
-            from .evaluation.seeds import aggregate_seeds, format_seeds
-
-            logger.info(format_seeds(aggregate_seeds(folder, config.evaluation.bootstrap)))
+    result = api.unlearn(preset=args.config, **_overrides(args.overrides))
+    if "seeds" in result.numbers:  # one run per seed
+        logger.info(f"one run per seed in {result.folder}/seed_S/model")
+        if result.text:
+            logger.info(result.text)
         return
-    logger.info(f"unlearned model written to {folder}/model")
+    logger.info(f"unlearned model written to {result.folder}/model")
 
 
 def cmd_finetune(args: argparse.Namespace) -> None:
-    from .config import FinetuneConfig, load_config
+    from . import api
 
-    config = load_config(FinetuneConfig, args.config, args.overrides)
-    from .training.run import finetune
-
-    folder = finetune(config)
-    logger.info(f"fine-tuned model written to {folder}/model")
+    result = api.finetune(preset=args.config, **_overrides(args.overrides))
+    logger.info(f"fine-tuned model written to {result.folder}/model")
 
 
 def cmd_methods(args: argparse.Namespace) -> None:
-    import dataclasses
+    from . import api
 
-    from .methods.registry import ALIASES, FORGET_LOSSES, REGULARIZERS, UNMAPPED_NAMES, method_names
-
-    logger.info("forget losses: " + ", ".join(FORGET_LOSSES))
-    logger.info("regularisers:  " + ", ".join(REGULARIZERS))
-    logger.info("methods:       " + ", ".join(method_names()))
-    logger.info("aliases:       " + ", ".join(f"{a} = {m}" for a, m in {**ALIASES, **UNMAPPED_NAMES}.items()))
+    listing = api.methods()
+    logger.info("forget losses: " + ", ".join(listing["forget_losses"]))
+    logger.info("regularisers:  " + ", ".join(listing["regularizers"]))
+    logger.info("methods:       " + ", ".join(listing["methods"]))
+    logger.info("aliases:       " + ", ".join(f"{a} = {m}" for a, m in listing["aliases"].items()))
     logger.info("settings (method_args.NAME=value):")
-    for name, objective in {**FORGET_LOSSES, **REGULARIZERS}.items():
-        defaults = objective.settings()
-        fields = [f"{f.name}={getattr(defaults, f.name)!r}" for f in dataclasses.fields(defaults)]
-        if fields:
-            logger.info(f"  {name:8s} " + ", ".join(fields))
+    for name, settings in listing["settings"].items():
+        if settings:
+            logger.info(f"  {name:8s} " + ", ".join(f"{key}={value!r}" for key, value in settings.items()))
 
 
 def cmd_presets(args: argparse.Namespace) -> None:
-    from .config import PRESET_DIR, preset_names
+    from . import api
 
-    for name in preset_names():
-        first = (PRESET_DIR / f"{name}.yaml").read_text(encoding="utf-8").splitlines()[:1]
-        note = first[0].lstrip("# ").strip() if first and first[0].startswith("#") else ""
+    for name, note in api.presets().items():
         logger.info(f"{name:28s} {note}")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from .config import EvaluateConfig, load_config
+    from . import api
 
     model, overrides = args.model, list(args.overrides)
     if model and "=" in model and not os.path.exists(model):  # no MODEL, only overrides
         model, overrides = None, [model] + overrides
-    config = load_config(EvaluateConfig, args.config, overrides)
-    from .evaluation.seeds import evaluate_any
-
-    summary = evaluate_any(config, model)
-    logger.info(f"evaluation written to {summary['output_dir']}")
+    result = api.evaluate(model, preset=args.config, **_overrides(overrides))
+    logger.info(f"evaluation written to {result.folder}")
 
 
 def cmd_attack(args: argparse.Namespace) -> None:
-    from .config import AttackConfig, load_config
+    from . import api
 
-    config = load_config(AttackConfig, args.config, args.overrides)
-    from .scenarios.attacks import format_attack_table, run_attacks
-
-    summary = run_attacks(config, args.run)
-    logger.info(format_attack_table(summary))
+    result = api.attack(args.run, preset=args.config, **_overrides(args.overrides))
+    logger.info(result.text)
     logger.info(f"attacks written to {args.run}/attacks (summary.json, summary.md)")
 
 
@@ -111,24 +95,17 @@ def _attack_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from .evaluation.report import write_report
-    from .io import check_output_path
+    from . import api
 
-    check_output_path(args.output, "--output")
-    page = write_report(args.runs, args.output, baseline=args.baseline)
+    page = api.report(args.runs, args.output, baseline=args.baseline)
     logger.info(f"report written to {page}")
 
 
 def cmd_intervals(args: argparse.Namespace) -> None:
-    from .config import BootstrapConfig, from_dict, parse_overrides
+    from . import api
 
-    settings = from_dict(BootstrapConfig, parse_overrides(args.settings))
-    if settings.samples < 1 or not 0 < settings.level < 1:
-        raise UserError("intervals: samples must be at least 1 and level between 0 and 1")
-    from .evaluation.evaluate import format_table, intervals_command
-
-    summary = intervals_command(args.folder, settings)
-    logger.info(format_table(summary))
+    result = api.intervals(args.folder, **_overrides(args.settings))
+    logger.info(result.text)
     logger.info(f"intervals written to {args.folder}")
 
 
@@ -152,69 +129,27 @@ def _report_arguments(parser: argparse.ArgumentParser) -> None:
                         "pairwise on the same resampled rows (e.g. target)")
 
 
-def cmd_continual(args: argparse.Namespace) -> None:
-    from .config import ContinualConfig, load_config
+def cmd_scenario(args: argparse.Namespace) -> None:
+    """Every scenario of scenarios.registry: its config section from --config and overrides."""
+    from . import api
+    from .scenarios.registry import get_scenario
 
-    config = load_config(ContinualConfig, args.config, args.overrides)
-    from .scenarios.continual import run_continual
-
-    folder = run_continual(config)
-    logger.info(f"continual run written to {folder} (trajectory.csv, trajectory.md, trajectory.png)")
-
-
-def cmd_real_world(args: argparse.Namespace) -> None:
-    from .config import RealWorldConfig, load_config
-
-    config = load_config(RealWorldConfig, args.config, args.overrides)
-    from .scenarios.real_world import run_real_world
-
-    folder = run_real_world(config)
-    logger.info(f"real-world run written to {folder} (results.md, results.csv)")
-
-
-def cmd_muse(args: argparse.Namespace) -> None:
-    from .config import MuseConfig, load_config
-
-    config = load_config(MuseConfig, args.config, args.overrides)
-    from .scenarios.muse import run_muse
-
-    folder, table = run_muse(config)
-    logger.info(table.rstrip("\n"))
-    logger.info(f"MUSE run written to {folder} (summary.json, results.md)")
-
-
-def cmd_wmdp(args: argparse.Namespace) -> None:
-    from .config import WmdpConfig, load_config
-
-    config = load_config(WmdpConfig, args.config, args.overrides)
-    from .scenarios.wmdp import run_wmdp
-
-    folder, table = run_wmdp(config)
-    logger.info(table.rstrip("\n"))
-    logger.info(f"WMDP run written to {folder} (summary.json, results.md)")
-
-
-def cmd_build_forget_set(args: argparse.Namespace) -> None:
-    from .config import BuildForgetSetConfig, load_config
-
-    config = load_config(BuildForgetSetConfig, args.config, args.overrides)
-    from .scenarios.forget_set_builder import build_forget_set
-
-    build_forget_set(config)
+    result = api.scenario(args.command, preset=args.config, **_overrides(args.overrides))
+    if result.text:
+        logger.info(result.text.rstrip("\n"))
+    written = get_scenario(args.command).written
+    if written:
+        logger.info(f"{args.command} run written to {result.folder} ({written})")
 
 
 def cmd_show_format(args: argparse.Namespace) -> None:
     import json
 
-    from .config import ModelConfig, PromptFormatConfig, from_dict, parse_overrides, validate_prompt_format
-    from .training.models import load_prompt_format, load_tokenizer
+    from . import api
 
-    setting = from_dict(PromptFormatConfig, parse_overrides(args.settings), prefix="model.prompt_format.")
-    validate_prompt_format(setting)  # before the tokenizer loads
-    model = ModelConfig(name_or_path=args.model, trust_remote_code=args.trust_remote_code, prompt_format=setting)
-    tokenizer = load_tokenizer(model, require_model=False)
-    formatter = load_prompt_format(model, tokenizer)
-    print(json.dumps({"model": args.model, **formatter.describe(args.question, args.answer)}, ensure_ascii=False))
+    shown = api.show_format(args.model, args.question, args.answer, trust_remote_code=args.trust_remote_code,
+                            **_overrides(args.settings))
+    print(json.dumps(shown, ensure_ascii=False))
 
 
 def _show_format_arguments(parser: argparse.ArgumentParser) -> None:
@@ -227,13 +162,9 @@ def _show_format_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_make_world(args: argparse.Namespace) -> None:
-    from .config import from_dict, parse_overrides
-    from .data.world import WorldConfig, write_world
-    from .io import check_output_path
+    from . import api
 
-    config = from_dict(WorldConfig, parse_overrides(args.settings))
-    check_output_path(args.output_dir)
-    counts = write_world(args.output_dir, config.seed, config.authors, config.questions_per_author)
+    counts = api.make_world(args.output_dir, **_overrides(args.settings))
     for stem, rows in counts.items():
         logger.info(f"{args.output_dir}/{stem}.json: {rows} rows")
     logger.info(f"use it with data.source={args.output_dir}")
@@ -245,25 +176,13 @@ def _make_world_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_train_judge(args: argparse.Namespace) -> None:
-    from .config import from_dict, parse_overrides, validate_config
-    from .data.records import load_split
-    from .judges.offline import JudgeTrainingConfig, format_metrics, judge_folder, train_offline_nli_judge
+    from . import api
 
-    config = from_dict(JudgeTrainingConfig, parse_overrides(args.settings))  # a bad setting fails before any work
-    validate_config(config)
-    if args.threads < 1:
-        raise UserError(f"--threads must be at least 1, got {args.threads}")
-    tofu_rows = None
-    if args.tofu:
-        required = ("question", "answer", "paraphrased_answer", "perturbed_answer")
-        source = args.tofu
-        tofu_rows = load_split(source if source.endswith((".json", ".jsonl")) else "retain_perturbed",
-                               None if source.endswith((".json", ".jsonl")) else source, required=required)
-    _, metrics = train_offline_nli_judge(config, tofu_rows=tofu_rows, force=args.force, threads=args.threads)
-    logger.info(format_metrics(metrics))
-    if not tofu_rows:
+    result = api.train_judge(tofu=args.tofu, force=args.force, threads=args.threads, **_overrides(args.settings))
+    logger.info(result.text)
+    if "tofu_pairs" not in result.numbers:
         logger.info("TOFU check skipped: pass --tofu with a TOFU folder, retain_perturbed file or hub name")
-    logger.info(f"judge cached in {judge_folder(config)}")
+    logger.info(f"judge cached in {result.folder}")
 
 
 def _train_judge_arguments(parser: argparse.ArgumentParser) -> None:
@@ -279,21 +198,17 @@ def _train_judge_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    from .config import DemoConfig, load_config
+    from . import api
 
-    if args.quick and args.config:
-        raise UserError("--quick is a preset itself; use either --quick or --config")
-    config = load_config(DemoConfig, "demo-quick" if args.quick else args.config, args.overrides)
-    from .scenarios.demo import run_demo
-
-    run_demo(config)
+    api.demo(preset=args.config, quick=args.quick, **_overrides(args.overrides))
 
 
 def _demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="a smoke run: a small world, two methods, short training")
 
 
-# name -> (handler, help, whether it takes --config and overrides)
+# name -> (handler, help, whether it takes --config and overrides). The scenarios (continual,
+# real-world, muse, ...) are added from scenarios.registry.SCENARIOS, with cmd_scenario.
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], None], str, bool]] = {
     "finetune": (cmd_finetune, "supervised fine-tuning on QA records (a target or a retain model)", True),
     "unlearn": (cmd_unlearn, "unlearn a forget set from a model", True),
@@ -304,18 +219,22 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], None], str, bool]] = {
     "attack": (cmd_attack, "attack an unlearned run (relearning, quantisation, probes): how much comes back", False),
     "report": (cmd_report, "compare evaluated runs: table, MU-vs-FE and trajectory plots, HTML page", False),
     "intervals": (cmd_intervals, "add bootstrap intervals to a finished evaluation, from its per-row records", False),
-    "continual": (cmd_continual, "unlearn tasks 1..N in turn, evaluating after each (MU/FE trajectory)", True),
-    "real-world": (cmd_real_world, "unlearn real people from an instruction model; QA and lm-eval utility", True),
-    "build-forget-set": (cmd_build_forget_set,
-                         "ask a model about entities; write forget/neighbour sets from its answers", True),
     "show-format": (cmd_show_format,
                     "print as JSON the token ids, tokens, label mask and generation prompt of a QA pair", False),
-    "muse": (cmd_muse, "MUSE News/Books: unlearn raw text; score VerbMem, KnowMem, PrivLeak", True),
-    "wmdp": (cmd_wmdp, "WMDP: unlearn hazardous text; wmdp_bio, wmdp_cyber, mmlu accuracy with lm-eval", True),
     "make-world": (cmd_make_world, "write a seeded fictitious world of authors in TOFU's format", False),
     "train-judge": (cmd_train_judge, "train (once, cached) the offline NLI judge and print its accuracy", False),
-    "demo": (cmd_demo, "the paper's comparison on the embedded model, offline, on a CPU (the main job)", True),
 }
+
+
+def all_commands() -> dict[str, tuple[Callable[[argparse.Namespace], None], str, bool]]:
+    """COMMANDS and every scenario of the registry (a scenario with a handler of its own: demo)."""
+    from .scenarios.registry import SCENARIOS
+
+    scenarios = {name: (SCENARIO_HANDLERS.get(name, cmd_scenario), s.help, True) for name, s in SCENARIOS.items()}
+    return {**COMMANDS, **scenarios}
+
+
+SCENARIO_HANDLERS: dict[str, Callable[[argparse.Namespace], None]] = {"demo": cmd_demo}  # --quick
 
 
 class _Parser(argparse.ArgumentParser):
@@ -330,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"unlearnlm {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     parser.commands = {}  # name -> its parser
-    for name, (handler, help_text, takes_config) in COMMANDS.items():
+    for name, (handler, help_text, takes_config) in all_commands().items():
         command = parser.commands[name] = sub.add_parser(name, help=help_text, description=help_text)
         if takes_config:
             _add_config_arguments(command)
@@ -346,7 +265,7 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
     (``evaluate MODEL --config X ds_size=3``): a command's own arguments are parsed intermixed."""
     parser = build_parser()
     position = next((i for i, arg in enumerate(argv) if not arg.startswith("-")), None)
-    if position is None or argv[position] not in COMMANDS or position > 0:
+    if position is None or argv[position] not in parser.commands or position > 0:
         return parser.parse_args(argv)  # no command, or an option of unlearnlm itself first (--version)
     return parser.commands[argv[position]].parse_intermixed_args(argv[position + 1:])
 

@@ -879,8 +879,11 @@ def _overwritten(config: Any, default: Any, keys: dict[str, str], what: str, pre
             raise UserError(f"{prefix}{given[0]}={mine[given[0]]!r} cannot be honoured: {what}; {instead}")
 
 
-def validate_config(config: Any) -> None:
-    """Everything about a config that can be wrong without looking at files or models."""
+def validate_config(config: Any):
+    """Everything about a config that can be wrong without looking at files or models. Returns
+    the method of an UnlearnConfig, resolved once here (None for other configs), for the caller
+    to pass on."""
+    method = None
     if isinstance(getattr(config, "model", None), ModelConfig):
         _require(bool(config.model.name_or_path.strip()), "model.name_or_path is empty")
         _require(config.model.dtype in MODEL_DTYPES,
@@ -909,8 +912,8 @@ def validate_config(config: Any) -> None:
     if isinstance(config, UnlearnConfig):
         from .methods.registry import get_method
 
-        get_method(config.method)  # an unknown method lists the valid ones
-        method_settings(config)
+        method = get_method(config.method)  # an unknown method lists the valid ones
+        method_settings(config, method)
         _require(math.isfinite(config.beta) and config.beta > 0, f"beta must be a positive number, got {config.beta}")
         _require(_finite(config.forget_coeff), f"forget_coeff must be a finite number, got {config.forget_coeff}")
         _require(math.isfinite(config.regularization_coeff),
@@ -923,7 +926,7 @@ def validate_config(config: Any) -> None:
             "output_dir": "per-epoch evaluations go into OUTPUT_DIR/eval"},
             "the run's evaluations score the run's own model (its model section) into its own folder",
             prefix="evaluation.")
-        validate_data_format(config)
+        validate_data_format(config, method)
         if config.seeds:
             _require(len(set(config.seeds)) == len(config.seeds), f"seeds lists a seed twice: {config.seeds}")
     if isinstance(config, (MuseConfig, WmdpConfig)):
@@ -955,6 +958,7 @@ def validate_config(config: Any) -> None:
     validate_own = getattr(config, "validate", None)  # configs defined beside their command (train-judge)
     if callable(validate_own):
         validate_own()
+    return method
 
 
 def _within(prefix: str, check: Callable[[Any], None], section: Any) -> None:
@@ -1050,8 +1054,9 @@ def validate_demo(config: DemoConfig) -> None:
 DATA_FORMATS = ("qa", "text")
 
 
-def validate_data_format(config: UnlearnConfig) -> None:
-    """Text mode gives forget and retain chunks only: a method reading questions or refusals is refused."""
+def validate_data_format(config: UnlearnConfig, method=None) -> None:
+    """Text mode gives forget and retain chunks only: a method reading questions or refusals is
+    refused. ``method``: config.method resolved already (else resolved here)."""
     data = config.data
     _require(data.format in DATA_FORMATS, f"unknown data.format '{data.format}'; valid: {', '.join(DATA_FORMATS)}")
     if data.format != "text":
@@ -1059,7 +1064,7 @@ def validate_data_format(config: UnlearnConfig) -> None:
     from .data.batches import TEXT_KINDS
     from .methods.registry import get_method
 
-    method = get_method(config.method)
+    method = method or get_method(config.method)
     missing = [kind for kind in method.inputs if kind not in TEXT_KINDS]
     _require(not missing, f"method {method.name} reads {', '.join(missing)} sequences (questions or refusals), which "
                           "plain text has not; on data.format=text use one that reads forget and retain text only "
@@ -1115,12 +1120,13 @@ def validate_attacks(a: AttackConfig, prefix: str = "") -> None:
                  f"{prefix}probes.templates: no file {a.probes.templates}")
 
 
-def method_settings(config: UnlearnConfig):
+def method_settings(config: UnlearnConfig, method=None):
     """``config.method_args`` as the method's typed settings dataclass, defaults filled in;
-    a name the method lacks or a bad value is one line naming the method's settings."""
+    a name the method lacks or a bad value is one line naming the method's settings.
+    ``method``: config.method resolved already (else resolved here)."""
     from .methods.registry import get_method
 
-    method = get_method(config.method)
+    method = method or get_method(config.method)
     cls = method.settings
     names = [f.name for f in dataclasses.fields(cls)]
     valid = (f"its settings: {', '.join(f'{n} (default {getattr(cls(), n)!r})' for n in names)}"
@@ -1140,9 +1146,9 @@ def method_settings(config: UnlearnConfig):
     return settings
 
 
-def with_method_settings(config: UnlearnConfig) -> UnlearnConfig:
+def with_method_settings(config: UnlearnConfig, method=None) -> UnlearnConfig:
     """The config with every setting of its method written out (what a run saves)."""
-    return dataclasses.replace(config, method_args=to_dict(method_settings(config)))
+    return dataclasses.replace(config, method_args=to_dict(method_settings(config, method)))
 
 
 def validate_evaluation(e: EvaluateConfig, prefix: str = "") -> None:

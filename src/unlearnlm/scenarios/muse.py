@@ -18,7 +18,7 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
-from ..config import MuseConfig, validate_config
+from ..config import MuseConfig
 from ..io import atomic_write_json, atomic_write_text
 from ..tables import markdown_table
 from ..training.models import load_for_inference
@@ -63,7 +63,7 @@ def run_muse(config: MuseConfig) -> tuple[Path, str]:
     from ..methods import get_method
     from ..training.run import load_unlearning_data, unlearn
 
-    validate_config(config)
+    # config is validated (unlearnlm.api.muse builds it)
     sets = load_muse_sets(config.evaluation, evaluation_source(config))  # bad files fail before any model loads
     run = run_config(config)
     if config.train:

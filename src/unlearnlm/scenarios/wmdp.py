@@ -14,7 +14,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from ..config import WmdpConfig, validate_config
+from ..config import WmdpConfig
 from ..io import atomic_write_json, atomic_write_text
 from ..tables import markdown_table
 from ..training.models import load_for_inference
@@ -44,7 +44,7 @@ def run_wmdp(config: WmdpConfig) -> tuple[Path, str]:
     from ..methods import get_method
     from ..training.run import load_unlearning_data, unlearn
 
-    validate_config(config)
+    # config is validated (unlearnlm.api.wmdp builds it)
     if not (config.downstream.enabled and config.downstream.tasks):
         raise UserError("downstream.tasks is empty or disabled: WMDP is scored with lm-eval "
                         "(wmdp_bio, wmdp_cyber, mmlu)")

@@ -43,7 +43,7 @@ from ..data.records import (
 from ..data.refusals import load_refusals
 from ..errors import UserError
 from ..io import atomic_write_json, atomic_write_jsonl, make_output_dir
-from ..methods import Method, get_method
+from ..methods import Method
 
 logger = logging.getLogger(__name__)
 
@@ -439,8 +439,7 @@ def seed_run_config(config: UnlearnConfig, seed: int) -> UnlearnConfig:
 
 def unlearn_seeds(config: UnlearnConfig, callbacks: Sequence | Callable[[UnlearnConfig], Sequence] = ()) -> Path:
     """One run per seed in OUTPUT_DIR/seed_S (a finished one is skipped); OUTPUT_DIR/seeds.json
-    lists them. Returns OUTPUT_DIR."""
-    validate_config(config)
+    lists them. Returns OUTPUT_DIR. Each seed's run validates its config (the first, before any work)."""
     output_dir = Path(config.output_dir)
     for seed in config.seeds:
         unlearn(seed_run_config(config, seed), callbacks)
@@ -460,9 +459,8 @@ def unlearn(config: UnlearnConfig, callbacks: Sequence | Callable[[UnlearnConfig
         return unlearn_seeds(config, callbacks)
     if callable(callbacks):
         callbacks = callbacks(config)
-    validate_config(config)
-    config = with_method_settings(config)  # every setting of the method goes into config.yaml
-    method = get_method(config.method)
+    method = validate_config(config)  # the method, resolved once
+    config = with_method_settings(config, method)  # every setting of the method goes into config.yaml
     data = load_unlearning_data(config, method)
     output_dir = Path(config.output_dir)
     _check_model_paths(config.model.name_or_path, config.reference_model if method.needs_reference else None)
