@@ -7,16 +7,16 @@ import logging
 
 import pytest
 
-from unlearnlm.config import DemoConfig, from_dict
+from unlearnlm.config import BootstrapConfig, DemoConfig, from_dict
 from unlearnlm.data.utility_facts import REAL_AUTHORS, WORLD_FACTS
 from unlearnlm.data.world import all_rows, holdout_authors, make_world
 from unlearnlm.errors import UserError
 from unlearnlm.scenarios.demo import run_demo
 from unlearnlm.tiny import make_tiny_model
 
-SMALL = {"authors": 10, "questions_per_author": 2, "seed": 3, "ds_size": 4,
-         "methods": ["ME+GD", "NPO+GD"],
-         "judges": {"embedder": "none", "nli": "none"}, "train_judge": False,
+SMALL = {"authors": 10, "questions_per_author": 2, "seed": 3,
+         "evaluation": {"ds_size": 4, "judges": {"embedder": "none", "nli": "none"}},
+         "methods": ["ME+GD", "NPO+GD"], "train_judge": False,
          "finetune_training": {"lr": 1e-3, "epochs": 1, "per_device_batch_size": 8, "gradient_accumulation_steps": 1,
                       "warmup_epochs": 0, "progress": False},
          "unlearn_training": {"lr": 1e-3, "epochs": 1, "per_device_batch_size": 2, "gradient_accumulation_steps": 1,
@@ -205,7 +205,7 @@ def test_paper_claims_say_what_this_scale_tells_apart(tmp_path):
 
     evals = {"ME+GD": variant("me", 1, forget_shift=0.5), "GA+GD": variant("ga", 2, utility_scale=0.4),
              "NPO+GD": variant("npo", 3, forget_shift=0.02), "IDK+AP": variant("idk", 4, forget_shift=0.05)}
-    lines = paper_claims(evals, target, samples=300)
+    lines = paper_claims(evals, target, BootstrapConfig(samples=300))
     text = "\n".join(lines)
     line = {key: next(text for text in lines if text.startswith(f"- {key}")) for key in
             ("ME+GD reaches", "ME+GD's MU", "GA+GD", "DPO+GD", "NPO+GD", "IDK+AP")}

@@ -187,9 +187,9 @@ def intervals(folder: str | Path, **settings: Any) -> Result:
     ``settings`` are BootstrapConfig's (samples, seed, level). The text is its table."""
     from .evaluation.evaluate import format_table, intervals_command
 
-    bootstrap = build_config(BootstrapConfig, None, None, **settings)
-    if bootstrap.samples < 1:  # 0 means "no intervals" in an evaluation; here intervals are the point
-        raise UserError(f"intervals: samples must be at least 1, got {bootstrap.samples}")
+    bootstrap = build_config(BootstrapConfig, None, None, **settings)  # BootstrapConfig.validate
+    if bootstrap.samples == 0:  # "no intervals" in an evaluation; here the intervals are the point
+        raise UserError("intervals: samples must be at least 1, got 0")
     summary = intervals_command(folder, bootstrap)
     return Result(Path(summary.get("output_dir") or folder), summary, format_table(summary))
 

@@ -152,6 +152,12 @@ class BootstrapConfig:
     seed: int = 0
     level: float = 0.95
 
+    def validate(self, prefix: str = "") -> None:
+        """The one check of these settings, wherever they sit (an evaluation's ``bootstrap.``, the
+        ``intervals`` command's own)."""
+        _require(self.samples >= 0, f"{prefix}samples must be zero (no intervals) or more, got {self.samples}")
+        _require(0 < self.level < 1, f"{prefix}level must be between 0 and 1, got {self.level}")
+
 
 @dataclass
 class EvalDataConfig:
@@ -513,6 +519,11 @@ def _demo_attacks() -> AttackConfig:
     )
 
 
+def _demo_evaluation() -> EvaluateConfig:
+    # Rows of each utility set scored (the forget and retain sets are smaller than this).
+    return EvaluateConfig(ds_size=20)
+
+
 @dataclass
 class DemoConfig:
     """The paper's fictitious comparison on the embedded model, sized for a 2-core CPU."""
@@ -544,9 +555,9 @@ class DemoConfig:
     # Every method's unlearning run (ContinualConfig.unlearn, by contrast, is a whole UnlearnConfig).
     unlearn_training: TrainingConfig = field(default_factory=lambda: TrainingConfig(
         lr=5e-5, epochs=4, per_device_batch_size=5, gradient_accumulation_steps=1, warmup_epochs=1))
-    # Rows of each utility set scored (the forget and retain sets are smaller than this).
-    ds_size: int = 20
-    judges: JudgesConfig = field(default_factory=JudgesConfig)
+    # How every model is scored: the evaluation's own section (ds_size, judges, bootstrap, batches);
+    # the demo sets its model, scenario, data, retain_eval and output_dir.
+    evaluation: EvaluateConfig = field(default_factory=lambda: _demo_evaluation())
     # Train the offline NLI judge if no judge loads (a few CPU minutes, cached), in a background
     # process while the target and retain models fine-tune and the methods unlearn (faster on a
     # small CPU; the evaluations wait for it).
@@ -1044,7 +1055,13 @@ def validate_demo(config: DemoConfig) -> None:
     _require(config.authors >= 4, f"authors must be at least 4, got {config.authors}")
     _require(config.questions_per_author >= 1,
              f"questions_per_author must be at least 1, got {config.questions_per_author}")
-    _require(config.ds_size >= 0, f"ds_size must be zero (all rows) or more, got {config.ds_size}")
+    validate_evaluation(config.evaluation, prefix="evaluation.")
+    _within("evaluation", validate_judges, config.evaluation.judges)
+    _overwritten(config.evaluation, _demo_evaluation(), {
+        "model": "set the demo's model section", "scenario": "the demo is TOFU's scenario",
+        "data": "the demo scores its own world", "retain_eval": "the demo's retain model is scored first",
+        "output_dir": "each model's evaluation goes into its run folder"},
+        "the demo sets it for every model", prefix="evaluation.")
     splits = {"forget_split": ("forget01", "forget05", "forget10"),
               "retain_split": ("retain90", "retain50", "retain10")}
     for key, valid in splits.items():
@@ -1159,9 +1176,7 @@ def validate_evaluation(e: EvaluateConfig, prefix: str = "") -> None:
     for name in ("generation_batch_size", "loss_batch_size"):
         _require(getattr(e, name) >= 1, f"{prefix}{name} must be at least 1, got {getattr(e, name)}")
     _require(e.pad_to is None or e.pad_to >= 1, f"{prefix}pad_to must be at least 1, got {e.pad_to}")
-    _require(e.bootstrap.samples >= 0,
-             f"{prefix}bootstrap.samples must be zero (no intervals) or more, got {e.bootstrap.samples}")
-    _require(0 < e.bootstrap.level < 1, f"{prefix}bootstrap.level must be between 0 and 1, got {e.bootstrap.level}")
+    e.bootstrap.validate(prefix=f"{prefix}bootstrap.")
     for name in ("embedder_batch_size", "nli_batch_size"):
         value = getattr(e.judges, name)
         _require(value >= 1, f"{prefix}judges.{name} must be at least 1, got {value}")

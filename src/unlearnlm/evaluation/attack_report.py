@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .metrics import FORGET_EFFICACY_METRICS
 from .recovery import RECOVERY_METRICS, RECOVERY_TITLES
-from .statistics import short_interval
+from .statistics import levels_label, short_interval
 
 ATTACK_SUMMARY = Path("attacks") / "summary.json"
 
@@ -68,10 +68,11 @@ def attack_markdown(summaries: Sequence[tuple[str, dict]]) -> str:
     """The method x attack table (mean recovery), with each run's FE and MU before attack."""
     labels, names, cells = recovery_matrix(summaries)
     bounds = recovery_matrix(summaries, "mean_recovery_interval")[2]
+    level = levels_label((s.get("recovery_bootstrap") or {}).get("level") for _, s in summaries)
     lines = ["## Robustness: recovery under attack", "",
              "Mean recovery of the forget metrics, (m(attacked) - m(unlearned)) / (m(target) - m(unlearned)): "
-             "0 = the forgetting held, 1 = back to the target; in brackets its 95% paired bootstrap interval over "
-             "the forget rows (above 0: knowledge came back beyond the rows' noise).", "",
+             f"0 = the forgetting held, 1 = back to the target; in brackets its {level} paired bootstrap interval "
+             "over the forget rows (above 0: knowledge came back beyond the rows' noise).", "",
              "| method | FE | MU | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 3)]
     for (label, summary), row, row_bounds in zip(summaries, cells, bounds, strict=True):
         unlearned = summary.get("unlearned", {})

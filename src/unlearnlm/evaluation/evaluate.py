@@ -580,7 +580,7 @@ def format_table(summary: dict) -> str:
         lines.append(f"privleak reference: {summary['privleak_reference']}")
     if bounds:
         block = summary["intervals"]
-        lines.append(f"intervals: {block['level']:.0%} percentile bootstrap over each set's rows "
+        lines.append(f"intervals: {S.percent(block['level'])} percentile bootstrap over each set's rows "
                      f"(B = {block['samples']}, seed {block['seed']})")
     judges = summary["judges"]
     lines.append(f"judges: embedder = {judges['embedder'] or 'none'}; nli = {judges['nli'] or 'none'}")

@@ -317,7 +317,7 @@ def comparison_keys(comparison: Comparison) -> list[str]:
 
 def comparison_markdown(comparison: Comparison) -> str:
     keys = comparison_keys(comparison)
-    lines = [f"Difference from {comparison.baseline} (paired bootstrap, {comparison.level:.0%} interval on the "
+    lines = [f"Difference from {comparison.baseline} (paired bootstrap, {S.percent(comparison.level)} interval on the "
              f"same resampled rows; * = distinguishable: the interval excludes 0)", "",
              "| run | " + " | ".join(f"\u0394{k} {_arrow(k)}" for k in keys) + " |", "|" + "---|" * (len(keys) + 1)]
     for run, results in comparison.results.items():
@@ -460,7 +460,8 @@ def plot_mu_fe(runs: Sequence[RunResult]) -> bytes:
     axis.set_ylabel("Model Utility \u2192 (higher: kept more)")
     axis.grid(alpha=0.3)
     has_intervals = any(r.intervals for r in runs)
-    axis.set_title("MU vs FE" + (" (bars: 95% bootstrap intervals)" if has_intervals else ""), fontsize=10)
+    level = S.levels_label(S.interval_level(r.summary) for r in runs if r.intervals)
+    axis.set_title("MU vs FE" + (f" (bars: {level} bootstrap intervals)" if has_intervals else ""), fontsize=10)
     _better_arrow(axis)
     if len(markers) > 1:  # never mix judges without saying so
         axis.legend(fontsize="x-small", loc="lower left")
@@ -527,8 +528,9 @@ def plot_trajectories(runs: Sequence[RunResult]) -> bytes | None:
     for axis, title in zip(axes, ("Model Utility \u2191", "Forget Efficacy \u2191"), strict=True):
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.set_xlabel("epoch")
-        axis.set_title(title + " (bands: 95% intervals)" if any(interval_values(s) for r in with_epochs
-                                                                  for s in r.trajectory) else title)
+        banded = [s for r in with_epochs for s in r.trajectory if interval_values(s)]
+        level = S.levels_label(S.interval_level(s) for s in banded)
+        axis.set_title(title + f" (bands: {level} intervals)" if banded else title)
         axis.grid(alpha=0.3)
     axes[0].legend(fontsize="small")
     figure.tight_layout()
@@ -570,7 +572,8 @@ def answer_examples(runs: Sequence[RunResult], per_set: int = 3) -> list[dict]:
 # ---- the page: one function per section ----------------------------------------------------------
 
 
-def section_table(columns: list[str], rows: list[dict], note: str | None) -> str:
+def section_table(columns: list[str], rows: list[dict], note: str | None, level: str) -> str:
+    """``level``: the intervals' level label (statistics.levels_label of the runs shown)."""
     shown = shown_columns(columns)
     head = "".join(f"<th>{_html_heading(c)}</th>" for c in shown)
     body = "".join(
@@ -585,7 +588,7 @@ def section_table(columns: list[str], rows: list[dict], note: str | None) -> str
                    "exact_memorisation: higher = more of the forget answers reproduced). \u2191 / \u2193: which way "
                    "is better; \u2192x: closest to x is best.")
     if has_intervals:
-        explanation += " Beneath each number: its 95% bootstrap interval over the evaluation's rows."
+        explanation += f" Beneath each number: its {level} bootstrap interval over the evaluation's rows."
     return (f'<section id="results"><h2>Results</h2><p>{html.escape(explanation)}</p>'
             + (f'<p class="note">{html.escape(note)}</p>' if note else "")
             + f'<div class="wide"><table class="results"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
@@ -623,7 +626,7 @@ def section_comparison(comparison: Comparison | None) -> str:
             cells += f'<td class="{css}">{shown}</td>'
         body += f"<tr><td>{html.escape(run)}</td>{cells}</tr>"
     text = (f"Each run minus {comparison.baseline}, bootstrapped on the same resampled rows "
-            f"({comparison.samples} resamples, {comparison.level:.0%} interval). Highlighted: distinguishable "
+            f"({comparison.samples} resamples, {S.percent(comparison.level)} interval). Highlighted: distinguishable "
             "(the interval excludes 0); grey: not distinguishable at this scale.")
     return (f'<section id="comparison"><h2>Paired comparison with {html.escape(comparison.baseline)}</h2>'
             f'<p>{html.escape(text)}</p><div class="wide"><table class="comparison"><thead><tr>{head}</tr></thead>'
@@ -741,7 +744,8 @@ def write_report(run_paths: Sequence[str], output: str | Path = "report", baseli
         markdown += "\n" + attack_section
         atomic_write_text(output / "report.md", markdown)
         images["Recovery under attack (method x attack)"] = attack_plot
-    sections = [section_table(columns, rows, note), section_comparison(comparison), section_figures(images),
+    level = S.levels_label(S.interval_level(r.summary) for r in runs)
+    sections = [section_table(columns, rows, note, level), section_comparison(comparison), section_figures(images),
                 section_answers(answer_examples(runs)), section_skipped(rows)]
     page = output / "report.html"
     atomic_write_text(page, html_page(sections))

@@ -130,7 +130,9 @@ def format_seeds(summary: dict) -> str:
     """``MU 0.4120 ± 0.0130 (3 seeds) [0.38, 0.44]`` lines for the headline numbers."""
     spread = summary["seeds"]["spread"]
     bounds = interval_values(summary)
-    lines = [f"over seeds {', '.join(str(s) for s in summary['seeds']['seeds'])}: mean ± sd, pooled 95% interval"]
+    level = S.levels_label([S.interval_level(summary)])
+    lines = [f"over seeds {', '.join(str(s) for s in summary['seeds']['seeds'])}: mean ± sd"
+             + (f", pooled {level} interval" if level else "")]
     for key in NUMBERS:
         if key in spread:
             interval = bounds.get(key)

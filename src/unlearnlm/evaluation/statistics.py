@@ -6,7 +6,8 @@ entailed) are already in ``records/SET.jsonl``, so a bootstrap replicate only re
 - Every set's rows are resampled with replacement, ``samples`` times (B = 1,000 by default),
   each set independently; a replicate's set metrics and aggregates (MU, FE, TOFU MU, ...) are
   recomputed through the evaluation's own two scoring functions (``Scoring``), so an interval
-  is always the interval of exactly the number printed. 95% percentile intervals.
+  is always the interval of exactly the number printed. Percentile intervals at the level set
+  (bootstrap.level, 95% by default).
 - The resampled row indices depend only on (seed, set name, number of rows): two models
   evaluated on the same rows get the same replicates, so the difference of their replicates is
   the paired bootstrap of their difference. "Distinguishable": its interval excludes 0.
@@ -19,16 +20,35 @@ from __future__ import annotations
 
 import math
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
 
+from ..config import BootstrapConfig
 from ..errors import UserError
 
-DEFAULT_SAMPLES = 1000
-DEFAULT_LEVEL = 0.95
+# The bootstrap's defaults are the settings' own (declared once, in config.BootstrapConfig).
+DEFAULT_SAMPLES = BootstrapConfig.samples
+DEFAULT_LEVEL = BootstrapConfig.level
+
+
+def percent(level: float) -> str:
+    """A confidence level as a label: 0.95 -> "95%", 0.975 -> "97.5%"."""
+    return f"{100 * level:g}%"
+
+
+def levels_label(levels: Iterable[float | None]) -> str:
+    """The label of the levels some results were computed at ("95%", or "90%/95%" when they
+    differ); "" when none is known. Every label of an interval is made by this or ``percent``."""
+    known = sorted({float(level) for level in levels if level is not None})
+    return "/".join(percent(level) for level in known)
+
+
+def interval_level(summary: dict) -> float | None:
+    """The level of a summary's intervals (its ``intervals`` block), None without intervals."""
+    return (summary.get("intervals") or {}).get("level")
 
 # (a set's rows, whether it is a forget set) -> {metric: value or None}
 SetMetricsFunction = Callable[[Sequence[dict], bool], dict]

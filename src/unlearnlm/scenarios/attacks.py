@@ -47,7 +47,7 @@ from ..data.records import default_retain_split, load_split, validate_records
 from ..errors import UserError
 from ..evaluation import recovery as R
 from ..evaluation.evaluate import EVAL_SUMMARY, RECORDS_DIR, build_sets, run_folder_of
-from ..evaluation.statistics import short_interval
+from ..evaluation.statistics import levels_label, short_interval
 from ..io import atomic_write_json, atomic_write_jsonl, atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -582,8 +582,8 @@ def format_attack_table(summary: dict) -> str:
     lines.append("recovery R = (m(attacked) - m(unlearned)) / (m(target) - m(unlearned)); 0 = nothing regained, "
                  "1 = back to the target; - = no gap or no value")
     if any(any((a.get("recovery_interval") or {}).values()) for a in summary["attacks"]):
-        level = (summary.get("recovery_bootstrap") or {}).get("level", 0.95)
-        lines.append(f"beneath: {level:.0%} paired bootstrap over the forget rows; an interval above 0 = knowledge "
+        level = levels_label([(summary.get("recovery_bootstrap") or {}).get("level")])
+        lines.append(f"beneath: {level} paired bootstrap over the forget rows; an interval above 0 = knowledge "
                      "came back beyond the rows' noise")
     for item in summary["skipped"]:
         lines.append(f"skipped {item['attack']}: {item['reason']}")

@@ -32,6 +32,7 @@ from typing import Optional
 from transformers import TrainerCallback
 
 from ..config import (
+    BootstrapConfig,
     DataConfig,
     DemoConfig,
     EvalDataConfig,
@@ -153,11 +154,11 @@ def is_finished(recipe: FinetuneConfig) -> bool:
 def load_judges(config: DemoConfig, background: Optional[JudgeInBackground] = None):
     from ..judges.loading import Judges, load_embedder, load_nli_judge
 
-    embedder = load_embedder(config.judges.embedder)
+    embedder = load_embedder(config.evaluation.judges.embedder)
     if background is not None:
         background.wait()
-    nli = load_nli_judge(config.judges.nli)
-    if nli is None and config.train_judge and config.judges.nli in ("auto", "offline"):
+    nli = load_nli_judge(config.evaluation.judges.nli)
+    if nli is None and config.train_judge and config.evaluation.judges.nli in ("auto", "offline"):
         from ..judges.offline import load_offline_nli_judge
 
         nli = load_offline_nli_judge(train_if_missing=True)
@@ -168,7 +169,8 @@ def judge_needs_training(config: DemoConfig) -> bool:
     """Whether the offline NLI judge will be trained: no NLI judge loads and none is cached."""
     from ..judges.loading import load_nli_judge
 
-    return config.train_judge and config.judges.nli in ("auto", "offline") and load_nli_judge(config.judges.nli) is None
+    nli = config.evaluation.judges.nli
+    return config.train_judge and nli in ("auto", "offline") and load_nli_judge(nli) is None
 
 
 class JudgeInBackground:
@@ -227,13 +229,12 @@ class ReclaimCores(TrainerCallback):
 
 def demo_evaluation_config(config: DemoConfig, world: Path, model_dir: Path, output: Path,
                            retain_eval: Path | None, holdout: Path | None = None) -> EvaluateConfig:
-    return EvaluateConfig(
+    return replace(
+        config.evaluation,
         model=replace(config.model, name_or_path=str(model_dir)),
         scenario="tofu",
         data=EvalDataConfig(source=str(world), forget=config.forget_split, task_id=["1"],
                             holdout=str(holdout) if holdout else None),
-        ds_size=config.ds_size,
-        judges=config.judges,
         retain_eval=str(retain_eval) if retain_eval else None,
         output_dir=str(output),
     )
@@ -431,7 +432,7 @@ def run_demo(config: DemoConfig) -> Path:
 
     logger.info("")
     page = write_report([str(r) for r in runs], output / "report", baseline="target")
-    lines = paper_claims(method_evals, cached_target / "eval")
+    lines = paper_claims(method_evals, cached_target / "eval", config.evaluation.bootstrap)
     atomic_write_text(output / "report" / "claims.md", "\n".join(lines) + "\n")
     logger.info("\n" + "\n".join(lines))
     elapsed = time.time() - stages.started
@@ -456,16 +457,18 @@ def _said(result: Optional[dict]) -> str:
     return f"{result['difference']:+.4f} {format_interval(result['interval'], signed=True)}"
 
 
-def paper_claims(method_evals: dict, target_eval: Path, samples: int = 1000, seed: int = 0,
-                 level: float = 0.95) -> list[str]:
+def paper_claims(method_evals: dict, target_eval: Path, settings: Optional[BootstrapConfig] = None) -> list[str]:
     """Which of the paper's headline claims this run tells apart: each claim's paired bootstrap
     differences (against the target or between methods, on the same resampled rows), and whether
     their intervals exclude 0. Methods the run did not include are said so.
 
     ``method_evals``: method -> its evaluation folder, or a list of them (one per seed: the seeds'
-    pooled replicates)."""
+    pooled replicates). ``settings``: the bootstrap's (the evaluations' own by default)."""
     from ..evaluation.evaluate import load_summary, read_set_rows, scoring
-    from ..evaluation.statistics import align_rows, bootstrap, pooled_over_seeds
+    from ..evaluation.statistics import align_rows, bootstrap, percent, pooled_over_seeds
+
+    settings = settings or BootstrapConfig()
+    samples, seed, level = settings.samples, settings.seed, settings.level
 
     base_rows = read_set_rows(target_eval)
     score = scoring(load_summary(target_eval).get("scenario", "tofu"))
@@ -478,7 +481,7 @@ def paper_claims(method_evals: dict, target_eval: Path, samples: int = 1000, see
         return each[0] if len(each) == 1 else pooled_over_seeds(each)
 
     boot = {m: replicates(folders) for m, folders in method_evals.items()}
-    lines = [f"The paper's claims at this scale (paired bootstrap, {level:.0%} intervals, {samples} resamples; "
+    lines = [f"The paper's claims at this scale (paired bootstrap, {percent(level)} intervals, {samples} resamples; "
              "distinguishable = the interval excludes 0):"]
 
     def verdict(holds: bool, told_apart: bool) -> str:
