@@ -268,9 +268,7 @@ class FinetuneConfig:
     output_dir: str = "runs/finetune"
     model: ModelConfig = field(default_factory=ModelConfig)
     data: FinetuneDataConfig = field(default_factory=FinetuneDataConfig)
-    training: TrainingConfig = field(
-        default_factory=lambda: TrainingConfig(lr=1e-5, epochs=5.0, warmup_epochs=1.0)
-    )
+    training: TrainingConfig = field(default_factory=TrainingConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
 
 
@@ -452,9 +450,9 @@ class BuildForgetSetConfig:
     # Or a JSON/JSONL file of rows {name, question[, golden_answer][, neighbor: true]} (templates unused).
     questions_file: Optional[str] = None
     output_dir: str = "data/real_world_built"
-    # Prompt + answer tokens, at most: the evaluation's budget (200), so that evaluating the
-    # target regenerates exactly these answers.
-    max_length: int = 200
+    # Prompt + answer tokens, at most: the evaluation's budget, so that evaluating the target
+    # regenerates exactly these answers.
+    max_length: int = EvaluateConfig.max_length
     batch_size: int = 16
 
 
@@ -465,11 +463,11 @@ class RelearnAttackConfig:
     # JSON/JSONL file of question/answer rows.
     data: str = "forget_half"
     steps: int = 20
-    lr: float = 1e-5
-    # Batch as fine-tuning (FinetuneConfig's defaults).
-    per_device_batch_size: int = 4
-    gradient_accumulation_steps: int = 4
-    seed: int = 1001
+    # Learning rate, batch and seed as fine-tuning's (TrainingConfig's defaults, declared there).
+    lr: float = TrainingConfig.lr
+    per_device_batch_size: int = TrainingConfig.per_device_batch_size
+    gradient_accumulation_steps: int = TrainingConfig.gradient_accumulation_steps
+    seed: int = TrainingConfig.seed
     # Keep the relearned weights (RUN/attacks/relearn/run/model) once evaluated; false deletes them.
     keep_model: bool = True
 
