@@ -43,6 +43,85 @@ def test_finetune_unlearn_evaluate(tiny_model, qa_folder, tmp_path):
     assert set(scores["sets"]) == {"forget_perturbed", "retain_perturbed"}
     assert 0 <= scores["FE"] <= 1 and scores["FE_n_values"] == 3  # ROUGE, Probability, Truth ratio
 
+    # the commands that read a finished evaluation, as functions too
+    bounds = unlearnlm.intervals(run.folder, samples=50, level=0.9)
+    assert bounds.numbers == json.loads((scores.folder / "summary.json").read_text())
+    assert bounds["intervals"]["level"] == 0.9 and "90%" in bounds.text
+    with pytest.raises(UserError, match="samples must be at least 1"):
+        unlearnlm.intervals(run.folder, samples=0)
+    page = unlearnlm.report([run.folder], tmp_path / "report")
+    assert page == tmp_path / "report" / "report.html" and "90%" in page.read_text()
+
+    # one run per seed: the numbers are OUTPUT_DIR/seeds.json
+    seeds = unlearnlm.unlearn(preset="tofu", model=target.folder / "model", method="GA+GD", output_dir=tmp_path / "s",
+                              seeds=[1, 2], **{"data.source": str(qa_folder), "data.forget": "forget.json",
+                                               "data.retain": "retain.json", "data.task_id": "2", **FAST})
+    assert seeds.numbers == {"seeds": [1, 2], "runs": ["seed_1", "seed_2"]}
+    assert all((seeds.folder / f"seed_{s}" / "train_summary.json").exists() for s in (1, 2))
+
+
+def test_the_cheap_commands_as_functions(tiny_model, tmp_path):
+    listing = unlearnlm.list_methods()
+    assert "GA+GD" in listing["methods"] and listing["settings"]["SimNPO"]["beta"] == 4.5
+    presets = unlearnlm.list_presets()
+    assert "tofu" in presets and presets["demo-quick"].startswith("The demo as a smoke run")
+    counts = unlearnlm.make_world(tmp_path / "world", authors=4, questions_per_author=2)
+    assert counts["forget01"] == len((tmp_path / "world" / "forget01.json").read_text().splitlines())
+    shown = unlearnlm.show_format(tiny_model, "Who?", "Me.", kind="tofu-llama2")
+    assert shown["prompt_text"] == "[INST] Who? [/INST]" and shown["model"] == str(tiny_model)
+    with pytest.raises(UserError, match="kind"):
+        unlearnlm.show_format(tiny_model, kind="llama9")
+
+
+def _argv(name: str) -> list[str]:
+    """A command line of each command, with one override after an option where it takes both."""
+    return {"evaluate": ["evaluate", "M", "-c", "tofu", "ds_size=3"], "attack": ["attack", "RUN", "relearn.steps=2"],
+            "report": ["report", "A", "B", "-o", "out"], "intervals": ["intervals", "EVAL", "samples=9"],
+            "show-format": ["show-format", "M", "-q", "Q", "kind=tags"], "make-world": ["make-world", "W", "seed=2"],
+            "train-judge": ["train-judge", "--threads", "1", "steps=3"], "methods": ["methods"],
+            "presets": ["presets"], "demo": ["demo", "--quick", "seeds=[1]"]}.get(name, [name, "-c", "x.yaml", "a.b=1"])
+
+
+FUNCTIONS = {"methods": "list_methods", "presets": "list_presets"}  # unlearnlm.methods is the package
+
+
+def test_every_command_calls_its_api_function(monkeypatch):
+    """One code path: each command hands its parsed arguments to the API function of its name."""
+    from unlearnlm import api
+    from unlearnlm.cli import all_commands, main
+    from unlearnlm.scenarios.registry import SCENARIOS
+
+    calls = []
+
+    def recorder(name):
+        def record(*args, **kwargs):
+            calls.append((name, args, kwargs))
+            if name == "list_methods":
+                return {"forget_losses": [], "regularizers": [], "methods": [], "aliases": {}, "settings": {}}
+            if name in ("list_presets", "make_world", "show_format"):
+                return {}
+            return "page" if name == "report" else api.Result(api.Path("F"), {}, "")
+        return record
+
+    names = {FUNCTIONS.get(name, name.replace("-", "_")) for name in all_commands()}
+    assert names <= set(unlearnlm.__all__)  # every command has its function
+    for name in {n for n in names if n.replace("_", "-") not in SCENARIOS} | {"scenario", "demo"}:
+        monkeypatch.setattr(api, name, recorder(name))
+    for name in all_commands():
+        calls.clear()
+        assert main(_argv(name)) == 0, name
+        (called, args, kwargs), = calls
+        scenario = name in SCENARIOS and name != "demo"
+        assert called == ("scenario" if scenario else FUNCTIONS.get(name, name.replace("-", "_"))), name
+        if scenario:
+            assert args == (name,) and kwargs == {"preset": "x.yaml", "a.b": "1"}
+    calls.clear()
+    main(_argv("evaluate"))
+    assert calls == [("evaluate", ("M",), {"preset": "tofu", "ds_size": "3"})]
+    calls.clear()
+    main(_argv("demo"))
+    assert calls == [("demo", (), {"preset": None, "quick": True, "seeds": "[1]"})]
+
 
 def test_config_objects_and_overrides_combine():
     base = UnlearnConfig(method="IDK+AP", training=TrainingConfig(lr=3e-6))

@@ -464,3 +464,25 @@ def test_relearning_on_the_retain_set_or_a_file_evaluates_the_whole_forget_set(u
     bad.write_text('{"question": "no answer"}\n')
     with pytest.raises(UserError, match="answer"):
         plan_attacks(load_config(AttackConfig, None, ["attacks=relearn", f"relearn.data={bad}"]), run)
+
+
+def test_a_toy_attack_is_one_function_and_one_entry(unlearned_run, monkeypatch, capsys):
+    """tests/toy_attack.py, registered, runs from the command line and from the API."""
+    import toy_attack
+
+    import unlearnlm
+    from unlearnlm.scenarios import attacks
+
+    run, _, judges = unlearned_run
+    monkeypatch.setitem(attacks.ATTACKS, "echo", toy_attack.ATTACK)
+    monkeypatch.setattr(Judges, "load", classmethod(lambda cls, config: judges))
+    assert main(["attack", str(run), "attacks=echo", "progress=false"]) == 0
+    assert "echo:again" in capsys.readouterr().out
+    result = unlearnlm.attack(run, attacks=["echo"], progress=False, judges=judges)
+    (echo,) = [a for a in result["attacks"] if a["attack"] == "echo:again"]
+    assert result.folder == run.resolve() / "attacks" and "echo:again" in result.text
+    # U attacked by asking it again: every metric with a gap to the target recovers exactly 0
+    assert echo["rows"] == 12 and [v for v in echo["recovery"].values() if v is not None] != []
+    assert all(v == 0 for v in echo["recovery"].values() if v is not None)
+    with pytest.raises(UserError, match="unknown attack 'melt'; valid: relearn, quantize, probes, echo"):
+        unlearnlm.attack(run, attacks=["melt"])

@@ -282,9 +282,9 @@ def train_judge(*, tofu: Optional[str] = None, force: bool = False, threads: int
     return Result(judge_folder(config), metrics, format_metrics(metrics))
 
 
-def methods() -> dict[str, Any]:
-    """The unlearning methods (``unlearnlm methods``): forget losses, regularisers, methods,
-    aliases, and each objective's settings with their defaults."""
+def list_methods() -> dict[str, Any]:
+    """The unlearning methods (``unlearnlm methods``; ``unlearnlm.methods`` is the package): forget
+    losses, regularisers, methods, aliases, and each objective's settings with their defaults."""
     import dataclasses
 
     from .methods.registry import ALIASES, FORGET_LOSSES, REGULARIZERS, UNMAPPED_NAMES, method_names
@@ -297,7 +297,7 @@ def methods() -> dict[str, Any]:
             "aliases": {**ALIASES, **UNMAPPED_NAMES}, "settings": settings}
 
 
-def presets() -> dict[str, str]:
+def list_presets() -> dict[str, str]:
     """The config presets shipped with unlearnlm (``unlearnlm presets``): name -> its first comment line."""
     from .config import PRESET_DIR, preset_names
 

@@ -51,7 +51,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
 def cmd_methods(args: argparse.Namespace) -> None:
     from . import api
 
-    listing = api.methods()
+    listing = api.list_methods()
     logger.info("forget losses: " + ", ".join(listing["forget_losses"]))
     logger.info("regularisers:  " + ", ".join(listing["regularizers"]))
     logger.info("methods:       " + ", ".join(listing["methods"]))
@@ -65,7 +65,7 @@ def cmd_methods(args: argparse.Namespace) -> None:
 def cmd_presets(args: argparse.Namespace) -> None:
     from . import api
 
-    for name, note in api.presets().items():
+    for name, note in api.list_presets().items():
         logger.info(f"{name:28s} {note}")
 
 
