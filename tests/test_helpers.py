@@ -1,4 +1,5 @@
-"""The helpers each concern has one of: length batching, table cells, the run-folder check."""
+"""The helpers each concern has one of: length batching, table cells, CSV text, PNG figures, the
+run-folder check."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pytest
 from unlearnlm.config import TrainingConfig, UnlearnConfig, check_run_folder, config_differences, save_config
 from unlearnlm.data.batches import LengthGroupedSampler, length_batches
 from unlearnlm.errors import UserError
-from unlearnlm.tables import format_cell, markdown_table, number_cell
+from unlearnlm.tables import csv_text, format_cell, markdown_table, number_cell
 
 
 def test_length_batches():
@@ -42,6 +43,23 @@ def test_table_cells_and_markdown():
     table = markdown_table(["run", "downstream/arc"], [{"run": "a", "downstream/arc": 0.123456}],
                            titles={"downstream/arc": "arc"})
     assert table == "| run | arc |\n|---|---|\n| a | 0.1235 |\n"
+
+
+def test_csv_text():
+    rows = [{"a": 1.5, "b": None}, {"a": "x,y"}]
+    assert csv_text(["a", "b"], rows) == 'a,b\r\n1.5,\r\n"x,y",\r\n'  # None and a missing key: empty
+    with pytest.raises(ValueError, match="not in fieldnames"):
+        csv_text(["a"], rows)  # a key that is no column is not dropped silently...
+    assert csv_text(["a"], rows, ignore_other_keys=True) == 'a\r\n1.5\r\nx,y\r\n'.replace("x,y", '"x,y"')
+
+
+def test_png_bytes_closes_the_figure():
+    from unlearnlm.figures import png_bytes, pyplot
+
+    plt = pyplot()
+    figure = plt.figure(figsize=(1, 1))
+    data = png_bytes(figure, dpi=20)
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and not plt.fignum_exists(figure.number)
 
 
 def test_run_folder_check(tmp_path):

@@ -1,7 +1,7 @@
 """The package's layers hold: every import (function-level ones too) goes to the same or an
 earlier layer, and no two modules import each other, however indirectly.
 
-    leaves (errors, io, tables, tiny) -> data -> methods -> config -> training -> judges
+    leaves (errors, io, tables, tiny, figures) -> data -> methods -> config -> training -> judges
     -> evaluation -> scenarios -> the entry points (cli, __main__, api, the package itself)
 
 config sits after methods: a run's typed settings name its method and that method's own typed
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "unlearnlm"
-LEAVES = {"errors", "io", "tables", "tiny"}
+LEAVES = {"errors", "io", "tables", "tiny", "figures"}
 ORDER = ["data", "methods", "config", "training", "judges", "evaluation", "scenarios"]
 ENTRY_POINTS = {"cli", "__main__", "api", ""}  # "" = unlearnlm/__init__.py
 

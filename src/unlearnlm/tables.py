@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional, Sequence
+import csv
+import io
+from typing import Any, Iterable, Mapping, Optional, Sequence
 
 
 def format_cell(value: Any) -> str:
@@ -20,6 +22,17 @@ def number_cell(value: Any) -> str:
         return format_cell(float(value))
     except (TypeError, ValueError):
         return format_cell(value)
+
+
+def csv_text(columns: Sequence[str], rows: Iterable[Mapping[str, Any]], ignore_other_keys: bool = False) -> str:
+    """A CSV file's text: a header of ``columns``, then one line per row (dict); a missing key or
+    None is an empty cell. A key outside ``columns`` is an error unless ``ignore_other_keys``."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), restval="",
+                            extrasaction="ignore" if ignore_other_keys else "raise")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
 
 
 def markdown_table(columns: Sequence[str], rows: Sequence[Mapping[str, Any]],

@@ -9,12 +9,12 @@ beneath. report_attacks.csv holds every metric's recovery and interval.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..figures import png_bytes, pyplot
+from ..tables import csv_text
 from .metrics import FORGET_EFFICACY_METRICS
 from .recovery import RECOVERY_METRICS, RECOVERY_TITLES
 from .statistics import levels_label, short_interval
@@ -129,9 +129,7 @@ def attack_csv(summaries: Sequence[tuple[str, dict]]) -> str:
     recovery_columns = [*(f"recovery/{m}" for m in RECOVERY_METRICS), "mean_recovery"]
     columns = ["method", "attack", "rows", "FE", "MU",
                *(f"{c}{end}" for c in recovery_columns for end in ("", "_low", "_high"))]
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns)
-    writer.writeheader()
+    rows = []
     for label, summary in summaries:
         for attack in summary.get("attacks", []):
             row = {"method": label, "attack": attack["attack"], "rows": attack.get("rows"), "FE": attack.get("FE"),
@@ -141,18 +139,16 @@ def attack_csv(summaries: Sequence[tuple[str, dict]]) -> str:
             bounds["mean_recovery"] = attack.get("mean_recovery_interval")
             for column, interval in bounds.items():
                 row[f"{column}_low"], row[f"{column}_high"] = interval if interval else (None, None)
-            writer.writerow({k: "" if v is None else v for k, v in row.items()})
-    return buffer.getvalue()
+            rows.append(row)
+    return csv_text(columns, rows)
 
 
 def plot_attack_recovery(summaries: Sequence[tuple[str, dict]]) -> bytes:
     """A heat map of the method x attack table, each cell written in it (grey: no value, or nothing
     distinguishable to recover)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
+
+    plt = pyplot()
 
     labels, names, cells = recovery_matrix(summaries)
     bounds = recovery_matrix(summaries, "mean_recovery_interval")[2]
@@ -176,10 +172,7 @@ def plot_attack_recovery(summaries: Sequence[tuple[str, dict]]) -> bytes:
     figure.colorbar(image, ax=axis).set_label("recovery: 0 held, 1 = target", fontsize=7)
     axis.set_title("Recovery of forgotten knowledge under attack", fontsize=9)
     figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=120)
-    plt.close(figure)
-    return buffer.getvalue()
+    return png_bytes(figure)
 
 
 def write_attack_section(runs: Sequence, output: Path) -> tuple[str, bytes | None]:

@@ -20,9 +20,7 @@ The page is made of separate sections (``section_*`` functions), each an HTML fr
 from __future__ import annotations
 
 import base64
-import csv
 import html
-import io
 import json
 import logging
 from collections.abc import Sequence
@@ -33,8 +31,10 @@ import yaml
 
 from ..config import BootstrapConfig
 from ..errors import UserError
+from ..figures import png_bytes
+from ..figures import pyplot as _pyplot
 from ..io import atomic_write_text
-from ..tables import format_cell
+from ..tables import csv_text, format_cell
 from . import statistics as S
 from .evaluate import (
     EVAL_SUMMARY,
@@ -231,14 +231,6 @@ def markdown_table(columns: list[str], rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def csv_text(columns: list[str], rows: list[dict]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows({c: ("" if row[c] is None else row[c]) for c in columns} for row in rows)
-    return buffer.getvalue()
-
-
 # ---- paired comparisons with a baseline ------------------------------------------------------------
 
 
@@ -326,33 +318,16 @@ def comparison_markdown(comparison: Comparison) -> str:
 
 
 def comparison_csv(comparison: Comparison) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["run", "baseline", "number", "difference", "low", "high", "distinguishable"])
+    rows = []
     for run, results in comparison.results.items():
         for key, result in results.items():
             low, high = result["interval"] or ("", "")
-            writer.writerow([run, comparison.baseline, key, result["difference"], low, high, result["distinguishable"]])
-    return buffer.getvalue()
+            rows.append({"run": run, "baseline": comparison.baseline, "number": key, "difference": result["difference"],
+                         "low": low, "high": high, "distinguishable": result["distinguishable"]})
+    return csv_text(["run", "baseline", "number", "difference", "low", "high", "distinguishable"], rows)
 
 
 # ---- plots -------------------------------------------------------------------------------------
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _png(figure) -> bytes:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=120)
-    _pyplot().close(figure)
-    return buffer.getvalue()
 
 
 def _bounds(run: RunResult, key: str) -> tuple[float, float] | None:
@@ -468,7 +443,7 @@ def plot_mu_fe(runs: Sequence[RunResult]) -> bytes:
     figure.tight_layout()
     if points:
         place_labels(axis, points, labels)
-    return _png(figure)
+    return png_bytes(figure)
 
 
 def plot_metrics(runs: Sequence[RunResult]) -> bytes | None:
@@ -501,7 +476,7 @@ def plot_metrics(runs: Sequence[RunResult]) -> bytes | None:
         axis.set_visible(False)
     axes.flat[0].set_ylim(len(runs) - 0.5, -0.5)  # shared: the first run on top in every panel
     figure.tight_layout()
-    return _png(figure)
+    return png_bytes(figure)
 
 
 def plot_trajectories(runs: Sequence[RunResult]) -> bytes | None:
@@ -534,7 +509,7 @@ def plot_trajectories(runs: Sequence[RunResult]) -> bytes | None:
         axis.grid(alpha=0.3)
     axes[0].legend(fontsize="small")
     figure.tight_layout()
-    return _png(figure)
+    return png_bytes(figure)
 
 
 # ---- answers side by side ----------------------------------------------------------------------------
@@ -728,7 +703,7 @@ def write_report(run_paths: Sequence[str], output: str | Path = "report", baseli
         markdown += "\n" + comparison_markdown(comparison)
         atomic_write_text(output / "comparison.csv", comparison_csv(comparison))
     atomic_write_text(output / "report.md", markdown)
-    atomic_write_text(output / "report.csv", csv_text(columns, rows))
+    atomic_write_text(output / "report.csv", csv_text(columns, rows, ignore_other_keys=True))
     images = {}
     for title, file_name, plot in (("Model Utility vs Forget Efficacy", "mu_fe.png", plot_mu_fe),
                                    ("Every headline number with its interval", "metrics.png", plot_metrics),

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import copy
 import csv
-import io
 import json
 import logging
 import shutil
@@ -34,7 +33,7 @@ from ..config import ContinualConfig, UnlearnConfig
 from ..data.records import load_split, task_ids_of
 from ..errors import UserError
 from ..io import append_csv_row, atomic_write_json, atomic_write_text, safe_name
-from ..tables import markdown_table, number_cell
+from ..tables import csv_text, markdown_table, number_cell
 from .common import claim_output_folder
 
 logger = logging.getLogger(__name__)
@@ -251,11 +250,7 @@ def write_seed_trajectory(output_dir: Path, seeds: list[int], settings) -> None:
                     row[f"{key}_low"], row[f"{key}_high"] = bounds[key]
         rows.append(row)
     columns = list(dict.fromkeys(k for r in rows for k in r))
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, restval="")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(output_dir / TRAJECTORY, buffer.getvalue())
+    atomic_write_text(output_dir / TRAJECTORY, csv_text(columns, rows))
     write_trajectory_views(output_dir)
 
 
@@ -371,13 +366,9 @@ def trajectory_markdown(rows: list[dict]) -> str:
 
 def plot_trajectory(rows: list[dict], path: Path) -> None:
     """MU and FE against the number of tasks unlearned, one line per method."""
-    import io
+    from ..figures import png_bytes, pyplot
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     figure, axes = plt.subplots(1, 2, figsize=(9, 3.5))
     for index, (method, chain) in enumerate(_trajectories(rows).items()):
         for axis, key in zip(axes, ("MU", "FE")):
@@ -395,12 +386,9 @@ def plot_trajectory(rows: list[dict], path: Path) -> None:
         axis.grid(alpha=0.3)
     axes[0].legend(fontsize="small")
     figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=120)
-    plt.close(figure)
     # Written whole or not at all, like every other result file.
     tmp = path.with_suffix(".png.tmp")
-    tmp.write_bytes(buffer.getvalue())
+    tmp.write_bytes(png_bytes(figure))
     tmp.replace(path)
 
 

@@ -18,8 +18,6 @@ continues where it stopped.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 from dataclasses import replace
@@ -28,7 +26,7 @@ from pathlib import Path
 from ..config import RealWorldConfig
 from ..errors import UserError
 from ..io import atomic_write_text
-from ..tables import markdown_table
+from ..tables import csv_text, markdown_table
 from .common import claim_output_folder
 
 logger = logging.getLogger(__name__)
@@ -125,11 +123,7 @@ def run_real_world(config: RealWorldConfig, judges=None) -> Path:
 def write_results(rows: list[dict], output_dir: Path) -> None:
     """results.csv (every column) and results.md (MU, FE and the downstream scores)."""
     columns = list(dict.fromkeys(k for row in rows for k in row))
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, restval="")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(output_dir / "results.csv", buffer.getvalue())
+    atomic_write_text(output_dir / "results.csv", csv_text(columns, rows))
     shown = ["model", "MU", "FE"] + [c for c in columns if c.startswith("downstream/")] + ["embedder", "nli"]
     table = markdown_table(shown, rows, titles={c: c.replace("downstream/", "") for c in shown})
     atomic_write_text(output_dir / "results.md", table)
