@@ -457,9 +457,9 @@ def unlearn(config: UnlearnConfig, callbacks: Sequence | Callable[[UnlearnConfig
     one run per seed."""
     if config.seeds:
         return unlearn_seeds(config, callbacks)
+    method = validate_config(config)  # the method, resolved once; before the callbacks read the config
     if callable(callbacks):
         callbacks = callbacks(config)
-    method = validate_config(config)  # the method, resolved once
     config = with_method_settings(config, method)  # every setting of the method goes into config.yaml
     data = load_unlearning_data(config, method)
     output_dir = Path(config.output_dir)
