@@ -158,6 +158,39 @@ def test_per_epoch_evaluation_under_torchrun(tiny_model, qa_folder, eval_files, 
     assert len((two_eval / "results.csv").read_text().splitlines()) == 5  # header + epochs 0-3
 
 
+FSDP2_EVALUATION = """
+import sys
+from torch.distributed.fsdp import fully_shard
+from unlearnlm.config import EvaluateConfig, load_config
+from unlearnlm.evaluation.evaluate import evaluate_model
+from unlearnlm.evaluation.shards import processes
+from unlearnlm.training.models import load_for_inference, load_tokenizer
+
+processes()  # joins the gloo group
+config = load_config(EvaluateConfig, None, sys.argv[1:])
+model, tokenizer = load_for_inference(config.model, load_tokenizer(config.model))
+for block in model.model.layers:
+    fully_shard(block)
+fully_shard(model)
+evaluate_model(config, model=model, tokenizer=tokenizer)
+"""
+
+
+@needs_torchrun
+def test_fsdp2_sharded_model_evaluates_as_one_process(tiny_model, eval_files, tmp_path):
+    """A model split over two CPU processes by FSDP2's fully_shard (each holds half of every
+    parameter; every forward gathers them) evaluates to one process's records: both processes
+    run every row (a sharded model's forwards are collective), the main one writes."""
+    arguments = evaluate_arguments(tiny_model, eval_files["forget5"], eval_files["retain7"], eval_files["holdout1"])
+    assert main(["evaluate", *arguments, f"output_dir={tmp_path / 'one'}"]) == 0
+    (tmp_path / "shard.py").write_text(FSDP2_EVALUATION)
+    done = subprocess.run(["torchrun", "--nproc_per_node", "2", "--master_port", "29548", str(tmp_path / "shard.py"),
+                           *arguments, f"output_dir={tmp_path / 'fsdp2'}"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = assert_same_evaluation(tmp_path / "one", tmp_path / "fsdp2")
+    assert summary["evaluated_by"] == {"processes": 2, "rows_per_process": [13, 13], "rows_split": False}
+
+
 def fsdp_launch_env() -> dict[str, str]:
     """The environment accelerate launch gives each process for the shipped fsdp.yaml (accelerate's
     own conversion), in float32 (the one-process run's precision) and on the CPU without a GPU."""

@@ -105,7 +105,7 @@ def infer_across_processes(
     if parameters_sharded(model):
         # Every process runs the same forwards (see the module's docstring); rows are not split.
         records, extra = infer(sets)
-        extras = _gather([extra], group)
+        extras = _gather(extra, group)
         return (records if group.is_main else None), extras, {
             "processes": group.count, "rows_per_process": [total] * group.count, "rows_split": False}
     dealt = [sum(len(rows) for _, rows in sets[:k]) for k in range(len(sets))]
