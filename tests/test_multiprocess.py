@@ -86,13 +86,43 @@ def assert_same_evaluation(one: Path, two: Path) -> dict:
     return second
 
 
+# Judges that need no model: a letter-count embedding and "entailment" when every word of the
+# hypothesis is in the premise; each process loads them and judges its own shard.
+FAKE_JUDGES = """
+import numpy as np
+import unlearnlm.judges.loading as loading
+
+class LetterEmbedder:
+    name = "letter-counts"
+    def encode(self, texts, batch_size=64):
+        return np.array([[t.lower().count(c) + 1.0 for c in "abcdefghijklmnopqrstuvwxyz"] for t in texts])
+
+class WordsNLI:
+    name = "word-subset"
+    def predict(self, premises, hypotheses, batch_size=32):
+        return ["entailment" if set(h.lower().split()) <= set(p.lower().split()) else "neutral"
+                for p, h in zip(premises, hypotheses)]
+
+loading.Judges.load = classmethod(lambda cls, config: cls(LetterEmbedder(), WordsNLI()))
+"""
+
+
 @needs_torchrun
 def test_two_processes_evaluate_as_one(tiny_model, eval_files, tmp_path):
-    arguments = evaluate_arguments(tiny_model, eval_files["forget5"], eval_files["retain7"], eval_files["holdout1"])
-    assert main(["evaluate", *arguments, f"output_dir={tmp_path / 'one'}"]) == 0
-    two = torchrun(2, 29541, "evaluate", *arguments, f"output_dir={tmp_path / 'two'}")
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(FAKE_JUDGES)
+    env = {"PYTHONPATH": os.pathsep.join([str(hooks), os.environ.get("PYTHONPATH", "")])}
+    arguments = [a for a in evaluate_arguments(tiny_model, eval_files["forget5"], eval_files["retain7"],
+                                               eval_files["holdout1"]) if not a.startswith("judges.")]
+    one = subprocess.run([sys.executable, "-m", "unlearnlm", "evaluate", *arguments, f"output_dir={tmp_path / 'one'}"],
+                         capture_output=True, text=True, timeout=300, env={**os.environ, **env})
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = torchrun(2, 29541, "evaluate", *arguments, f"output_dir={tmp_path / 'two'}", env=env)
     assert two.returncode == 0, two.stderr[-2000:]
     summary = assert_same_evaluation(tmp_path / "one", tmp_path / "two")
+    assert summary["judges"] == {"embedder": "letter-counts", "nli": "word-subset"}
+    assert all("cosine" in r and "nli_label" in r for r in records(tmp_path / "two")["forget5.jsonl"])
     # Dealt out across the sets: forget5 rows 0, 2, 4 and retain7 rows 1, 3, 5 (row 5 + i of all)
     # and the holdout row (row 12) to process 0; forget5 1, 3 and retain7 0, 2, 4, 6 to process 1.
     assert summary["evaluated_by"] == {"processes": 2, "rows_per_process": [7, 6]}

@@ -8,7 +8,7 @@ step (epoch 0: the target) and at the end of every epoch:
 
 An epoch already evaluated (a resumed run) is not evaluated again. Under torchrun every process
 takes part, as in ``unlearnlm evaluate`` (evaluation/shards.py): each generates and scores a share
-of the rows, the main process judges and writes. Training does not know about
+of the rows (and judges its generations), the main process writes. Training does not know about
 evaluation: whoever starts the run (the CLI, the Python API, a scenario) hands these callbacks
 to ``training.run.unlearn`` (``epoch_evaluation(config)``).
 """
@@ -56,8 +56,7 @@ class EpochEvaluationCallback(TrainerCallback):
         if from_main((target / EVAL_SUMMARY).exists(), group):  # every process skips it, or none
             return
         config = replace(self.config, output_dir=str(target))
-        judges = self.judges.get() if group.is_main else Judges()  # only the main process judges
-        evaluate_model(config, model=model, tokenizer=tokenizer, judges=judges,
+        evaluate_model(config, model=model, tokenizer=tokenizer, judges=self.judges.get(),
                        extra={"epoch": epoch}, csv_path=self.folder / RESULTS_CSV)
 
     def on_train_begin(self, args, state, control, model=None, processing_class=None, **kwargs):

@@ -451,8 +451,9 @@ def evaluate_model(
     tokenizer = tokenizer if tokenizer is not None else load_tokenizer(config.model)
     formatter = load_prompt_format(config.model, tokenizer)
     check_prompt_lengths(formatter, sets, config.max_length)
-    if judges is None:  # only the main process judges
-        judges = Judges.load(config.judges) if group.is_main else Judges()
+    # Every process judges the generations of its own shard (docs/performance.md#multi-gpu: cheaper
+    # than judging every row on the main process).
+    judges = judges if judges is not None else Judges.load(config.judges)
     if model is None:
         model, tokenizer = load_for_inference(config.model, tokenizer)
 
@@ -462,24 +463,27 @@ def evaluate_model(
 
     def infer(shard_sets):
         inference_times = InferenceTimes()
-        return infer_sets(
+        shard_records = infer_sets(
             model, formatter, shard_sets, config.max_length, config.generation_batch_size, config.loss_batch_size,
             inference_times, log, config.group_by_length, config.pad_to, config.answer_logits_only,
             config.share_prompts, config.privacy.keep_token_values,
-        ), inference_times
+        )
+        shard_times = {"generation_s": inference_times.generation_s, "loss_s": inference_times.loss_s}
+        judge_records([(s, r) for (s, _), r in zip(shard_sets, shard_records)], judges, config.judges, shard_times)
+        return shard_records, shard_times
 
     started = time.perf_counter()
     records, shard_times, split = infer_across_processes(infer, model, sets, group)
     if not group.is_main:
         return from_main(None, group)
     judged_sets = [(eval_set, set_records) for (eval_set, _), set_records in zip(sets, records)]
-    # The slowest process's time: what the evaluation waited for.
-    times = {"generation_s": max(t.generation_s for t in shard_times), "loss_s": max(t.loss_s for t in shard_times)}
+    # Each step's slowest process: what the evaluation waited for.
+    steps = dict.fromkeys(key for t in shard_times for key in t)
+    times = {key: max(t[key] for t in shard_times if key in t) for key in steps}
     if config.privacy.grad_norm_p:
         grad_started = time.perf_counter()
         attach_gradient_norms(model, formatter, judged_sets, config.privacy.grad_norm_p)
         times["grad_norm_s"] = time.perf_counter() - grad_started
-    judge_records(judged_sets, judges, config.judges, times)
     attach_reference_losses(judged_sets, config.privacy.reference_eval or config.retain_eval)
     set_results = score_sets(judged_sets, config.privacy)
     times["total_s"] = time.perf_counter() - started

@@ -3,8 +3,9 @@
 Each set's rows are dealt out round-robin (every shard gets the same mix of short and long rows;
 the dealing goes on from set to set, so no process takes every set's extra row); every process
 runs the one-process inference (``inference.infer_sets``, length-sorted batches within its shard)
-on its shard; the records are gathered on the main process in row order. The main process
-alone judges, scores, bootstraps and writes; the others receive its summary. One process: the
+on its shard, and the judges on its generations; the records are gathered on the main process
+in row order. The main process alone scores, bootstraps and writes; the others receive its
+summary. One process: the
 shard is every row and nothing is exchanged.
 
 A model whose parameters are themselves sharded over the processes (FSDP, DeepSpeed ZeRO-3)
