@@ -6,8 +6,9 @@ step (epoch 0: the target) and at the end of every epoch:
     OUTPUT_DIR/eval/epoch_K/      records, summary.json, config.yaml of epoch K
     OUTPUT_DIR/eval/results.csv   one row per epoch (column ``epoch``): the trajectory
 
-An epoch already evaluated (a resumed run) is not evaluated again. Only the main process
-evaluates; the others wait at the Trainer's next synchronisation. Training does not know about
+An epoch already evaluated (a resumed run) is not evaluated again. Under torchrun every process
+takes part, as in ``unlearnlm evaluate`` (evaluation/shards.py): each generates and scores a share
+of the rows (and judges its generations), the main process writes. Training does not know about
 evaluation: whoever starts the run (the CLI, the Python API, a scenario) hands these callbacks
 to ``training.run.unlearn`` (``epoch_evaluation(config)``).
 """
@@ -23,6 +24,7 @@ from transformers import TrainerCallback
 from ..config import UnlearnConfig
 from ..judges.loading import Judges, LazyJudges
 from .evaluate import EVAL_SUMMARY, RESULTS_CSV, build_sets, evaluate_model, run_evaluation_config
+from .shards import from_main, processes
 
 EVAL_DIR = "eval"
 
@@ -33,7 +35,7 @@ def epoch_number(epoch: float) -> int | float:
 
 
 class EpochEvaluationCallback(TrainerCallback):
-    """Evaluates the model being trained at the start and at every epoch's end (main process only).
+    """Evaluates the model being trained at the start and at every epoch's end (on every process).
     The tokenizer is the Trainer's own (its ``processing_class``)."""
 
     def __init__(self, config, output_dir: str | Path, judges: Optional[Judges] = None):
@@ -49,20 +51,20 @@ class EpochEvaluationCallback(TrainerCallback):
         return cls(config, run.output_dir, judges)
 
     def evaluate(self, model, tokenizer, epoch: int) -> None:
+        group = processes()
         target = self.folder / f"epoch_{epoch}"
-        if (target / EVAL_SUMMARY).exists():
+        if from_main((target / EVAL_SUMMARY).exists(), group):  # every process skips it, or none
             return
         config = replace(self.config, output_dir=str(target))
         evaluate_model(config, model=model, tokenizer=tokenizer, judges=self.judges.get(),
                        extra={"epoch": epoch}, csv_path=self.folder / RESULTS_CSV)
 
     def on_train_begin(self, args, state, control, model=None, processing_class=None, **kwargs):
-        if state.is_world_process_zero and state.global_step == 0:
+        if state.global_step == 0:
             self.evaluate(model, processing_class, 0)
 
     def on_epoch_end(self, args, state, control, model=None, processing_class=None, **kwargs):
-        if state.is_world_process_zero:
-            self.evaluate(model, processing_class, epoch_number(state.epoch))
+        self.evaluate(model, processing_class, epoch_number(state.epoch))
 
 
 def epoch_evaluation(run: UnlearnConfig, judges: Optional[Judges] = None) -> list[TrainerCallback]:

@@ -438,8 +438,10 @@ def evaluate_model(
     """
     from ..training.models import load_for_inference, load_prompt_format, load_tokenizer
     from .inference import InferenceTimes, infer_sets
+    from .shards import from_main, infer_across_processes, parameters_sharded, processes
 
     log = log or logger.info
+    group = processes()  # under torchrun: every process evaluates a share of the rows (evaluation/shards.py)
     config = resolve_config(config)  # no-op when already resolved
     sets = build_sets(config)
     retain_ratios = read_retain_ratios(config.retain_eval) if config.retain_eval else None
@@ -449,24 +451,39 @@ def evaluate_model(
     tokenizer = tokenizer if tokenizer is not None else load_tokenizer(config.model)
     formatter = load_prompt_format(config.model, tokenizer)
     check_prompt_lengths(formatter, sets, config.max_length)
+    # Every process judges the generations of its own shard (docs/performance.md#multi-gpu: cheaper
+    # than judging every row on the main process).
     judges = judges if judges is not None else Judges.load(config.judges)
     if model is None:
         model, tokenizer = load_for_inference(config.model, tokenizer)
 
+    if config.privacy.grad_norm_p and group.count > 1 and parameters_sharded(model):
+        raise UserError("privacy.grad_norm_p needs the whole model on the main process; it cannot run on a model "
+                        "whose parameters are sharded over processes (FSDP, ZeRO-3): evaluate the saved model")
+
+    def infer(shard_sets):
+        inference_times = InferenceTimes()
+        shard_records = infer_sets(
+            model, formatter, shard_sets, config.max_length, config.generation_batch_size, config.loss_batch_size,
+            inference_times, log, config.group_by_length, config.pad_to, config.answer_logits_only,
+            config.share_prompts, config.privacy.keep_token_values,
+        )
+        shard_times = {"generation_s": inference_times.generation_s, "loss_s": inference_times.loss_s}
+        judge_records([(s, r) for (s, _), r in zip(shard_sets, shard_records)], judges, config.judges, shard_times)
+        return shard_records, shard_times
+
     started = time.perf_counter()
-    inference_times = InferenceTimes()
-    records = infer_sets(
-        model, formatter, sets, config.max_length, config.generation_batch_size, config.loss_batch_size,
-        inference_times, log, config.group_by_length, config.pad_to, config.answer_logits_only,
-        config.share_prompts, config.privacy.keep_token_values,
-    )
+    records, shard_times, split = infer_across_processes(infer, model, sets, group)
+    if not group.is_main:
+        return from_main(None, group)
     judged_sets = [(eval_set, set_records) for (eval_set, _), set_records in zip(sets, records)]
-    times = {"generation_s": inference_times.generation_s, "loss_s": inference_times.loss_s}
+    # Each step's slowest process: what the evaluation waited for.
+    steps = dict.fromkeys(key for t in shard_times for key in t)
+    times = {key: max(t[key] for t in shard_times if key in t) for key in steps}
     if config.privacy.grad_norm_p:
         grad_started = time.perf_counter()
         attach_gradient_norms(model, formatter, judged_sets, config.privacy.grad_norm_p)
         times["grad_norm_s"] = time.perf_counter() - grad_started
-    judge_records(judged_sets, judges, config.judges, times)
     attach_reference_losses(judged_sets, config.privacy.reference_eval or config.retain_eval)
     set_results = score_sets(judged_sets, config.privacy)
     times["total_s"] = time.perf_counter() - started
@@ -477,6 +494,7 @@ def evaluate_model(
         "judges": judges.names(),
         "output_dir": config.output_dir,
         **(extra or {}),
+        "evaluated_by": split,  # how many processes, and how many rows each took
     }
     for key, value in aggregates(set_results, config.scenario).items():
         summary[key] = value["value"]
@@ -502,7 +520,7 @@ def evaluate_model(
 
     write_outputs(config, judged_sets, summary, csv_path)
     log(format_table(summary))
-    return summary
+    return from_main(summary, group)
 
 
 def write_outputs(config: EvaluateConfig, sets, summary: dict, csv_path: Optional[str | Path] = None) -> Path:
