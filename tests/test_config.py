@@ -19,7 +19,8 @@ from unlearnlm.errors import UserError
 
 def test_defaults_are_the_papers():
     config = UnlearnConfig()
-    assert (config.method, config.beta, config.regularization_coeff) == ("ME+GD", 0.1, 1.0)
+    # the coefficients are the method's own unless given (1.0 but for ME's forget_coeff 0.1, SatImp's...)
+    assert (config.method, config.beta, config.forget_coeff, config.regularization_coeff) == ("ME+GD", 0.1, None, None)
     t = config.training
     assert (t.lr, t.epochs, t.per_device_batch_size, t.gradient_accumulation_steps, t.seed, t.weight_decay) == (
         1e-5, 5.0, 4, 4, 1001, 0.01)

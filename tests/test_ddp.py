@@ -69,11 +69,13 @@ def test_two_process_ddp_matches_single_process_doubled_batch(tiny_model, qa_fol
 
 @pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun is not installed")
 def test_two_process_pdu_keeps_one_lambda(tiny_model, qa_folder, tmp_path):
-    """λ moves after every step from the retain loss averaged over both processes, so both hold
-    the same λ: the logged loss (the mean of the two processes' forget + λ·(GD − ε)) and λ
-    follow the one-process run's; a process with its own λ would pull the curve off it."""
+    """With dual_update=step λ moves after every step from the retain loss averaged over both
+    processes, so both hold the same λ: the logged loss (the mean of the two processes' forget +
+    λ·(GD − ε)) and λ follow the one-process run's; a process with its own λ (the authors' rule,
+    the default micro_batch) would pull the curve off it."""
     runs = single_and_ddp_logs(tiny_model, qa_folder, tmp_path, ["method=PDU", "method_args.epsilon=0.5",
                                                                  "method_args.dual_warmup_epochs=0",
+                                                                 "method_args.dual_update=step",
                                                                  "method_args.dual_lr=2"], 29536)
     lambdas = [e["dual_lambda"] for e in runs["single"]]
     assert len(set(lambdas)) == len(lambdas)  # λ moved every step

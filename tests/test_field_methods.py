@@ -61,15 +61,19 @@ def model():
     return Bigram(0)
 
 
-def test_simnpo(model):
+@pytest.mark.parametrize("gamma_outside_beta", [False, True])
+def test_simnpo(model, gamma_outside_beta):
+    """β · (NLL/|a| − γ) as the authors' code; gamma_outside_beta: β · NLL/|a| − γ."""
     beta, gamma = 4.5, 0.3
     totals, lengths = [0.0] * 3, [0] * 3
     for i, prev, target, _ in label_steps():
         totals[i] -= log_softmax(logits_row(model, prev))[target]
         lengths[i] += 1
-    terms = [-math.log1p(math.exp(-(beta * n / a - gamma))) for n, a in zip(totals, lengths, strict=True)]
-    expected = -(2 / beta) * sum(terms) / 3
-    assert run("SimNPO", model, beta=beta, gamma=gamma) == pytest.approx(expected, rel=1e-5)
+    margins = [beta * n / a - gamma if gamma_outside_beta else beta * (n / a - gamma)
+               for n, a in zip(totals, lengths, strict=True)]
+    expected = -(2 / beta) * sum(-math.log1p(math.exp(-m)) for m in margins) / 3
+    got = run("SimNPO", model, beta=beta, gamma=gamma, gamma_outside_beta=gamma_outside_beta)
+    assert got == pytest.approx(expected, rel=1e-5)
 
 
 @pytest.mark.parametrize("beta", [1.0, 0.5])
@@ -123,12 +127,16 @@ def test_undial_with_zero_beta_against_itself_is_the_entropy(model):
     assert run("UNDIAL", model, model, beta=0.0) == pytest.approx(sum(values) / len(values), rel=1e-5)
 
 
-def test_pdu_forget_loss(model):
+@pytest.mark.parametrize("flatness_logits", ["at_label", "predicting"])
+def test_pdu_forget_loss(model, flatness_logits):
+    """The authors' code flattens the logits at each label's own position (a bigram's logits
+    there depend on the label token itself); ``predicting``: those at the previous position."""
     values = []
-    for _, prev, _, _ in label_steps():
-        z = logits_row(model, prev)
+    for _, prev, target, _ in label_steps():
+        z = logits_row(model, target if flatness_logits == "at_label" else prev)
         values.append((max(z) - sum(z) / len(z)) ** 2)
-    assert run("PDU+GD", model, epsilon=1.0) == pytest.approx(sum(values) / len(values), rel=1e-5)
+    got = run("PDU+GD", model, epsilon=1.0, flatness_logits=flatness_logits)
+    assert got == pytest.approx(sum(values) / len(values), rel=1e-5)
 
 
 def test_pdu_total_and_dual_update():
@@ -138,17 +146,12 @@ def test_pdu_total_and_dual_update():
     assert loss.item() == pytest.approx(0.2 * 4.0 + 3.0 * (1.5 - 0.5))
     def mean(t):
         return t
-    for value in (1.0, 2.0):  # two micro-batches of a step in warm-up: λ stays
-        state.observe(0.0, value)
-    state.after_step(0.5, mean)
-    assert state.dual == 3.0
-    for value in (1.0, 2.0):  # past warm-up: λ ← max(0, λ + η (mean retain loss − ε))
-        state.observe(0.0, value)
+    state.observe(0.0, 2.0, 0.75)  # an epoch not yet done: λ stays
     state.after_step(1.0, mean)
-    assert state.dual == pytest.approx(3.0 + 2.0 * (1.5 - 0.5))
-    state.observe(0.0, 0.0)
-    state.after_step(1.5, mean)
-    assert state.dual == pytest.approx(max(0.0, 5.0 + 2.0 * (0.0 - 0.5)))
+    assert state.dual == 3.0
+    for value in (1.0, 2.0):  # one epoch done: λ ← max(0, λ + η (retain loss − ε)) per micro-batch
+        state.observe(0.0, value, 1.0)
+    assert state.dual == pytest.approx(3.0 + 2.0 * (1.0 - 0.5) + 2.0 * (2.0 - 0.5))
     restored = losses.DualAscent(settings, model=None, seed=0, regularization_coeff=1.0)
     restored.load_state_dict(state.state_dict())
     assert restored.dual == state.dual and state.log_values() == {"dual_lambda": state.dual}
@@ -215,20 +218,25 @@ def test_aliases(alias, meaning):
 
 def test_paper_defaults_of_the_field():
     assert get_method("SimNPO").forget.default_forget_coeff == 0.125
-    assert get_method("SatImp").forget.default_forget_coeff == 0.1
+    satimp = get_method("SatImp")
+    assert (satimp.forget.default_forget_coeff, satimp.forget.default_regularization_coeff) == (1.0, 0.1)
+    assert (satimp.settings().beta1, satimp.settings().beta2) == (5.0, 0.1)
     assert get_method("SimNPO").settings() == get_method("SimNPO").settings(beta=4.5, gamma=0.0)
     rmu = get_method("RMU").settings()
     assert (rmu.layer, rmu.steering_coeff, rmu.trainable) == (7, 2.0, [])
     assert get_method("UNDIAL").settings().beta == 10.0 and not get_method("UNDIAL").forget.reference_nll_only
     pdu = get_method("PDU").settings()
     assert (pdu.epsilon, pdu.dual_lr, pdu.dual_warmup_epochs) == (None, 1.0, 5.0)
+    assert (pdu.dual_update, pdu.flatness_logits) == ("micro_batch", "at_label")
+    assert not get_method("ME").settings().exact_log and not get_method("SimNPO").settings().gamma_outside_beta
+    assert get_method("RMU").settings().averaging == "per_sequence"
     assert get_method("CE-U").settings().skip_first == 1 and get_method("WGA").settings().beta == 1.0
     assert set(ALIASES) >= {"GradAscent", "GradDiff", "IdkDPO", "IdkNLL", "SimNPO", "RMU"}
 
 
 def test_method_args_on_the_command_line_are_typed_and_complete():
     config = with_method_settings(load_config(UnlearnConfig, None, ["method=SimNPO", "method_args.beta=3"]))
-    assert config.method_args == {"beta": 3.0, "gamma": 0.0}
+    assert config.method_args == {"beta": 3.0, "gamma": 0.0, "gamma_outside_beta": False}
     # the paper's methods keep their top-level numbers and have no settings of their own
     assert with_method_settings(load_config(UnlearnConfig, None, ["method=NPO+GD", "beta=0.2"])).method_args == {}
 
@@ -238,6 +246,10 @@ def test_method_args_on_the_command_line_are_typed_and_complete():
     (["method=SimNPO", "method_args.beta=x"], "wants a number.*its settings: beta"),
     (["method=SimNPO", "method_args.beta=-1"], "beta must be a positive number"),
     (["method=PDU"], "epsilon .* is required"),
+    (["method=PDU", "method_args.epsilon=1", "method_args.dual_update=epoch"],
+     "dual_update must be one of micro_batch, step, got 'epoch'"),
+    (["method=RMU", "method_args.averaging=mean"], "averaging must be one of per_sequence, every_element"),
+    (["method=ME+GD", "method_args.exact_log=maybe"], "wants true or false"),
     (["method=GA+GD", "method_args.beta=1"], "method GA\\+GD has no setting 'beta'; it has no settings"),
     (["method=RMU", "method_args.trainable=layers(.mlp"], "not a regular expression"),
     (["method=RMU", "method_args=3"], "method_args.NAME=value"),

@@ -37,12 +37,13 @@ def log_rows(folder):
 # SimNPO, WGA and SatImp weight their ascent down where the model is sure (their point), so on
 # this tiny model GD at coefficient 1 outweighs them within 6 steps: their forget side alone here.
 @pytest.mark.parametrize("method,extra,saved_args", [
-    ("SimNPO", {"regularization_coeff": 0.0}, {"beta": 4.5, "gamma": 0.0}),
+    ("SimNPO", {"regularization_coeff": 0.0}, {"beta": 4.5, "gamma": 0.0, "gamma_outside_beta": False}),
     ("WGA", {"regularization_coeff": 0.0}, {"beta": 1.0}),
-    ("SatImp", {"regularization_coeff": 0.0}, {"beta1": 5.0, "beta2": 1.0}),
+    ("SatImp", {"regularization_coeff": 0.0}, {"beta1": 5.0, "beta2": 0.1}),
     ("CE-U", {}, {"skip_first": 1}),
     ("UNDIAL", {}, {"beta": 10.0}),
-    ("PDU", {"method_args": {"epsilon": 0.5}}, {"epsilon": 0.5, "dual_lr": 1.0, "dual_warmup_epochs": 5.0}),
+    ("PDU", {"method_args": {"epsilon": 0.5}}, {"epsilon": 0.5, "dual_lr": 1.0, "dual_warmup_epochs": 5.0,
+                                                "dual_update": "micro_batch", "flatness_logits": "at_label"}),
 ])
 def test_forget_nll_rises(trained_model, qa_folder, forget_rows, tmp_path, method, extra, saved_args):
     before, _ = answer_stats(trained_model, forget_rows)
@@ -92,20 +93,25 @@ def test_rmu_errors_before_training(trained_model, qa_folder, tmp_path):
                             method_args={"layer": 1, "trainable": ["mlp", "nothing_here"]}))
 
 
-def test_pdu_lambda_follows_its_update_every_step(trained_model, qa_folder, tmp_path):
-    """ε below any retain loss: λ rises after every step by η·(that step's retain loss − ε),
-    starting from regularization_coeff once the warm-up (1 epoch = 2 steps) has passed."""
+@pytest.mark.parametrize("dual_update", ["micro_batch", "step"])
+def test_pdu_lambda_follows_its_update_every_step(trained_model, qa_folder, tmp_path, dual_update):
+    """ε below any retain loss, one micro-batch a step: λ starts at regularization_coeff and rises
+    by η·(that step's retain loss − ε). The authors' rule (micro_batch) moves it from the first
+    step after the warm-up's last epoch (1 epoch = 2 steps); ``step`` from the step that ends it."""
     eps, eta = 0.0, 0.5
     folder = unlearn(make_config(trained_model, qa_folder, tmp_path / "pdu", "PDU", regularization_coeff=2.0,
-                                 method_args={"epsilon": eps, "dual_lr": eta, "dual_warmup_epochs": 1}))
+                                 method_args={"epsilon": eps, "dual_lr": eta, "dual_warmup_epochs": 1,
+                                              "dual_update": dual_update}))
     rows = log_rows(folder)
     assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
+    first_moving = 3 if dual_update == "micro_batch" else 2
     expected = 2.0
     for row in rows:
-        if row["epoch"] >= 1 - 1e-9:
+        if row["step"] >= first_moving:
             expected = max(0.0, expected + eta * (row["regularization_loss"] - eps))
         assert row["dual_lambda"] == pytest.approx(expected, rel=1e-5)
-    assert rows[1]["dual_lambda"] > rows[0]["dual_lambda"] == 2.0 and rows[-1]["dual_lambda"] > rows[2]["dual_lambda"]
+    assert rows[first_moving - 2]["dual_lambda"] == 2.0 < rows[first_moving - 1]["dual_lambda"]
+    assert rows[-1]["dual_lambda"] > rows[2]["dual_lambda"]
     # the total is forget_coeff · forget + λ_before_step · (retain − ε)
     assert rows[2]["loss"] == pytest.approx(rows[2]["forget_loss"] + rows[1]["dual_lambda"]
                                             * (rows[2]["regularization_loss"] - eps), rel=1e-4)

@@ -62,8 +62,9 @@ def models():
     return Bigram(0), Bigram(1)
 
 
-def run(fn, model, reference=None):
-    ctx = LossContext(model, BATCH, reference=Reference(reference) if reference is not None else None, beta=BETA)
+def run(fn, model, reference=None, settings=None):
+    ctx = LossContext(model, BATCH, reference=Reference(reference) if reference is not None else None, beta=BETA,
+                      settings=settings)
     return fn(ctx).item()
 
 
@@ -79,20 +80,27 @@ def test_npo(models):
     assert run(losses.negative_preference, model, ref) == pytest.approx(expected, rel=1e-5)
 
 
-def test_maximise_entropy(models):
+@pytest.mark.parametrize("exact_log", [False, True])
+def test_maximise_entropy(models, exact_log):
+    """The paper's code takes log(p + 1e-12); exact_log the exact log (tests/test_method_parity.py
+    has the regime where they part)."""
     model, _ = models
     values = []
     for _, prev, _ in label_pairs("forget"):
         log_p = log_probs_of(model, prev)
+        log_p = log_p if exact_log else [math.log(math.exp(lp) + 1e-12) for lp in log_p]
         values.append(sum((1 / VOCAB) * (math.log(1 / VOCAB) - lp) for lp in log_p))
-    assert run(losses.maximise_entropy, model) == pytest.approx(sum(values) / len(values), rel=1e-5)
+    settings = losses.MESettings(exact_log=exact_log)
+    assert run(losses.maximise_entropy, model, settings=settings) == pytest.approx(sum(values) / len(values), rel=1e-5)
 
 
-def test_maximise_entropy_is_zero_for_a_uniform_model():
+@pytest.mark.parametrize("exact_log", [False, True])
+def test_maximise_entropy_is_zero_for_a_uniform_model(exact_log):
     model = Bigram(0)
     with torch.no_grad():
         model.table.zero_()
-    assert run(losses.maximise_entropy, model) == pytest.approx(0.0, abs=1e-6)
+    settings = losses.MESettings(exact_log=exact_log)
+    assert run(losses.maximise_entropy, model, settings=settings) == pytest.approx(0.0, abs=1e-6)
 
 
 def test_idk(models):
@@ -143,10 +151,15 @@ def test_answer_preservation(models):
     assert run(losses.answer_preservation, model) == pytest.approx(expected, rel=1e-5)
 
 
-def test_llmu_forget_side(models):
-    model, _ = models
-    expected = -mean_ce(model, "forget") + mean_ce(model, "mismatch")
-    assert run(losses.llmu_forget, model) == pytest.approx(expected, rel=1e-5)
+def test_llmu_forget_side_is_ga_and_its_mismatch_term_joins_the_regulariser(models):
+    """As in the paper's code: forget = GA; regulariser = mean CE of mismatch + KL, both weighed
+    by regularization_coeff."""
+    model, ref = models
+    method = get_method("LLMU")
+    ctx = LossContext(model, BATCH, reference=Reference(ref), beta=BETA, settings=method.settings())
+    assert method.forget.fn(ctx).item() == pytest.approx(-mean_ce(model, "forget"), rel=1e-5)
+    kl = losses.kl_to_reference(ctx).item()
+    assert method.regularization(ctx).item() == pytest.approx(mean_ce(model, "mismatch") + kl, rel=1e-5)
 
 
 def test_fused_forward_matches_separate_forwards(models):

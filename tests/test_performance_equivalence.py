@@ -40,11 +40,12 @@ def dataset_for(tokenizer, method: str, seed: int = 3) -> UnlearningDataset:
 
 def method_loss(method: str, model, batch, reference=None, fuse=False) -> torch.Tensor:
     m = get_method(method)
-    ctx = LossContext(model, batch, reference=Reference(reference) if reference is not None else None)
+    ctx = LossContext(model, batch, reference=Reference(reference) if reference is not None else None,
+                      settings=m.settings())
     if fuse:
         ctx.prefetch(m.inputs)
     loss = m.forget.fn(ctx)
-    return loss + m.regularizer.fn(ctx) if m.regularizer else loss
+    return loss + m.regularization(ctx) if m.regularizer else loss
 
 
 def assert_close(a: torch.Tensor, b: torch.Tensor) -> None:
@@ -177,10 +178,11 @@ def test_answer_only_logits_give_the_losses_and_gradients_of_full_logits(setup, 
 
     def loss_and_grad(answer_logits_only):
         policy.zero_grad()
-        ctx = LossContext(policy, batch, reference=Reference(reference), answer_logits_only=answer_logits_only)
+        ctx = LossContext(policy, batch, reference=Reference(reference), answer_logits_only=answer_logits_only,
+                          settings=m.settings())
         if fuse:
             ctx.prefetch(m.inputs)
-        loss = m.forget.fn(ctx) + m.regularizer.fn(ctx)
+        loss = m.forget.fn(ctx) + m.regularization(ctx)
         loss.backward()
         widths = {kind: ctx.logits(kind).shape[1] for kind in m.inputs}
         return loss.detach(), [p.grad.clone() for p in policy.parameters()], widths

@@ -229,7 +229,8 @@ class UnlearnConfig:
     method: str = "ME+GD"
     # Empty means the method's default (docs/formulas.md#objectives: 0.1 for ME+GD, else 1.0).
     forget_coeff: Optional[float] = None
-    regularization_coeff: float = 1.0
+    # Empty means the method's default (1.0; SatImp's 0.1, its authors').
+    regularization_coeff: Optional[float] = None
     beta: float = 0.1
     # Empty means the method's default (false for ME+GD, true otherwise).
     mask: Optional[bool] = None
@@ -925,7 +926,7 @@ def validate_config(config: Any):
         method_settings(config, method)
         _require(math.isfinite(config.beta) and config.beta > 0, f"beta must be a positive number, got {config.beta}")
         _require(_finite(config.forget_coeff), f"forget_coeff must be a finite number, got {config.forget_coeff}")
-        _require(math.isfinite(config.regularization_coeff),
+        _require(_finite(config.regularization_coeff),
                  f"regularization_coeff must be a finite number, got {config.regularization_coeff}")
         validate_evaluation(config.evaluation, prefix="evaluation.")
         # The run's evaluations score the run's own model into the run's folder.

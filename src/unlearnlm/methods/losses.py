@@ -232,10 +232,18 @@ def negative_preference(ctx: LossContext) -> torch.Tensor:
     return -(2.0 / ctx.beta) * F.logsigmoid(ctx.beta * log_ratio).mean()
 
 
+# What the paper's code adds to each probability before its log (ME's reference rule).
+ME_PROBABILITY_FLOOR = 1e-12
+
+
 def maximise_entropy(ctx: LossContext) -> torch.Tensor:
-    """ME: mean over forget label positions of KL(uniform ‖ p_θ)."""
+    """ME: mean over forget label positions of KL(uniform ‖ p_θ), with log p_θ taken as
+    log(p_θ + 1e-12) as the paper's code does, or exactly (``exact_log``)."""
     logits, _, mask = shift(ctx.logits("forget"), ctx.labels("forget"))
-    log_probs = F.log_softmax(logits.float(), dim=-1)
+    if ctx.settings.exact_log:
+        log_probs = F.log_softmax(logits.float(), dim=-1)
+    else:
+        log_probs = (torch.softmax(logits.float(), dim=-1) + ME_PROBABILITY_FLOOR).log()
     vocab = log_probs.shape[-1]
     # KL(u‖p) = Σ_v (1/V)(log(1/V) - log p_v) = -log V - mean_v log p_v
     kl = -math.log(vocab) - log_probs.mean(dim=-1)
@@ -254,9 +262,10 @@ def direct_preference(ctx: LossContext) -> torch.Tensor:
     return -(2.0 / ctx.beta) * F.logsigmoid(ctx.beta * (policy - reference)).mean()
 
 
-def llmu_forget(ctx: LossContext) -> torch.Tensor:
-    """LLMU's forget side: GA plus the mean CE of forget questions with random retain answers."""
-    return gradient_ascent(ctx) + ctx.mean_ce("mismatch")
+def mismatch(ctx: LossContext) -> torch.Tensor:
+    """LLMU's mismatch term: mean CE of forget questions with random retain answers. The paper's
+    code adds it to the regulariser, so regularization_coeff weighs it."""
+    return ctx.mean_ce("mismatch")
 
 
 # ---- regularisers ----------------------------------------------------------------------------
@@ -298,11 +307,24 @@ class Settings:
         return [f"{name} must be zero or more, got {getattr(self, name)}" for name in names
                 if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0)]
 
+    def choice(self, name: str, *options: str) -> list[str]:
+        """A message if the named setting is not one of ``options``."""
+        value = getattr(self, name)
+        return [] if value in options else [f"{name} must be one of {', '.join(options)}, got '{value}'"]
+
+
+@dataclass
+class MESettings(Settings):
+    # The exact log-softmax instead of the paper's code's log(softmax + 1e-12).
+    exact_log: bool = False
+
 
 @dataclass
 class SimNPOSettings(Settings):
     beta: float = 4.5
     gamma: float = 0.0
+    # β·x − γ, as the paper's text writes it, instead of its code's β·(x − γ).
+    gamma_outside_beta: bool = False
 
     def problems(self) -> list[str]:
         positive = math.isfinite(self.beta) and self.beta > 0
@@ -320,7 +342,7 @@ class WGASettings(Settings):
 @dataclass
 class SatImpSettings(Settings):
     beta1: float = 5.0
-    beta2: float = 1.0
+    beta2: float = 0.1
 
     def problems(self) -> list[str]:
         return self.negative("beta1", "beta2")
@@ -347,9 +369,12 @@ class UNDIALSettings(Settings):
 class LayerSettings(Settings):
     # The decoder block whose output is read, counted from 0.
     layer: int = 7
+    # How activation distances are averaged: "per_sequence" over label positions then over the
+    # batch (open-unlearning), or "every_element" of the padded batch (WMDP's F.mse_loss).
+    averaging: str = "per_sequence"
 
     def problems(self) -> list[str]:
-        return self.negative("layer")
+        return self.negative("layer") + self.choice("averaging", "per_sequence", "every_element")
 
 
 @dataclass
@@ -380,12 +405,22 @@ class PDUSettings(Settings):
     dual_lr: float = 1.0
     # Epochs before λ starts to move.
     dual_warmup_epochs: float = 5.0
+    # "micro_batch": λ moves on every micro-batch with its own retain loss, from the first
+    # micro-batch after the epoch end that completes the warm-up (the authors' code);
+    # "step": once per optimiser step with the step's retain loss averaged over its
+    # micro-batches and processes, from the step that completes the warm-up.
+    dual_update: str = "micro_batch"
+    # The logits flattened for label t: "at_label", those at label t's own position (the
+    # authors' code), or "predicting", the shifted ones that predict it.
+    flatness_logits: str = "at_label"
 
     def problems(self) -> list[str]:
         found = []
         if self.epsilon is None or not math.isfinite(self.epsilon):
             found.append("epsilon (the retain-loss bound) is required, e.g. method_args.epsilon=0.5")
-        return found + self.negative("dual_lr", "dual_warmup_epochs")
+        return (found + self.negative("dual_lr", "dual_warmup_epochs")
+                + self.choice("dual_update", "micro_batch", "step")
+                + self.choice("flatness_logits", "at_label", "predicting"))
 
 
 @dataclass
@@ -415,9 +450,9 @@ class AltPOSettings(Settings):
 
 class StepState:
     """What an objective keeps across optimiser steps. The trainer calls ``observe`` for every
-    micro-batch, ``after_step`` after every optimiser step (``reduce`` averages a tensor over the
-    processes, so every process holds the same state), logs ``log_values`` and saves
-    ``state_dict`` with every checkpoint."""
+    micro-batch (with the epochs done before it), ``after_step`` after every optimiser step
+    (``reduce`` averages a tensor over the processes, so every process can hold the same state),
+    logs ``log_values`` and saves ``state_dict`` (the first process's) with every checkpoint."""
 
     def __init__(self, settings, *, model, seed: int, regularization_coeff: float):
         self.settings = settings
@@ -427,7 +462,7 @@ class StepState:
         """The total loss, or None for forget_coeff · forget + regularization_coeff · regulariser."""
         return None
 
-    def observe(self, forget_loss: float, regularization_loss: float) -> None:
+    def observe(self, forget_loss: float, regularization_loss: float, epoch: float) -> None:
         pass
 
     def after_step(self, epoch: float, reduce: Callable[[torch.Tensor], torch.Tensor]) -> None:
@@ -455,29 +490,45 @@ class SteeringTarget(StepState):
 
 
 class DualAscent(StepState):
-    """PDU's multiplier λ of the constraint retain loss ≤ ε: it starts at regularization_coeff and,
-    once ``dual_warmup_epochs`` have passed, moves after each optimiser step by
-    λ ← max(0, λ + η · (retain loss of that step − ε))."""
+    """PDU's multiplier λ of the constraint retain loss ≤ ε. It starts at regularization_coeff
+    and moves by λ ← max(0, λ + η · (retain loss − ε)) after the loss that used it:
+
+    - ``dual_update=micro_batch`` (the authors' code): on every micro-batch with that
+      micro-batch's retain loss, each process with its own (so processes may hold different λ;
+      a checkpoint keeps the first's), once the epochs completed before the micro-batch reach
+      ``dual_warmup_epochs`` (whole epochs: 1.5 means from the third);
+    - ``dual_update=step``: after every optimiser step whose end is past the warm-up, with the
+      step's retain loss averaged over its micro-batches and processes."""
 
     def __init__(self, settings, *, model, seed: int, regularization_coeff: float):
         super().__init__(settings, model=model, seed=seed, regularization_coeff=regularization_coeff)
         self.dual = float(regularization_coeff)
+        self.per_micro_batch = settings.dual_update == "micro_batch"
+        # The authors' code starts moving λ at the end of an epoch that has passed the warm-up.
+        self.whole_warmup_epochs = math.ceil(settings.dual_warmup_epochs - 1e-9)
         self._sum, self._count = 0.0, 0
 
     def combine(self, forget_coeff, forget_loss, regularization_coeff, regularization_loss):
         return forget_coeff * forget_loss + self.dual * (regularization_loss - self.settings.epsilon)
 
-    def observe(self, forget_loss, regularization_loss):
+    def _move(self, retain_loss: float) -> None:
+        self.dual = max(0.0, self.dual + self.settings.dual_lr * (retain_loss - self.settings.epsilon))
+
+    def observe(self, forget_loss, regularization_loss, epoch):
+        if self.per_micro_batch:
+            if math.floor(epoch + 1e-9) >= self.whole_warmup_epochs:
+                self._move(regularization_loss)
+            return
         self._sum += regularization_loss
         self._count += 1
 
     def after_step(self, epoch, reduce):
-        if not self._count:
+        if self.per_micro_batch or not self._count:
             return
         retain_loss = reduce(torch.tensor([self._sum / self._count], dtype=torch.float64)).item()
         self._sum, self._count = 0.0, 0
         if epoch + 1e-9 >= self.settings.dual_warmup_epochs:
-            self.dual = max(0.0, self.dual + self.settings.dual_lr * (retain_loss - self.settings.epsilon))
+            self._move(retain_loss)
 
     def log_values(self):
         return {"dual_lambda": round(self.dual, 8)}
@@ -502,11 +553,15 @@ def learn_forget(ctx: LossContext) -> torch.Tensor:
 
 
 def simple_npo(ctx: LossContext) -> torch.Tensor:
-    """SimNPO: -(2/β) · mean log σ(β · NLL_θ(forget)/|a| - γ), no reference."""
-    nll, mask = token_nll(ctx.logits("forget"), ctx.labels("forget"))
-    per_token = nll.sum(dim=-1) / mask.sum(dim=-1).clamp(min=1)
-    beta, gamma = ctx.settings.beta, ctx.settings.gamma
-    return -(2.0 / beta) * F.logsigmoid(beta * per_token - gamma).mean()
+    """SimNPO: -(2/β) · mean log σ(β · (NLL_θ(forget)/|a| - γ)), no reference; |a| counts every
+    label of the sequence, a label at position 0 (which nothing predicts) too, as the authors'
+    code does. ``gamma_outside_beta``: β · NLL/|a| - γ."""
+    labels = ctx.labels("forget")
+    nll, _ = token_nll(ctx.logits("forget"), labels)
+    per_token = nll.sum(dim=-1) / (labels != IGNORE).sum(dim=-1).clamp(min=1)
+    s = ctx.settings
+    margin = s.beta * per_token - s.gamma if s.gamma_outside_beta else s.beta * (per_token - s.gamma)
+    return -(2.0 / s.beta) * F.logsigmoid(margin).mean()
 
 
 def _weighted_ascent(ctx: LossContext, weight_of: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
@@ -536,11 +591,14 @@ def _soft_cross_entropy(logits: torch.Tensor, target_probs: torch.Tensor, mask: 
 
 def cross_entropy_unlearning(ctx: LossContext) -> torch.Tensor:
     """CE-U: cross-entropy towards the model's own (detached) distribution with the label token
-    removed, the first ``skip_first`` answer tokens of each sequence left out."""
-    logits, targets, mask = shift(ctx.logits("forget"), ctx.labels("forget"))
+    removed, each sequence's first ``skip_first`` labels left out; as in the authors' code a
+    label at position 0 (which nothing predicts) is one of them."""
+    labels = ctx.labels("forget")
+    logits, targets, mask = shift(ctx.logits("forget"), labels)
     masked = logits.detach().float().scatter(-1, targets.unsqueeze(-1), float("-inf"))
     target_probs = torch.softmax(masked, dim=-1)
-    kept = mask & (mask.cumsum(dim=-1) > ctx.settings.skip_first)
+    is_label = labels != IGNORE
+    kept = (is_label & (is_label.cumsum(dim=-1) > ctx.settings.skip_first))[:, 1:]
     return _soft_cross_entropy(logits, target_probs, kept)
 
 
@@ -556,8 +614,14 @@ def undial(ctx: LossContext) -> torch.Tensor:
 
 
 def logit_flatness(ctx: LossContext) -> torch.Tensor:
-    """PDU's forget loss: mean over label positions of (max_v z_v - mean_v z_v)²."""
-    logits, _, mask = shift(ctx.logits("forget"), ctx.labels("forget"))
+    """PDU's forget loss: mean over label positions of (max_v z_v - mean_v z_v)², z the logits at
+    the label's own position (the authors' code) or, with ``flatness_logits=predicting``, those
+    that predict it."""
+    logits, labels = ctx.logits("forget"), ctx.labels("forget")
+    if ctx.settings.flatness_logits == "predicting":
+        logits, _, mask = shift(logits, labels)
+    else:
+        mask = labels != IGNORE
     logits = logits.float()
     gap = logits.max(dim=-1).values - logits.mean(dim=-1)
     return (gap.square() * mask).sum() / mask.sum().clamp(min=1)
@@ -572,15 +636,25 @@ def activation_distance(hidden: torch.Tensor, target: torch.Tensor, labels: torc
     return per_sequence.mean()
 
 
+def averaged_activation_distance(ctx: LossContext, hidden: torch.Tensor, target: torch.Tensor,
+                                 labels: torch.Tensor) -> torch.Tensor:
+    """``activation_distance``, or with ``averaging=every_element`` the mean of (h − g)² over
+    every element of the padded batch [B, T, d], prompt and padding included (WMDP's code)."""
+    if ctx.settings.averaging == "every_element":
+        return (hidden.float() - target.float()).square().mean()
+    return activation_distance(hidden, target, labels)
+
+
 def representation_misdirection(ctx: LossContext) -> torch.Tensor:
     """RMU's forget loss: the forget activations of block ℓ pulled towards c·u."""
     hidden = ctx.hidden("forget")
-    return activation_distance(hidden, ctx.state.target.to(hidden.device), ctx.batch["forget"]["labels"])
+    return averaged_activation_distance(ctx, hidden, ctx.state.target.to(hidden.device), ctx.batch["forget"]["labels"])
 
 
 def activation_preservation(ctx: LossContext) -> torch.Tensor:
     """RMU's regulariser: retain activations of block ℓ kept at the frozen original model's."""
-    return activation_distance(ctx.hidden("retain"), ctx.reference_hidden("retain"), ctx.batch["retain"]["labels"])
+    return averaged_activation_distance(ctx, ctx.hidden("retain"), ctx.reference_hidden("retain"),
+                                        ctx.batch["retain"]["labels"])
 
 
 LossFn = Callable[[LossContext], torch.Tensor]

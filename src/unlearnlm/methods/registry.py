@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Optional
 
+import torch
+
 from ..errors import UserError
 from . import losses
 
@@ -26,6 +28,7 @@ class Objective:
     # Paper defaults (docs/formulas.md#objectives): ME trains with the question unmasked and forget_coeff 0.1.
     default_mask: bool = True
     default_forget_coeff: float = 1.0
+    default_regularization_coeff: float = 1.0
     # Its hyper-parameters: a losses.Settings dataclass, read by the function as ctx.settings.
     settings: type = losses.Settings
     # Reads the output of decoder block settings.layer (ctx.hidden) rather than logits.
@@ -35,6 +38,9 @@ class Objective:
     # Not a loss to minimise from the target but a procedure of its own that the run follows
     # ("task_vector": fine-tune on forget with ``fn``, then weight arithmetic).
     procedure: str | None = None
+    # A term of the method that joins its regulariser, weighed by regularization_coeff with it
+    # (LLMU's mismatch term, as in the paper's code).
+    regularizer_term: losses.LossFn | None = None
 
 
 REFERENCE_LOGITS = {"needs_reference": True, "reference_nll_only": False}
@@ -42,14 +48,16 @@ REFERENCE_LOGITS = {"needs_reference": True, "reference_nll_only": False}
 FORGET_LOSSES: dict[str, Objective] = {
     "GA": Objective(losses.gradient_ascent, ("forget",)),
     "NPO": Objective(losses.negative_preference, ("forget",), needs_reference=True),
-    "ME": Objective(losses.maximise_entropy, ("forget",), default_mask=False, default_forget_coeff=0.1),
+    "ME": Objective(losses.maximise_entropy, ("forget",), default_mask=False, default_forget_coeff=0.1,
+                    settings=losses.MESettings),
     "IDK": Objective(losses.refusal_tuning, ("forget_idk",)),
     "DPO": Objective(losses.direct_preference, ("forget", "forget_idk"), needs_reference=True),
-    "LLMU": Objective(losses.llmu_forget, ("forget", "mismatch")),
+    "LLMU": Objective(losses.gradient_ascent, ("forget", "mismatch"), regularizer_term=losses.mismatch),
     # The field's methods (their papers' defaults as open-unlearning sets them for TOFU).
     "SimNPO": Objective(losses.simple_npo, ("forget",), default_forget_coeff=0.125, settings=losses.SimNPOSettings),
     "WGA": Objective(losses.weighted_gradient_ascent, ("forget",), settings=losses.WGASettings),
-    "SatImp": Objective(losses.saturation_importance, ("forget",), default_forget_coeff=0.1,
+    # Its authors' weights (tmlr-group/SatImp), not open-unlearning's SatImp.yaml, which inverts them.
+    "SatImp": Objective(losses.saturation_importance, ("forget",), default_regularization_coeff=0.1,
                         settings=losses.SatImpSettings),
     "CE-U": Objective(losses.cross_entropy_unlearning, ("forget",), settings=losses.CEUSettings),
     "UNDIAL": Objective(losses.undial, ("forget",), settings=losses.UNDIALSettings, **REFERENCE_LOGITS),
@@ -148,6 +156,11 @@ class Method:
 
     def settings_problems(self, settings) -> list[str]:
         return [p for o in self.objectives for p in o.settings.problems(settings)]
+
+    def regularization(self, ctx: losses.LossContext) -> torch.Tensor:
+        """The regulariser, plus the forget objective's term that joins it (LLMU's mismatch)."""
+        value = self.regularizer.fn(ctx)
+        return value + self.forget.regularizer_term(ctx) if self.forget.regularizer_term else value
 
 
 @cache

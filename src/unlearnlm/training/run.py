@@ -397,6 +397,8 @@ def build_unlearning_trainer(config: UnlearnConfig, method: Method, data: Unlear
         )
     mask = method.forget.default_mask if config.mask is None else config.mask
     forget_coeff = method.forget.default_forget_coeff if config.forget_coeff is None else config.forget_coeff
+    regularization_coeff = (method.forget.default_regularization_coeff if config.regularization_coeff is None
+                            else config.regularization_coeff)
     args = training_arguments(config.training, output_dir / "checkpoints", len(dataset), _world_size())
     collator = UnlearningCollator(tokenizer.pad_token_id, mask=mask, pad_to=config.data.pad_to)
 
@@ -418,7 +420,7 @@ def build_unlearning_trainer(config: UnlearnConfig, method: Method, data: Unlear
         data_collator=collator,
         processing_class=tokenizer,
         callbacks=[EpochCallback(dataset), JsonlLogCallback(output_dir / "log.jsonl")],
-        unlearning=UnlearningArguments.of(config.training, method, forget_coeff, config.regularization_coeff,
+        unlearning=UnlearningArguments.of(config.training, method, forget_coeff, regularization_coeff,
                                           config.beta),
         reference_model=reference,
         settings=settings,
@@ -483,7 +485,7 @@ def unlearn(config: UnlearnConfig, callbacks: Sequence | Callable[[UnlearnConfig
     summary = {
         "method": method.name,
         "forget_coeff": trainer.forget_coeff,
-        "regularization_coeff": config.regularization_coeff,
+        "regularization_coeff": trainer.regularization_coeff,
         "mask": trainer.data_collator.mask,
         "forget_rows": len(data.forget),
         "retain_rows": len(data.retain),

@@ -384,7 +384,7 @@ class UnlearningTrainer(Trainer):
         loss = self.forget_coeff * forget_loss
         regularization_loss = torch.zeros((), device=forget_loss.device)
         if self.method.regularizer is not None:
-            regularization_loss = self.method.regularizer.fn(ctx)
+            regularization_loss = self.method.regularization(ctx)
             loss = loss + self.regularization_coeff * regularization_loss
         if self.method_state is not None:
             combined = self.method_state.combine(self.forget_coeff, forget_loss, self.regularization_coeff,
@@ -404,7 +404,8 @@ class UnlearningTrainer(Trainer):
         self._component_sums["regularization_loss"] += regularization_loss.detach().item()
         self._component_count += 1
         if self.method_state is not None:
-            self.method_state.observe(forget_loss.detach().item(), regularization_loss.detach().item())
+            self.method_state.observe(forget_loss.detach().item(), regularization_loss.detach().item(),
+                                      self.state.epoch or 0.0)
         value = forget_loss.item()
         crossed = (self.stop_below is not None and value < self.stop_below) or (
             self.stop_above is not None and value > self.stop_above
