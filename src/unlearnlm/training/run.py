@@ -441,7 +441,8 @@ def seed_run_config(config: UnlearnConfig, seed: int) -> UnlearnConfig:
 
 def unlearn_seeds(config: UnlearnConfig, callbacks: Sequence | Callable[[UnlearnConfig], Sequence] = ()) -> Path:
     """One run per seed in OUTPUT_DIR/seed_S (a finished one is skipped); OUTPUT_DIR/seeds.json
-    lists them. Returns OUTPUT_DIR. Each seed's run validates its config (the first, before any work)."""
+    lists them. Returns OUTPUT_DIR."""
+    validate_config(config)  # the seeds themselves; each seed's run then checks its own derived config
     output_dir = Path(config.output_dir)
     for seed in config.seeds:
         unlearn(seed_run_config(config, seed), callbacks)
