@@ -5,7 +5,7 @@ The Python API (see ``unlearnlm.api``): ``unlearnlm.finetune``, ``unlearnlm.unle
 """
 
 __version__ = "0.1.0"
-__all__ = ["finetune", "unlearn", "evaluate", "Result"]
+__all__ = ["finetune", "unlearn", "evaluate", "sweep", "Result"]
 
 
 def __getattr__(name: str):

@@ -116,3 +116,14 @@ def evaluate(model: Optional[str | Path] = None, config: Optional[EvaluateConfig
     summary = evaluate_any(build_config(EvaluateConfig, preset, config, **overrides),
                                str(model) if model is not None else None)
     return Result(Path(summary["output_dir"]), summary)
+
+
+def sweep(config=None, *, preset: Optional[str] = None, **overrides: Any) -> Result:
+    """A hyper-parameter study (``unlearnlm sweep``, docs/sweep.md): ``config`` a
+    ``unlearnlm.scenarios.sweep.SweepConfig``; overrides as ``unlearn.model.name_or_path``,
+    ``methods``, ``trials``, ``space.training.lr="1e-6:1e-4:log"``. ``numbers``: result/choice.json
+    (``{"finished": False}`` while other workers still run trials)."""
+    from .scenarios.sweep import SweepConfig, run_sweep
+
+    built = build_config(SweepConfig, preset, config, **overrides)
+    return Result(Path(built.output_dir), run_sweep(built))

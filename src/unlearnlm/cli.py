@@ -113,8 +113,12 @@ def _attack_arguments(parser: argparse.ArgumentParser) -> None:
 def cmd_report(args: argparse.Namespace) -> None:
     from .evaluation.report import write_report
     from .io import check_output_path
+    from .scenarios.sweep import is_study_folder, write_sweep_report
 
     check_output_path(args.output, "--output")
+    if len(args.runs) == 1 and is_study_folder(args.runs[0]):  # a sweep's folder: its trials and its choice
+        logger.info(f"report written to {write_sweep_report(args.runs[0], args.output)}")
+        return
     page = write_report(args.runs, args.output, baseline=args.baseline)
     logger.info(f"report written to {page}")
 
@@ -150,6 +154,14 @@ def _report_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", "-o", default="report", help="folder for report.md/.csv/.html and plots")
     parser.add_argument("--baseline", "-b", help="a run (folder name or method) every other run is compared with, "
                         "pairwise on the same resampled rows (e.g. target)")
+
+
+def cmd_sweep(args: argparse.Namespace) -> None:
+    from .api import sweep
+    from .config import load_config
+    from .scenarios.sweep import SweepConfig
+
+    sweep(load_config(SweepConfig, args.config, args.overrides))
 
 
 def cmd_continual(args: argparse.Namespace) -> None:
@@ -304,6 +316,8 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], None], str, bool]] = {
     "attack": (cmd_attack, "attack an unlearned run (relearning, quantisation, probes): how much comes back", False),
     "report": (cmd_report, "compare evaluated runs: table, MU-vs-FE and trajectory plots, HTML page", False),
     "intervals": (cmd_intervals, "add bootstrap intervals to a finished evaluation, from its per-row records", False),
+    "sweep": (cmd_sweep, "choose hyper-parameters on held-apart rows with Optuna; score the choice on the others",
+              True),
     "continual": (cmd_continual, "unlearn tasks 1..N in turn, evaluating after each (MU/FE trajectory)", True),
     "real-world": (cmd_real_world, "unlearn real people from an instruction model; QA and lm-eval utility", True),
     "build-forget-set": (cmd_build_forget_set,
