@@ -249,3 +249,41 @@ def test_a_killed_trial_is_failed_and_retried_once_in_its_own_folder(world, targ
     # The retry ran in the first trial's folder (a checkpoint there would be resumed), not a new one.
     assert [p.name for p in (folder / "trials" / "ga-gd").iterdir()] == ["trial_0"]
     assert trials[1].user_attrs["folder"] == str(folder / "trials" / "ga-gd" / "trial_0")
+
+
+def test_an_earlier_epoch_is_re_run_to_the_same_model(world, target, tmp_path):
+    """A constant objective ties every candidate: the earliest epoch wins, so epoch 1 of a 2-epoch
+    trial is chosen, and the result re-runs the trial's settings up to that epoch."""
+    folder = tmp_path / "earlier"
+    choice = unlearnlm.sweep(**settings(world, target, folder, trials=1, pruner="none", objective="1",
+                                        constraint="none", **{"space.training.epochs": "[2]"})).numbers
+    chosen = choice["methods"]["GA+GD"]
+    assert (chosen["trial"], chosen["epoch"], chosen["re_run"]) == (0, 1, str(folder / "result" / "runs" / "ga-gd"))
+    rerun = unlearnlm.evaluate(Path(chosen["re_run"]) / "model", output_dir=tmp_path / "check", max_length=24,
+                               **{"data.source": str(folder / "split" / "selection"), "data.forget": "forget",
+                                  "data.task_id": ["1", "2"], "judges.embedder": "none", "judges.nli": "none",
+                                  "bootstrap.samples": 0})
+    epoch_1 = json.loads((folder / "trials" / "ga-gd" / "trial_0" / "eval" / "epoch_1" / "summary.json").read_text())
+    assert (rerun["MU"], rerun["FE"]) == (epoch_1["MU"], epoch_1["FE"])
+    assert rerun["FE"] != json.loads((folder / "trials" / "ga-gd" / "trial_0" / "eval" / "epoch_2" /
+                                      "summary.json").read_text())["FE"]
+
+
+def test_the_demo_preset_runs_on_a_tiny_world(world, target, tmp_path, capsys):
+    """docs/sweep.md's command (`unlearnlm sweep -c sweep-demo`) with the tiny world in place of
+    the demo's: two methods, the retain model, and each method's base settings beside its choice."""
+    folder = tmp_path / "demo-like"
+    overrides = [f"output_dir={folder}", "trials=1", f"unlearn.model.name_or_path={target}",
+                 f"unlearn.data.source={world}", "unlearn.data.forget=forget", "unlearn.data.retain=retain",
+                 "unlearn.data.task_id=1,2", f"retain_model={target}", "space.training.epochs=[1]",
+                 "unlearn.training.epochs=1", "unlearn.training.per_device_batch_size=4",
+                 "unlearn.training.progress=false", "unlearn.evaluation.max_length=24",
+                 "unlearn.evaluation.judges.embedder=none", "unlearn.evaluation.judges.nli=none",
+                 "unlearn.evaluation.bootstrap.samples=50"]
+    assert main(["sweep", "-c", "sweep-demo", *overrides]) == 0
+    choice = json.loads((folder / "result" / "choice.json").read_text())
+    assert list(choice["methods"]) == ["ME+GD", "NPO+GD"] and not choice["oracle_selection"]
+    for slug in ("me-gd", "npo-gd", "me-gd-defaults", "npo-gd-defaults", "target"):
+        summary = json.loads((folder / "result" / "eval" / slug / "summary.json").read_text())
+        assert "FQ" in summary and summary["intervals"]["values"]["FE"]  # the retain model's FQ, on report rows
+    assert "ME+GD (base settings)" in capsys.readouterr().out
