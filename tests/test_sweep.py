@@ -133,7 +133,8 @@ def test_the_chosen_trial_is_the_best_on_selection_rows_by_the_rule(study):
 
 def test_rerunning_a_finished_study_does_no_work(study, world, target):
     folder, choice = study
-    watched = sorted(folder.glob("**/summary.json")) + sorted(folder.glob("trials/*/*/model/model.safetensors"))
+    watched = (sorted(folder.glob("**/summary.json")) + sorted(folder.glob("trials/*/*/model/model.safetensors"))
+               + sorted(folder.glob("split/**/*.json")))
     before = {p: p.stat().st_mtime_ns for p in watched}
     trials = len(load_trials(folder))
     again = unlearnlm.sweep(**settings(world, target, folder, trials=3, sampler="random", pruner="none"))

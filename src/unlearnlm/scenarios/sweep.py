@@ -419,7 +419,7 @@ def default_space(base: UnlearnConfig, method: str) -> dict[str, Dimension]:
 
 def parse_dimension(key: str, spec: Any, field_type: Any) -> Dimension:
     """``low:high[:log]`` or ``[a,b,c]`` (a Python list too) for setting ``key`` of ``field_type``."""
-    from ..config import _coerce
+    from ..config import _coerce, _unwrap_optional
 
     where = f"space.{key}"
     if isinstance(spec, (list, tuple)) or (isinstance(spec, str) and spec.strip().startswith("[")):
@@ -434,7 +434,7 @@ def parse_dimension(key: str, spec: Any, field_type: Any) -> Dimension:
     parts = str(spec).split(":")
     _require(len(parts) in (2, 3) and (len(parts) == 2 or parts[2].strip() == "log"),
              f"{where}={spec!r}: write low:high, low:high:log or [a,b,c]")
-    kind = typing.get_args(field_type)[0] if typing.get_origin(field_type) is typing.Union else field_type
+    kind = _unwrap_optional(field_type)[0]
     _require(kind in (int, float), f"{where}: a range needs a number setting; write [a,b] for this one")
     low, high = (_coerce(p.strip(), float, where) for p in parts[:2])
     _require(math.isfinite(low) and math.isfinite(high), f"{where}={spec!r}: the ends must be finite")
@@ -517,6 +517,7 @@ def write_split(config: SweepConfig, folder: Path) -> tuple[EvaluateConfig, Eval
     resolved = run_evaluation_config(base, base.model.name_or_path, folder)
     sets = build_sets(replace(resolved, ds_size=0))  # every row: ds_size applies to each part later
     record: dict[str, Any] = {"seed": config.seed, "selection_fraction": config.selection_fraction, "sets": {}}
+    files: dict[Path, list[dict]] = {}
     holdout = None
     for eval_set, rows in sets:
         if eval_set.role == "holdout":
@@ -530,10 +531,14 @@ def write_split(config: SweepConfig, folder: Path) -> tuple[EvaluateConfig, Eval
                                             eval_set.name)
         for part, questions in zip(PARTS, (selection, report)):
             kept = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows if r["question"] in questions]
-            atomic_write_jsonl(folder / SPLIT_DIR / part / f"{name}.json", kept)
+            files[folder / SPLIT_DIR / part / f"{name}.json"] = kept
         record["sets"][eval_set.name] = {"file": f"{name}.json", "selection": sorted(selection),
                                          "report": sorted(report)}
-    atomic_write_json(folder / SPLIT_DIR / "split.json", record)
+    recorded = folder / SPLIT_DIR / "split.json"
+    if not recorded.exists() or json.loads(recorded.read_text(encoding="utf-8")) != record:  # a rerun writes nothing
+        for path, kept in files.items():
+            atomic_write_jsonl(path, kept)
+        atomic_write_json(recorded, record)  # last: its presence means the split is whole
     parts = []
     for part in PARTS:
         data = replace(base.evaluation.data, source=str(folder / SPLIT_DIR / part), holdout=holdout)
@@ -688,6 +693,19 @@ def _selection_callback(config: UnlearnConfig, judges):
             pass
 
     return SelectionEvaluation.for_run(config, judges)
+
+
+class _JudgesOnUse:
+    """The judges of a JudgesConfig, loaded when an evaluation first reads them: a rerun of a finished
+    study, which evaluates nothing, loads none."""
+
+    def __init__(self, config):
+        from ..judges.loading import LazyJudges
+
+        self.lazy = LazyJudges(config)
+
+    def __getattr__(self, name: str):
+        return getattr(self.lazy.get(), name)
 
 
 # Stored violations stay finite (a storage keeps JSON).
@@ -919,7 +937,6 @@ def run_sweep(config: SweepConfig) -> dict:
     {"finished": False} when other workers still run trials."""
     import optuna
 
-    from ..judges.loading import Judges
     from .common import claim_output_folder
 
     validate_config(config)
@@ -931,7 +948,7 @@ def run_sweep(config: SweepConfig) -> dict:
     methods = config.method_names()
     selection, report = write_split(config, folder)
     selection = replace(selection, bootstrap=replace(selection.bootstrap, samples=0))  # a choice needs no intervals
-    ctx = _Study(config, folder, rule, {}, selection, report, Judges.load(config.unlearn.evaluation.judges), storage)
+    ctx = _Study(config, folder, rule, {}, selection, report, _JudgesOnUse(config.unlearn.evaluation.judges), storage)
     atomic_write_json(folder / STUDY_FILE, {"storage": storage_url(config), "rule": rule.describe(),
                                             "oracle_selection": rule.oracle,
                                             "studies": {m: ctx.study_name(m) for m in methods}})
