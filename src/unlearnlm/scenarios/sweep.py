@@ -759,9 +759,9 @@ def _run_trial(ctx: _Study, method: str, count: int, trial) -> float:
     import optuna
     from optuna.storages import RetryHeartbeatStaleTrialCallback
 
-    from ..scenarios.demo import method_slug
     from ..training.run import unlearn
     from ..training.trainer import TrainingDiverged
+    from .demo import method_slug
 
     if len([t for t in _trials(trial.study) if t.number < trial.number]) >= count:
         trial.set_user_attr("surplus", True)
@@ -844,8 +844,8 @@ def _report_numbers(summary: dict) -> dict:
 def choose_and_score(ctx: _Study) -> dict:
     """Per method: the best candidate on the selection rows by the rule, re-run up to its epoch when
     its trial went on past it, scored on the report rows (with intervals); written to result/."""
-    from ..scenarios.demo import method_slug
     from ..training.run import unlearn
+    from .demo import method_slug
 
     result = ctx.folder / "result"
     target = _evaluate(ctx, ctx.config.unlearn, ctx.config.unlearn.model.name_or_path, ctx.report,
