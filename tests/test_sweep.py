@@ -208,6 +208,7 @@ def test_bad_inputs_are_one_line_errors(world, target, tmp_path, capsys, extra, 
     error = capsys.readouterr().err.strip()
     assert code == 2 and error.startswith("unlearnlm: error: ") and "\n" not in error
     assert message in error
+    assert not (tmp_path / "bad" / "config.yaml").exists()  # fixing the mistake and rerunning is not refused
 
 
 def test_a_folder_of_another_configuration_is_refused(study, world, target, capsys):

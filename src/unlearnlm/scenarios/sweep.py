@@ -53,7 +53,7 @@ from ..config import (
     validate_config,
 )
 from ..errors import UserError
-from ..io import atomic_write_json, atomic_write_jsonl, atomic_write_text
+from ..io import atomic_write_json, atomic_write_jsonl, atomic_write_text, make_output_dir
 
 logger = logging.getLogger(__name__)
 
@@ -940,10 +940,10 @@ def run_sweep(config: SweepConfig) -> dict:
     from .common import claim_output_folder
 
     validate_config(config)
-    folder = Path(config.output_dir)
-    claim_output_folder(folder, config, "sweep")
+    folder = make_output_dir(config.output_dir)  # the default SQLite file goes there
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = open_storage(config)
+    storage = open_storage(config)  # before the folder is claimed: a storage that fails leaves no config behind
+    claim_output_folder(folder, config, "sweep")
     rule = Rule.parse(config.objective, config.constraint, config.direction)
     methods = config.method_names()
     selection, report = write_split(config, folder)
