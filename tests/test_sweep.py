@@ -289,3 +289,48 @@ def test_the_demo_preset_runs_on_a_tiny_world(world, target, tmp_path, capsys):
         summary = json.loads((folder / "result" / "eval" / slug / "summary.json").read_text())
         assert "FQ" in summary and summary["intervals"]["values"]["FE"]  # the retain model's FQ, on report rows
     assert "ME+GD (base settings)" in capsys.readouterr().out
+
+
+def test_the_rule_scores_by_hand():
+    from unlearnlm.scenarios.sweep import Candidate, Rule, best_candidate
+
+    rule = Rule.parse("FE", "MU>=0.95*target; MU_retain>=target_MU_retain-0.1")
+    objective, violations = rule.score({"FE": 0.8, "MU": 0.5, "MU_retain": 0.3}, {"MU": 0.6, "MU_retain": 0.45})
+    assert objective == 0.8 and violations == pytest.approx([0.95 * 0.6 - 0.5, 0.45 - 0.1 - 0.3])
+    assert rule.score({"FE": 0.8, "MU": 0.58, "MU_retain": 0.4}, {"MU": 0.6, "MU_retain": 0.45})[1] == [0.0, 0.0]
+    assert rule.score({"FE": None, "MU": 0.7}, {"MU": 0.6})[0] is None  # an undefined number is never chosen
+    assert not rule.oracle and Rule.parse("(FQ+MU)/2", "none").oracle
+    candidates = [Candidate(0, 1, {}, 0.9, (0.01,)), Candidate(1, 1, {}, 0.7, (0.0,)), Candidate(1, 2, {}, 0.7, (0.0,)),
+                  Candidate(2, 1, {}, 0.6, (0.0,))]
+    assert best_candidate(candidates, rule) == (candidates[1], None)  # feasible first; a tie: the earlier epoch
+    assert best_candidate(candidates[:1], rule) == (None, candidates[0])
+    minimise = Rule.parse("FE", "none", "minimize")
+    assert best_candidate(candidates, minimise)[0] == candidates[3]
+
+
+def test_each_epoch_reports_its_best_feasible_objective_and_the_pruner_stops_the_run(tmp_path):
+    import math
+
+    import optuna
+    from transformers import TrainerControl, TrainerState
+
+    from unlearnlm.scenarios.sweep import Rule, _ReportEpochs
+
+    def evaluated(run: Path, k: int, fe: float, mu: float) -> None:
+        (run / "eval" / f"epoch_{k}").mkdir(parents=True)
+        (run / "eval" / f"epoch_{k}" / "summary.json").write_text(json.dumps({"epoch": k, "FE": fe, "MU": mu}))
+
+    rule = Rule.parse("FE", "MU>=0.95*target")
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=0.5))
+    first, second = tmp_path / "first", tmp_path / "second"
+    reporter, control = _ReportEpochs(study.ask(), first, rule, {"MU": 0.6}), TrainerControl()
+    evaluated(first, 1, 0.9, 0.3)  # forgets much but breaks the constraint: nothing feasible yet
+    reporter.on_epoch_end(None, TrainerState(epoch=1.0), control)
+    assert math.isnan(study.trials[0].intermediate_values[1]) and control.should_training_stop and reporter.pruned
+
+    reporter, control = _ReportEpochs(study.ask(), second, rule, {"MU": 0.6}), TrainerControl()
+    evaluated(second, 1, 0.7, 0.6)
+    reporter.on_epoch_end(None, TrainerState(epoch=1.0), control)
+    evaluated(second, 2, 0.95, 0.2)  # a higher FE, infeasible: the reported value stays epoch 1's
+    reporter.on_epoch_end(None, TrainerState(epoch=2.0), control)
+    assert study.trials[1].intermediate_values == {1: 0.7, 2: 0.7} and not control.should_training_stop
