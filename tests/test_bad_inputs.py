@@ -383,7 +383,7 @@ def test_bad_setting_of_every_section_and_command(case, qa_folder, tmp_path, cap
 
 
 OUTPUT_COMMANDS = ("finetune", "unlearn", "evaluate", "continual", "real-world", "build-forget-set", "demo",
-                   "make-world", "report")
+                   "make-world", "report", "sweep")
 
 
 def _occupied(tmp: Path) -> Path:

@@ -125,8 +125,9 @@ _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _m
 
 def command_configs() -> list[type]:
     from unlearnlm.scenarios.registry import SCENARIOS
+    from unlearnlm.scenarios.sweep import SweepConfig
 
-    return [C.FinetuneConfig, C.UnlearnConfig, C.EvaluateConfig, C.AttackConfig,
+    return [C.FinetuneConfig, C.UnlearnConfig, C.EvaluateConfig, C.AttackConfig, SweepConfig,
             *(s.config for s in SCENARIOS.values())]
 
 

@@ -6,8 +6,8 @@ are imported on first use, so ``import unlearnlm`` stays light.
 """
 
 __version__ = "0.1.0"
-__all__ = ["finetune", "unlearn", "evaluate", "attack", "report", "intervals", "scenario", "continual", "real_world",
-           "muse", "wmdp", "build_forget_set", "demo", "show_format", "make_world", "train_judge",
+__all__ = ["finetune", "unlearn", "evaluate", "sweep", "attack", "report", "intervals", "scenario", "continual",
+           "real_world", "muse", "wmdp", "build_forget_set", "demo", "show_format", "make_world", "train_judge",
            "list_methods", "list_presets", "Result"]
 
 

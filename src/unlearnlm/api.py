@@ -179,6 +179,11 @@ def report(runs: Sequence[str | Path], output: str | Path = "report", *, baselin
     from .io import check_output_path
 
     check_output_path(str(output), "--output")
+    if len(runs) == 1 and baseline is None:
+        from .scenarios.sweep import is_study_folder, write_sweep_report
+
+        if is_study_folder(runs[0]):  # a sweep's folder: its trials and its choice
+            return Path(write_sweep_report(str(runs[0]), str(output)))
     return Path(write_report([str(r) for r in runs], str(output), baseline=baseline))
 
 
@@ -306,3 +311,14 @@ def list_presets() -> dict[str, str]:
         first = (PRESET_DIR / f"{name}.yaml").read_text(encoding="utf-8").splitlines()[:1]
         notes[name] = first[0].lstrip("# ").strip() if first and first[0].startswith("#") else ""
     return notes
+
+
+def sweep(config=None, *, preset: Optional[str] = None, **overrides: Any) -> Result:
+    """A hyper-parameter study (``unlearnlm sweep``, docs/sweep.md): ``config`` a
+    ``unlearnlm.scenarios.sweep.SweepConfig``; overrides as ``unlearn.model.name_or_path``,
+    ``methods``, ``trials``, ``space.training.lr="1e-6:1e-4:log"``. ``numbers``: result/choice.json
+    (``{"finished": False}`` while other workers still run trials)."""
+    from .scenarios.sweep import SweepConfig, run_sweep
+
+    built = build_config(SweepConfig, preset, config, **overrides)
+    return Result(Path(built.output_dir), run_sweep(built))

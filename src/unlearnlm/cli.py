@@ -129,6 +129,13 @@ def _report_arguments(parser: argparse.ArgumentParser) -> None:
                         "pairwise on the same resampled rows (e.g. target)")
 
 
+def cmd_sweep(args: argparse.Namespace) -> None:
+    from . import api
+
+    result = api.sweep(preset=args.config, **_overrides(args.overrides))
+    logger.info(f"study written to {result.folder} (report: unlearnlm report {result.folder})")
+
+
 def cmd_scenario(args: argparse.Namespace) -> None:
     """Every scenario of scenarios.registry: its config section from --config and overrides."""
     from . import api
@@ -219,6 +226,8 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], None], str, bool]] = {
     "attack": (cmd_attack, "attack an unlearned run (relearning, quantisation, probes): how much comes back", False),
     "report": (cmd_report, "compare evaluated runs: table, MU-vs-FE and trajectory plots, HTML page", False),
     "intervals": (cmd_intervals, "add bootstrap intervals to a finished evaluation, from its per-row records", False),
+    "sweep": (cmd_sweep, "choose hyper-parameters on held-apart rows with Optuna; score the choice on the others",
+              True),
     "show-format": (cmd_show_format,
                     "print as JSON the token ids, tokens, label mask and generation prompt of a QA pair", False),
     "make-world": (cmd_make_world, "write a seeded fictitious world of authors in TOFU's format", False),
