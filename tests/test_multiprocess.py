@@ -278,6 +278,20 @@ def test_fsdp_two_processes_follow_one_process(tiny_model, qa_folder, tmp_path):
                 assert scores["fsdp"]["sets"][set_name]["metrics"][metric] == pytest.approx(value, rel=2e-3, abs=1e-6)
 
 
+@needs_torchrun
+def test_fsdp_config_on_cpu_processes_is_refused(tiny_model, qa_folder, tmp_path):
+    """Without a GPU accelerate would train the FSDP config as plain DDP: refused, on every process."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU runs FSDP: test_fsdp_two_processes_follow_one_process covers it")
+    done = torchrun(2, 29549, "unlearn", f"model.name_or_path={tiny_model}", f"data.source={qa_folder}", *COMMON,
+                    "training.per_device_batch_size=2", f"output_dir={tmp_path / 'fsdp'}", env=fsdp_launch_env())
+    assert done.returncode != 0
+    assert done.stderr.count("unlearnlm: error: the launch asks for FSDP (ACCELERATE_USE_FSDP=true)") == 2
+    assert not (tmp_path / "fsdp" / "model").exists()
+
+
 def test_shipped_zero3_config():
     """The ZeRO-3 config as accelerate reads it: stage 3 with parameters partitioned at load time
     and a whole 16-bit model saved; the reference model follows it (trainer._prepare_reference
