@@ -504,6 +504,9 @@ def unlearn(config: UnlearnConfig, callbacks: Sequence | Callable[[UnlearnConfig
         **({"forget_chunks": len(trainer.train_dataset), "retain_chunks": len(trainer.train_dataset.retain)}
            if config.data.format == "text" else {}),
         "steps": trainer.state.global_step,
+        # The frozen reference: held as the launch says, or read once before training and freed.
+        "reference_model": trainer.reference_placement or ("precomputed NLLs, model freed"
+                                                           if trainer.data_collator.reference_nll else None),
         "stopped_early": trainer.stopped_early,
         "resumed_from": resumed_from,
         **metrics,
