@@ -372,3 +372,28 @@ def test_gpu_check_runs_on_the_cpu_without_optional_packages(tmp_path):
             run["tokens_per_s"] / result["plain_trainer"]["tokens_per_s"], rel=1e-2)
     # A random model never ends an answer: every row generates up to max_length (200) in all.
     assert result["evaluation"]["rows"] == 6 and result["evaluation"]["generated_tokens"] > 6 * 100
+
+
+def test_rows_are_dealt_once_each_and_evenly():
+    """Across sets of any sizes, every row goes to exactly one process, row i of all the sets
+    together to process i mod N, so no two processes' totals differ by more than one."""
+    from unlearnlm.evaluation.shards import Processes, first_row, shard
+
+    for count in (1, 2, 3, 5):
+        for sizes in ([5, 7, 1], [1], [0, 2], [4, 4, 4], [3, 0, 1, 6]):
+            taken = {rank: [] for rank in range(count)}
+            dealt = 0
+            for k, size in enumerate(sizes):
+                rows = [(k, i) for i in range(size)]
+                for rank in range(count):
+                    mine = shard(rows, Processes(rank, count), dealt)
+                    assert mine == [(k, i) for i in range(size) if (dealt + i) % count == rank]
+                    # where the main process puts this process's j-th record back
+                    start = first_row(Processes(rank, count), dealt)
+                    assert [start + j * count for j in range(len(mine))] == [i for _, i in mine]
+                    taken[rank] += mine
+                dealt += size
+            everything = sorted(row for rows in taken.values() for row in rows)
+            assert everything == sorted((k, i) for k, size in enumerate(sizes) for i in range(size))
+            totals = [len(rows) for rows in taken.values()]
+            assert max(totals) - min(totals) <= 1
