@@ -111,8 +111,17 @@ def build_model(folder: Path, shape: dict, texts: list[str], device: str, dtype)
     from unlearnlm.data.refusals import load_refusals
     from unlearnlm.tiny import make_tiny_model
 
-    make_tiny_model(folder, texts + load_refusals())  # writes the tokenizer (and a throwaway tiny model)
+    # The tokenizer (written with a throwaway tiny model) gets exactly the model's vocabulary:
+    # every token a random model generates decodes to a word, so an answer's re-encoded length
+    # (generation_token_ids) is the number of tokens generated.
+    texts = texts + load_refusals()
+    make_tiny_model(folder, texts)
+    fillers = shape["vocab_size"] - json.loads((folder / "config.json").read_text())["vocab_size"]
+    make_tiny_model(folder, texts + [" ".join(f"filler{k}" for k in range(max(fillers, 0)))],
+                    max_vocab=shape["vocab_size"])
     tiny = json.loads((folder / "config.json").read_text())
+    if tiny["vocab_size"] != shape["vocab_size"]:
+        raise SystemExit(f"gpu_check: the tokenizer has {tiny['vocab_size']} tokens, not {shape['vocab_size']}")
     config = LlamaConfig(**copy.deepcopy(shape), pad_token_id=tiny["pad_token_id"], eos_token_id=tiny["eos_token_id"],
                          bos_token_id=tiny["bos_token_id"])
     torch.manual_seed(0)

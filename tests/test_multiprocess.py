@@ -55,6 +55,12 @@ def evaluate_arguments(model, forget, retain, holdout=None) -> list[str]:
             "loss_batch_size=5", "bootstrap.samples=50"]
 
 
+def epoch_evaluation(model, eval_files) -> list[str]:
+    """An unlearning run's settings for evaluate_arguments' evaluation at every epoch."""
+    arguments = evaluate_arguments(model, eval_files["forget5"], eval_files["retain7"], eval_files["holdout1"])
+    return ["eval_every_epoch=true", *[f"evaluation.{a}" for a in arguments[1:]]]
+
+
 def assert_same_values(one, two, path=""):
     """Equal strings, token ids and structure; numbers equal to 1e-6."""
     if isinstance(one, float) or isinstance(two, float):
@@ -167,10 +173,10 @@ def test_a_process_dying_mid_evaluation_leaves_no_evaluation(tiny_model, eval_fi
 @needs_torchrun
 def test_per_epoch_evaluation_under_torchrun(tiny_model, qa_folder, eval_files, tmp_path):
     """Both processes evaluate every epoch; the files are those of one process; before any update
-    (epoch 0) the records are equal, after it the model differs as DDP's loss curve does."""
-    base = [f"model.name_or_path={tiny_model}", f"data.source={qa_folder}", *COMMON, "eval_every_epoch=true",
-            *[f"evaluation.{a}" for a in evaluate_arguments(tiny_model, eval_files["forget5"], eval_files["retain7"],
-                                                           eval_files["holdout1"])[1:]]]
+    (epoch 0) the records are equal, after it the model differs as DDP's loss curve does. NPO's
+    reference is kept (not precomputed): under DDP each process holds a whole copy."""
+    base = [f"model.name_or_path={tiny_model}", f"data.source={qa_folder}", *COMMON,
+            "training.precompute_reference_nll=false", *epoch_evaluation(tiny_model, eval_files)]
     assert main(["unlearn", *base, "training.per_device_batch_size=4", f"output_dir={tmp_path / 'one'}"]) == 0
     two = torchrun(2, 29544, "unlearn", *base, "training.per_device_batch_size=2", f"output_dir={tmp_path / 'two'}")
     assert two.returncode == 0, two.stderr[-2000:]
@@ -186,6 +192,8 @@ def test_per_epoch_evaluation_under_torchrun(tiny_model, qa_folder, eval_files, 
             for a, b in zip(rows, records(two_eval / f"epoch_{epoch}")[name], strict=True):
                 assert b["truth_loss"] == pytest.approx(a["truth_loss"], rel=2e-3)
     assert len((two_eval / "results.csv").read_text().splitlines()) == 5  # header + epochs 0-3
+    trained = json.loads((tmp_path / "two" / "train_summary.json").read_text())
+    assert trained["reference_model"] == "whole on every process"
 
 
 FSDP2_EVALUATION = """
@@ -244,7 +252,7 @@ def test_shipped_fsdp_config_is_fsdp2_full_shard():
 
 
 @needs_torchrun
-def test_fsdp_two_processes_follow_one_process(tiny_model, qa_folder, tmp_path):
+def test_fsdp_two_processes_follow_one_process(tiny_model, qa_folder, eval_files, tmp_path):
     """FSDP2 on two processes: the loss curve of one process with the doubled batch (the DDP
     test's tolerance), the model saved whole, evaluating to the one-process model's numbers,
     and the per-epoch evaluation run on the sharded model by both processes."""
@@ -259,12 +267,20 @@ def test_fsdp_two_processes_follow_one_process(tiny_model, qa_folder, tmp_path):
 
         pytest.skip(f"accelerate {accelerate.__version__} turns the FSDP config into DistributedType.FSDP only for "
                     "GPU-like devices (MULTI_GPU/NPU/XPU/...); on CPU processes (gloo: "
-                    f"{probe.stdout.split()[0]}) it trains plain DDP, so FSDP cannot run without a GPU")
-    base = [f"model.name_or_path={tiny_model}", f"data.source={qa_folder}", *COMMON]
+                    f"{probe.stdout.split()[0]}) it would be plain DDP (unlearnlm refuses it), so FSDP training "
+                    "cannot run without a GPU")
+    base = [f"model.name_or_path={tiny_model}", f"data.source={qa_folder}", *COMMON,
+            "training.precompute_reference_nll=false",  # NPO's reference kept: sharded as the policy
+            *epoch_evaluation(tiny_model, eval_files)]
     assert main(["unlearn", *base, "training.per_device_batch_size=4", f"output_dir={tmp_path / 'one'}"]) == 0
     fsdp = torchrun(2, 29546, "unlearn", *base, "training.per_device_batch_size=2", f"output_dir={tmp_path / 'fsdp'}",
                     env=env)
     assert fsdp.returncode == 0, fsdp.stderr[-2000:]
+    trained = json.loads((tmp_path / "fsdp" / "train_summary.json").read_text())
+    assert trained["reference_model"] == "sharded over the processes (FSDP)"
+    epoch_0 = tmp_path / "fsdp" / "eval" / "epoch_0"
+    assert json.loads((epoch_0 / "summary.json").read_text())["evaluated_by"]["rows_split"] is False
+    assert_same_evaluation(tmp_path / "one" / "eval" / "epoch_0", epoch_0)
     for one, two in zip(read_log(tmp_path / "one"), read_log(tmp_path / "fsdp"), strict=True):
         assert two["loss"] == pytest.approx(one["loss"], rel=2e-3)
     scores = {}
@@ -276,6 +292,20 @@ def test_fsdp_two_processes_follow_one_process(tiny_model, qa_folder, tmp_path):
         for metric, value in result["metrics"].items():
             if isinstance(value, float):
                 assert scores["fsdp"]["sets"][set_name]["metrics"][metric] == pytest.approx(value, rel=2e-3, abs=1e-6)
+
+
+@needs_torchrun
+def test_fsdp_config_on_cpu_processes_is_refused(tiny_model, qa_folder, tmp_path):
+    """Without a GPU accelerate would train the FSDP config as plain DDP: refused, on every process."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU runs FSDP: test_fsdp_two_processes_follow_one_process covers it")
+    done = torchrun(2, 29549, "unlearn", f"model.name_or_path={tiny_model}", f"data.source={qa_folder}", *COMMON,
+                    "training.per_device_batch_size=2", f"output_dir={tmp_path / 'fsdp'}", env=fsdp_launch_env())
+    assert done.returncode != 0
+    assert done.stderr.count("unlearnlm: error: the launch asks for FSDP (ACCELERATE_USE_FSDP=true)") == 2
+    assert not (tmp_path / "fsdp" / "model").exists()
 
 
 def test_shipped_zero3_config():
@@ -311,6 +341,8 @@ def test_zero3_two_processes_follow_one_process(tiny_model, qa_folder, tmp_path)
                            *base, "training.per_device_batch_size=2", f"output_dir={tmp_path / 'zero3'}"],
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
+    trained = json.loads((tmp_path / "zero3" / "train_summary.json").read_text())
+    assert trained["reference_model"] == "partitioned over the processes (ZeRO-3)"
     for one, two in zip(read_log(tmp_path / "one"), read_log(tmp_path / "zero3"), strict=True):
         assert two["loss"] == pytest.approx(one["loss"], rel=2e-3)
 
@@ -340,3 +372,28 @@ def test_gpu_check_runs_on_the_cpu_without_optional_packages(tmp_path):
             run["tokens_per_s"] / result["plain_trainer"]["tokens_per_s"], rel=1e-2)
     # A random model never ends an answer: every row generates up to max_length (200) in all.
     assert result["evaluation"]["rows"] == 6 and result["evaluation"]["generated_tokens"] > 6 * 100
+
+
+def test_rows_are_dealt_once_each_and_evenly():
+    """Across sets of any sizes, every row goes to exactly one process, row i of all the sets
+    together to process i mod N, so no two processes' totals differ by more than one."""
+    from unlearnlm.evaluation.shards import Processes, first_row, shard
+
+    for count in (1, 2, 3, 5):
+        for sizes in ([5, 7, 1], [1], [0, 2], [4, 4, 4], [3, 0, 1, 6]):
+            taken = {rank: [] for rank in range(count)}
+            dealt = 0
+            for k, size in enumerate(sizes):
+                rows = [(k, i) for i in range(size)]
+                for rank in range(count):
+                    mine = shard(rows, Processes(rank, count), dealt)
+                    assert mine == [(k, i) for i in range(size) if (dealt + i) % count == rank]
+                    # where the main process puts this process's j-th record back
+                    start = first_row(Processes(rank, count), dealt)
+                    assert [start + j * count for j in range(len(mine))] == [i for _, i in mine]
+                    taken[rank] += mine
+                dealt += size
+            everything = sorted(row for rows in taken.values() for row in rows)
+            assert everything == sorted((k, i) for k, size in enumerate(sizes) for i in range(size))
+            totals = [len(rows) for rows in taken.values()]
+            assert max(totals) - min(totals) <= 1

@@ -26,8 +26,9 @@ def make_tiny_model(
     hidden_size: int = 32,
     layers: int = 2,
     seed: int = 0,
+    max_vocab: int = 30000,
 ) -> Path:
-    """Write a tiny Llama and its tokenizer into ``folder``; returns the folder."""
+    """Write a tiny Llama and its tokenizer (at most ``max_vocab`` tokens) into ``folder``; returns the folder."""
     import torch
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -40,7 +41,8 @@ def make_tiny_model(
         [pre_tokenizers.Whitespace(), pre_tokenizers.Punctuation()]
     )
     corpus = list(texts) + ["Question: Answer: user assistant system"]
-    backend.train_from_iterator(corpus, trainers.WordLevelTrainer(special_tokens=SPECIAL_TOKENS, min_frequency=1))
+    backend.train_from_iterator(corpus, trainers.WordLevelTrainer(vocab_size=max_vocab, special_tokens=SPECIAL_TOKENS,
+                                                                       min_frequency=1))
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend,
         unk_token="<unk>",

@@ -5,8 +5,7 @@ the dealing goes on from set to set, so no process takes every set's extra row);
 runs the one-process inference (``inference.infer_sets``, length-sorted batches within its shard)
 on its shard, and the judges on its generations; the records are gathered on the main process
 in row order. The main process alone scores, bootstraps and writes; the others receive its
-summary. One process: the
-shard is every row and nothing is exchanged.
+summary. One process: the shard is every row and nothing is exchanged.
 
 A model whose parameters are themselves sharded over the processes (FSDP, DeepSpeed ZeRO-3)
 runs collective operations in every forward, so every process must run the same forwards:

@@ -177,10 +177,22 @@ def _world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def _check_sharding(trainer) -> None:
+    """A launch that asks for FSDP or DeepSpeed gets it, or an error: accelerate turns those
+    configs into sharded training only on GPUs and would run them as plain DDP on CPU processes."""
+    for variable, name, enabled in (("ACCELERATE_USE_FSDP", "FSDP", trainer.is_fsdp_enabled),
+                                    ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed", trainer.is_deepspeed_enabled)):
+        if os.environ.get(variable, "").lower() == "true" and not enabled:
+            raise UserError(f"the launch asks for {name} ({variable}=true), but accelerate runs {name} only on GPUs; "
+                            "on CPU processes it would silently train plain DDP: use accelerate_configs/ddp.yaml "
+                            "or torchrun instead")
+
+
 def _train(trainer, output_dir: Path, training: TrainingConfig) -> tuple[dict, Optional[str]]:
     """Run (or resume) training; returns the Trainer's metrics and the checkpoint resumed from."""
     from .trainer import CheckpointCallback, DivergenceCallback, TrainingDiverged
 
+    _check_sharding(trainer)
     trainer.add_callback(CheckpointCallback(training.save_steps, training.save_minutes))
     # First in line, so a non-finite row never reaches the log.
     trainer.callback_handler.callbacks.insert(0, DivergenceCallback())
@@ -493,6 +505,9 @@ def unlearn(config: UnlearnConfig, callbacks: Sequence | Callable[[UnlearnConfig
         **({"forget_chunks": len(trainer.train_dataset), "retain_chunks": len(trainer.train_dataset.retain)}
            if config.data.format == "text" else {}),
         "steps": trainer.state.global_step,
+        # The frozen reference: held as the launch says, or read once before training and freed.
+        "reference_model": trainer.reference_placement or ("precomputed NLLs, model freed"
+                                                           if trainer.data_collator.reference_nll else None),
         "stopped_early": trainer.stopped_early,
         "resumed_from": resumed_from,
         **metrics,

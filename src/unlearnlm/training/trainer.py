@@ -314,6 +314,20 @@ class UnlearningArguments:
                    stop_forget_loss_above=training.stop_forget_loss_above)
 
 
+def reference_placement(model: torch.nn.Module) -> str:
+    """How the frozen reference is held, read from its parameters: split over the processes
+    (DeepSpeed ZeRO-3 marks them with ``ds_id``; FSDP2 makes them DTensors; FSDP1 wraps them), or
+    whole on every process."""
+    from torch.distributed.tensor import DTensor
+
+    parameters = list(model.parameters())
+    if any(hasattr(p, "ds_id") for p in parameters):
+        return "partitioned over the processes (ZeRO-3)"
+    if any(isinstance(p, DTensor) for p in parameters) or type(model).__name__ == "FullyShardedDataParallel":
+        return "sharded over the processes (FSDP)"
+    return "whole on every process"
+
+
 class UnlearningTrainer(Trainer):
     # Our loss is a per-batch mean: the Trainer divides it by the accumulation steps itself.
     loss_is_scaled_for_ga = False
@@ -338,6 +352,7 @@ class UnlearningTrainer(Trainer):
                              if self.method.forget.state else None)
         if self.method_state is not None:
             self.add_callback(MethodStateCallback(self))
+        self.reference_placement: Optional[str] = None  # how the reference is held (the run's summary says)
         self.reference = Reference(self._prepare_reference(reference_model)) if reference_model is not None else None
         self._component_sums = {"forget_loss": 0.0, "regularization_loss": 0.0}
         self._component_count = 0
@@ -361,10 +376,12 @@ class UnlearningTrainer(Trainer):
                 ds_config.pop(key, None)
             engine, *_ = deepspeed.initialize(model=model, config=ds_config)
             engine.eval()
+            self.reference_placement = reference_placement(engine)
             return engine
-        if self.is_fsdp_enabled:
-            return self.accelerator.prepare_model(model, evaluation_mode=True)
-        return model.to(self.args.device)
+        prepared = (self.accelerator.prepare_model(model, evaluation_mode=True) if self.is_fsdp_enabled
+                    else model.to(self.args.device))
+        self.reference_placement = reference_placement(prepared)
+        return prepared
 
     def _get_train_sampler(self, train_dataset=None):
         dataset = train_dataset if train_dataset is not None else self.train_dataset
