@@ -490,7 +490,7 @@ def real_world_folder(qa_folder, tmp_path_factory):
 
 
 def _model_command(command: str, model: Path, qa: Path, rw: Path, out: Path) -> list[str]:
-    small = ["training.progress=false", "training.epochs=1"]
+    small = ["training.progress=false", "training.epochs=1", "training.warmup_epochs=0"]
     return {
         "finetune": ["finetune", f"model.name_or_path={model}", f"data.source={qa}", "data.train=forget,retain",
                      f"output_dir={out}", *small],
