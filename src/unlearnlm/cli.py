@@ -122,9 +122,7 @@ def cmd_report(args: argparse.Namespace) -> None:
 def cmd_intervals(args: argparse.Namespace) -> None:
     from .config import BootstrapConfig, from_dict, parse_overrides
 
-    settings = from_dict(BootstrapConfig, parse_overrides(args.settings))
-    if settings.samples < 1 or not 0 < settings.level < 1:
-        raise UserError("intervals: samples must be at least 1 and level between 0 and 1")
+    settings = from_dict(BootstrapConfig, parse_overrides(args.settings))  # checked by intervals_command
     from .evaluation.evaluate import format_table, intervals_command
 
     summary = intervals_command(args.folder, settings)

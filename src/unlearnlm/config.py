@@ -879,8 +879,35 @@ def _overwritten(config: Any, default: Any, keys: dict[str, str], what: str, pre
             raise UserError(f"{prefix}{given[0]}={mine[given[0]]!r} cannot be honoured: {what}; {instead}")
 
 
+def _seeds_in_range(config: Any, prefix: str = "") -> None:
+    """Every seed of a config, at any depth (training.seed, seeds=[...], bootstrap.seed,
+    relearn.seed, probes.seed, ...), is zero or more: numpy and torch refuse a negative one, mid-run."""
+    for item in dataclasses.fields(config):
+        value, key = getattr(config, item.name), prefix + item.name
+        if dataclasses.is_dataclass(value):
+            _seeds_in_range(value, key + ".")
+        elif item.name in ("seed", "seeds") or item.name.endswith("_seed"):
+            for seed in value if isinstance(value, list) else [value]:
+                _require(not isinstance(seed, int) or seed >= 0, f"{key} must be zero or more, got {seed}")
+
+
+MIN_BOOTSTRAP_SAMPLES = 100  # fewer resamples give percentile intervals that are mostly noise
+
+
+def validate_bootstrap(b: BootstrapConfig, prefix: str = "bootstrap.", allow_none: bool = True) -> None:
+    """``samples``: 0 (no intervals, where ``allow_none``) or at least MIN_BOOTSTRAP_SAMPLES."""
+    floor = f"at least {MIN_BOOTSTRAP_SAMPLES}"
+    _require((allow_none and b.samples == 0) or b.samples >= MIN_BOOTSTRAP_SAMPLES,
+             f"{prefix}samples must be {'zero (no intervals) or ' if allow_none else ''}{floor} "
+             f"(fewer resamples give intervals that are mostly noise), got {b.samples}")
+    _require(math.isfinite(b.level) and 0 < b.level < 1, f"{prefix}level must be between 0 and 1, got {b.level}")
+
+
 def validate_config(config: Any) -> None:
     """Everything about a config that can be wrong without looking at files or models."""
+    _seeds_in_range(config)
+    if isinstance(config, BootstrapConfig):  # the intervals command's own settings: intervals wanted
+        validate_bootstrap(config, prefix="", allow_none=False)
     if isinstance(getattr(config, "model", None), ModelConfig):
         _require(bool(config.model.name_or_path.strip()), "model.name_or_path is empty")
         _require(config.model.dtype in MODEL_DTYPES,
@@ -1156,9 +1183,7 @@ def validate_evaluation(e: EvaluateConfig, prefix: str = "") -> None:
     for name in ("generation_batch_size", "loss_batch_size"):
         _require(getattr(e, name) >= 1, f"{prefix}{name} must be at least 1, got {getattr(e, name)}")
     _require(e.pad_to is None or e.pad_to >= 1, f"{prefix}pad_to must be at least 1, got {e.pad_to}")
-    _require(e.bootstrap.samples >= 0,
-             f"{prefix}bootstrap.samples must be zero (no intervals) or more, got {e.bootstrap.samples}")
-    _require(0 < e.bootstrap.level < 1, f"{prefix}bootstrap.level must be between 0 and 1, got {e.bootstrap.level}")
+    validate_bootstrap(e.bootstrap, prefix=f"{prefix}bootstrap.")
     for name in ("embedder_batch_size", "nli_batch_size"):
         value = getattr(e.judges, name)
         _require(value >= 1, f"{prefix}judges.{name} must be at least 1, got {value}")

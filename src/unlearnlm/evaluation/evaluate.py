@@ -410,6 +410,9 @@ def _saved_retain_aucs(folder: Path) -> Optional[dict]:
 
 def intervals_command(folder: str | Path, settings: BootstrapConfig) -> dict:
     """``unlearnlm intervals EVAL_DIR``: add (or recompute) the intervals of a finished evaluation."""
+    from ..config import validate_config
+
+    validate_config(settings)
     folder = Path(folder)
     if not (folder / EVAL_SUMMARY).exists() and (folder / "eval" / EVAL_SUMMARY).exists():
         folder = folder / "eval"  # an unlearning run folder
