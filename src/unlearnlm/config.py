@@ -693,22 +693,12 @@ def _deep_merge(base: dict, extra: dict) -> dict:
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
+    from .io import read_yaml as read_mapping
+
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as err:
-        raise UserError(f"cannot read config file {path}: {err.strerror or err}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise UserError(f"config file {path}{where} is not valid YAML") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise UserError(f"config file {path} must hold a mapping of keys, got {type(data).__name__}")
-    return data
+        return read_mapping(path)
+    except UserError as err:
+        raise UserError(f"config file: {err}") from None
 
 
 def preset_names() -> list[str]:
