@@ -139,7 +139,9 @@ def build_sets(config: EvaluateConfig) -> list[tuple[EvalSet, list[dict]]]:
     data = config.data
     custom = [("forget", p) for p in data.custom_forget] + [("retain", p) for p in data.custom_retain]
     sets = scenario_sets(config.scenario, data.forget, custom, data.holdout, data.source)
-    return [load_set_rows(s, data.source, data.task_id, config.ds_size) for s in sets]
+    loaded = [load_set_rows(s, data.source, data.task_id, config.ds_size) for s in sets]
+    check_holdout(loaded)
+    return loaded
 
 
 def check_prompt_lengths(formatter, sets: Sequence[tuple[EvalSet, list[dict]]], max_length: int) -> None:
@@ -291,17 +293,35 @@ def privacy_aggregates(forget_rows: Sequence[dict] | None, holdout_rows: Sequenc
     if not forget_rows or not holdout_rows:
         return {}, ["MIA AUCs and privleak (" + ("no holdout set: set data.holdout" if not holdout_rows
                                                else "no forget set") + ")"]
+    too_few = M.P.auc_rows_problem(len(forget_rows), len(holdout_rows))
+    if too_few:
+        return {}, [f"MIA AUCs and privleak ({too_few})"]
     aucs = M.mia_aucs(forget_rows, holdout_rows)
     numbers: dict[str, Any] = {f"AUC_{name}": value for name, value in aucs.items()}
     skipped = [f"AUC_{name} ({M.BY_NAME[name].missing})" for name in M.MIA_SCORES if name not in aucs]
     if M.PRIVLEAK_SCORE in aucs:
         reference = (retain_aucs or {}).get(M.PRIVLEAK_SCORE)
         value, fallback = M.P.privleak(aucs[M.PRIVLEAK_SCORE], reference)
+        if value is None:
+            return numbers, skipped + [f"privleak ({M.P.PRIVLEAK_UNDEFINED})"]
         numbers["privleak"] = value
         numbers["privleak_reference_auc"] = reference
         numbers["privleak_reference"] = (f"A_R = 0.5 assumed ({retain_note}): privleak is not against a retain model"
                                          if fallback else "the retain model's Min-K% AUC")
     return numbers, skipped
+
+
+def check_holdout(sets: Sequence[tuple[EvalSet, list[dict]]]) -> None:
+    """A holdout sharing questions with the forget set would score rows against themselves (every
+    MIA AUC 0.5, privleak its best): refused, before any model loads."""
+    forget, holdout = forget_and_holdout(sets)
+    if not forget or not holdout:
+        return
+    forget_questions = {" ".join(str(r["question"]).split()).lower() for r in forget}
+    shared = [r["question"] for r in holdout if " ".join(str(r["question"]).split()).lower() in forget_questions]
+    if shared:
+        raise UserError(f"data.holdout shares {len(shared)} of its {len(holdout)} questions with the forget set "
+                        f"(e.g. '{shared[0][:60]}'): the MIA AUCs and privleak need rows no model trained on")
 
 
 def retain_model_aucs(config: EvaluateConfig) -> tuple[dict | None, str]:
@@ -632,6 +652,8 @@ def format_table(summary: dict) -> str:
         block = summary["intervals"]
         lines.append(f"intervals: {block['level']:.0%} percentile bootstrap over each set's rows "
                      f"(B = {block['samples']}, seed {block['seed']})")
+        for name, why in (block.get("undefined") or {}).items():
+            lines.append(f"no interval on {name}: {why}")
     judges = summary["judges"]
     lines.append(f"judges: embedder = {judges['embedder'] or 'none'}; nli = {judges['nli'] or 'none'}")
     if summary["skipped"]:

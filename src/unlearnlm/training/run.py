@@ -66,6 +66,9 @@ def load_unlearning_data(config: UnlearnConfig, method: Method) -> UnlearningDat
 
         forget = load_rows(data.forget, data.source, (data.text_key,))
         retain = load_rows(data.retain, data.source, (data.text_key,)) if method.needs_retain else []
+        for name, rows in ((data.forget, forget), (data.retain, retain)):
+            if rows and not any(row[data.text_key].strip() for row in rows):
+                raise UserError(f"{name}: every text is blank: it tokenises to nothing, there is nothing to train on")
         return UnlearningData(forget, retain, [])
     all_forget = load_split(data.forget, data.source)
     forget = select_tasks(all_forget, data.task_id, origin=data.forget)
