@@ -506,7 +506,7 @@ def evaluate_model(
     ``extra`` adds columns to the CSV row and keys to the summary (e.g. {"epoch": 2});
     ``csv_path`` puts the CSV row elsewhere (e.g. one file for every epoch of a run).
     """
-    from ..training.models import load_for_inference, load_prompt_format, load_tokenizer
+    from ..training.models import load_for_inference, load_prompt_format, load_tokenizer, refuse_broken_model
     from .inference import InferenceTimes, infer_sets
 
     log = log or logger.info
@@ -522,6 +522,7 @@ def evaluate_model(
     judges = judges if judges is not None else Judges.load(config.judges)
     if model is None:
         model, tokenizer = load_for_inference(config.model, tokenizer)
+    refuse_broken_model(model, formatter.prompt_ids(sets[0][1][0]["question"]), config.model.name_or_path)
 
     started = time.perf_counter()
     inference_times = InferenceTimes()

@@ -248,6 +248,12 @@ def evaluate_muse(model, tokenizer, sets: MuseSets, config: MuseEvalConfig,
     ``reference_auc``: a retrained model's MIA AUC (this module's orientation); without it,
     MUSE's published A_R for ``config.corpus``.
     """
+    from ..training.models import refuse_broken_model
+
+    first = (sets.verbmem[:1] and sets.verbmem[0]["prompt"]) or next(
+        (qa[0]["question"] for qa, _ in sets.knowmem.values() if qa), None) or sets.privleak_forget[0]
+    refuse_broken_model(model, encode_with_special_tokens(tokenizer, first),
+                        getattr(model, "name_or_path", "") or "being scored")
     was_training = model.training
     model.eval()
     metrics: dict[str, float] = {}

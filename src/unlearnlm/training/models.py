@@ -259,6 +259,15 @@ def non_finite_part(model, input_ids) -> Optional[str]:
     return None if bool(torch.isfinite(logits).all()) else "logits"
 
 
+def refuse_broken_model(model, input_ids, name: str) -> None:
+    """A model whose weights, or logits on a prompt, hold NaN or infinity would score as perfect
+    forgetting (ROUGE 0, FE nan): refused in one line, before it is scored."""
+    broken = non_finite_part(model, input_ids)
+    if broken:
+        raise UserError(f"model {name}: its {broken} hold NaN or infinite values (a diverged run?); "
+                        "a broken model is not scored")
+
+
 def apply_lora(model, config: LoraConfig):
     from peft import LoraConfig as PeftLoraConfig
     from peft import get_peft_model
