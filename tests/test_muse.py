@@ -333,7 +333,7 @@ def test_privleak_by_hand():
     assert value == pytest.approx((0.2 - 0.4772) / 0.4772 * 100) and not fallback
     assert privleak(0.6, 0.6) == (0.0, False)
     assert privleak(0.5, 1.0)[0] is None  # A_R = 0: undefined (a division by 0), never a number
-    assert privleak(1.0, 1.0)[0] == 0.0  # the reference itself: 0 by definition
+    assert privleak(1.0, 1.0)[0] is None  # the reference itself too: 0 / 0
 
 
 # ---- end to end -------------------------------------------------------------------------

@@ -426,7 +426,8 @@ def add_intervals(summary: dict, set_rows: Sequence[S.SetRows], settings: Bootst
     if settings.samples == 0:
         summary.pop("intervals", None)
         return None
-    replicates = S.bootstrap(set_rows, scoring(summary["scenario"], retain_aucs), settings.samples, settings.seed)
+    replicates = S.bootstrap(set_rows, scoring(summary.get("scenario", "tofu"), retain_aucs), settings.samples,
+                             settings.seed)
     forget = [s for s in set_rows if s.role == "forget"]
     forget.sort(key=lambda s: s.name != "forget")
     fq_rows = len(forget[0].rows) if "FQ" in summary and forget else None
@@ -667,7 +668,7 @@ def load_summary(folder: str | Path, name: str = EVAL_SUMMARY) -> dict:
     every reader relies on: a corrupt, truncated or foreign one is one line naming the file."""
     path = Path(folder) / name
     summary = read_json(path)
-    sets = summary.get("sets", {})
+    sets = summary.get("sets")
     if not isinstance(sets, dict) or not all(isinstance(r, dict) and isinstance(r.get("metrics", {}), dict)
                                              for r in sets.values()):
         raise UserError(f"{path}: 'sets' is not a mapping of sets to their metrics: not an evaluation summary")

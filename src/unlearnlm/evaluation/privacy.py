@@ -101,11 +101,11 @@ PRIVLEAK_UNDEFINED = "the reference model's AUC is 1 (A_R = 0): privleak divides
 def privleak(auc: float, reference_auc: float | None) -> tuple[float | None, bool]:
     """(privleak, whether the 0.5 fallback was used): with A = 1 − AUC and A_R = 1 − the
     reference (retain) model's AUC, or 0.5 without one, privleak = (A − A_R) / A_R × 100.
-    Undefined (None, PRIVLEAK_UNDEFINED) when A_R = 0, except for the reference itself (A = A_R: 0)."""
+    Undefined (None: PRIVLEAK_UNDEFINED) when A_R = 0, never an infinity."""
     fallback = reference_auc is None
     a, a_ref = 1.0 - auc, 0.5 if fallback else 1.0 - reference_auc
     if a_ref == 0:
-        return (0.0 if a == 0 else None), fallback
+        return None, fallback
     return (a - a_ref) / a_ref * 100.0, fallback
 
 

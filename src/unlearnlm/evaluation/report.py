@@ -708,9 +708,11 @@ def write_report(run_paths: Sequence[str], output: str | Path = "report", baseli
     runs = [load_run(p) for p in run_paths]
     seen: dict[Path, str] = {}
     for path, run in zip(run_paths, runs, strict=True):
-        same = seen.setdefault((run.summary_folder or run.folder).resolve(), str(path))
-        if same != str(path):
-            raise UserError(f"report: {same} and {path} are the same run; a run compared with itself shows nothing")
+        folder = (run.summary_folder or run.folder).resolve()
+        if folder in seen:
+            raise UserError(f"report: {seen[folder]} and {path} are the same run; a run compared with itself "
+                            "shows nothing")
+        seen[folder] = str(path)
     names = [r.name for r in runs]
     for index, run in enumerate(runs):  # two folders with one name: tell them apart
         if names.count(run.name) > 1:

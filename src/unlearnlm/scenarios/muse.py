@@ -114,5 +114,8 @@ def write_results(models: list[dict], output_dir: Path, config: MuseConfig) -> s
     reference = next((m.get("privleak_reference") for m in models if m.get("privleak_reference")), None)
     if reference:
         table += f"\nPrivLeak reference: {reference['model']}\n"
+    for model in models:  # an undefined PrivLeak is "-" in the table, and said why here
+        if (model.get("privleak_reference") or {}).get("undefined"):
+            table += f"PrivLeak of {model['model']} undefined: {model['privleak_reference']['undefined']}\n"
     atomic_write_text(output_dir / "results.md", table)
     return table
