@@ -133,6 +133,8 @@ def read_json(path: str | Path, kind: type = dict) -> Any:
     ``kind``; a missing, unreadable, corrupt, truncated or wrong-typed one is a UserError naming it."""
     path = Path(path)
     text = _read_text(path)
+    if not text.strip():
+        raise UserError(f"{path} is empty: not a file unlearnlm wrote")
     try:
         data = json.loads(text)
     except ValueError as err:
@@ -144,11 +146,16 @@ def read_json(path: str | Path, kind: type = dict) -> Any:
     return data
 
 
-def read_yaml(path: str | Path) -> dict[str, Any]:
+def read_yaml(path: str | Path, written: bool = False) -> dict[str, Any]:
     """A YAML file of keys (a run's config.yaml, a config file): empty = {}; a missing,
-    unreadable, malformed or non-mapping one is a UserError naming it."""
+    unreadable, malformed or non-mapping one is a UserError naming it. ``written``: a file
+    unlearnlm wrote (it always ends its last line), so one cut short mid-line is refused too."""
     path = Path(path)
     text = _read_text(path)
+    if written and not text.strip():
+        raise UserError(f"{path} is empty: not a file unlearnlm wrote")
+    if written and not text.endswith("\n"):
+        raise UserError(f"{path} is truncated (its last line is cut short)")
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:

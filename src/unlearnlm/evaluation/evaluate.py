@@ -53,7 +53,7 @@ def run_data_settings(run_folder: Optional[Path]) -> dict:
     """The ``data`` section of a training run's config.yaml (empty when there is none)."""
     if run_folder is None:
         return {}
-    data = read_yaml(run_folder / "config.yaml").get("data")
+    data = read_yaml(run_folder / "config.yaml", written=True).get("data")
     if data is not None and not isinstance(data, dict):
         raise UserError(f"{run_folder / 'config.yaml'}: 'data' is not a section of keys: not a run's config")
     return data or {}
@@ -110,7 +110,7 @@ def read_evaluation_config(folder: str | Path) -> EvaluateConfig:
     folder = Path(folder).expanduser().resolve()
     path = folder / "config.yaml"
     try:
-        config = from_dict(EvaluateConfig, read_yaml(path))
+        config = from_dict(EvaluateConfig, read_yaml(path, written=True))
     except UserError as err:
         message = str(err)
         raise UserError(message if str(path) in message else f"{path}: {message}") from None

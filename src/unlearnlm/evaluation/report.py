@@ -102,7 +102,7 @@ def _epoch_key(folder: Path) -> float:
 def _method_of(folder: Path) -> str:
     for config in (folder / "config.yaml", folder.parent / "config.yaml"):
         if config.exists():
-            method = read_yaml(config).get("method")
+            method = read_yaml(config, written=True).get("method")
             if method:
                 return str(method)
     return ""
@@ -719,6 +719,9 @@ def write_report(run_paths: Sequence[str], output: str | Path = "report", baseli
             run.name = f"{run.name} ({run.folder.parent.name or index})"
     comparison = compare_with_baseline(runs, baseline) if baseline else None
     output = Path(output)
+    from .attack_report import write_attack_section  # runs attacked by `unlearnlm attack`
+
+    attack_section, attack_plot = write_attack_section(runs, output)  # an unreadable one fails before any write
     columns, rows = table_rows(runs)
     note = " ".join(n for n in (judges_note(runs), privleak_note(runs)) if n) or None
     markdown = markdown_table(columns, rows) + (f"\n> {note}\n" if note else "")
@@ -735,9 +738,6 @@ def write_report(run_paths: Sequence[str], output: str | Path = "report", baseli
         if data is not None:
             images[title] = data
             _write_bytes(output / file_name, data)
-    from .attack_report import write_attack_section  # runs attacked by `unlearnlm attack`
-
-    attack_section, attack_plot = write_attack_section(runs, output)
     if attack_section:
         markdown += "\n" + attack_section
         atomic_write_text(output / "report.md", markdown)

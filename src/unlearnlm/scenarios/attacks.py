@@ -180,7 +180,7 @@ def plan_attacks(config: AttackConfig, run: str | Path) -> AttackPlan:
     if not ((eval_folder / EVAL_SUMMARY).exists() and (eval_folder / "config.yaml").exists()):
         raise UserError(f"{folder} has no evaluation; run `unlearnlm evaluate {folder}` first "
                         "(the attacks are scored with its settings)")
-    run_config = read_yaml(folder / "config.yaml")
+    run_config = read_yaml(folder / "config.yaml", written=True)
     for section in ("model", "data"):
         if not isinstance(run_config.get(section) or {}, dict):
             raise UserError(f"{folder / 'config.yaml'}: '{section}' is not a section of keys: not a run's config")
