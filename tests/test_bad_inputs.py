@@ -306,6 +306,7 @@ COMMAND_BAD_VALUES = {
              (["questions_per_author=0"], "questions_per_author"), (["ds_size=-1"], "ds_size"),
              (["forget_split=forget99"], "forget_split"), (["retain_split=retain99"], "retain_split"),
              (["seed=-1"], "seed must be zero or more"), (["seeds=[0,-1]"], "seeds must be zero or more"),
+             (["holdout_authors=0"], "holdout_authors"),
              (["attack.relearn.seed=-1"], "attack.relearn.seed"), (["attack.probes.seed=-2"], "attack.probes.seed")],
     "build-forget-set": [(["max_length=1"], "max_length"), (["batch_size=0"], "batch_size"),
                          (["templates=Who?"], "{name}")],

@@ -77,9 +77,9 @@ def build_config(cls: type[C], preset: Optional[str] = None, config: Optional[C]
 
 
 def _read_json(path: Path) -> dict:
-    import json
+    from .io import read_json
 
-    return json.loads(path.read_text(encoding="utf-8"))
+    return read_json(path)
 
 
 def finetune(config: Optional[FinetuneConfig] = None, *, preset: Optional[str] = None, callbacks=(),

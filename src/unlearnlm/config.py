@@ -1055,6 +1055,7 @@ def validate_demo(config: DemoConfig) -> None:
     # "all" stands for every method the demo offers (scenarios.demo expands it).
     _methods_known([m for m in config.methods if m.strip().lower() != "all"], "methods")
     _require(config.authors >= 4, f"authors must be at least 4, got {config.authors}")
+    _require(config.holdout_authors >= 1, f"holdout_authors must be at least 1, got {config.holdout_authors}")
     _require(config.questions_per_author >= 1,
              f"questions_per_author must be at least 1, got {config.questions_per_author}")
     _require(config.ds_size >= 0, f"ds_size must be zero (all rows) or more, got {config.ds_size}")
