@@ -225,13 +225,14 @@ def warmup_step_count(config: TrainingConfig, examples_per_epoch: int, world_siz
 
 
 def trainable_fingerprint(model: torch.nn.Module) -> Optional[list[tuple[float, float]]]:
-    """(sum, sum of squares) of every trainable parameter, in float64: equal before and after
+    """(sum, norm) of every trainable parameter, accumulated in float64: equal before and after
     training only when no weight moved. None when the parameters are sharded (not whole here)."""
     trainable = [p for p in model.parameters() if p.requires_grad]
     if any(p.numel() == 0 for p in trainable):
         return None
     with torch.no_grad():
-        return [(float(p.double().sum()), float(p.double().square().sum())) for p in trainable]
+        return [(float(p.sum(dtype=torch.float64)), float(torch.linalg.vector_norm(p, dtype=torch.float64)))
+                for p in trainable]
 
 
 def check_weights_moved(before: Optional[list], after: Optional[list], log_rows: list[dict]) -> None:
