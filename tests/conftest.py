@@ -122,3 +122,36 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "tofu").is_dir():
         pytest.skip("../shared/data is absent (a fresh clone without the reference data)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def evaluated_runs(tiny_model, qa_folder, tmp_path_factory) -> dict[str, Path]:
+    """Two evaluations on one custom scenario with a holdout (judges off, 4 forget rows): the
+    target's, ``target/eval``, and an unlearning run's, ``run`` (evaluated into run/eval), whose
+    privleak is against the target's Min-K% AUC (retain_eval, given as a relative path)."""
+    import os
+
+    from unlearnlm.cli import main
+
+    root = tmp_path_factory.mktemp("evaluated")
+    rows = [json.loads(line) for line in (qa_folder / "forget_perturbed.json").read_text().splitlines()]
+    retain = [json.loads(line) for line in (qa_folder / "retain_perturbed.json").read_text().splitlines()]
+    write_jsonl(root / "forget.json", rows[:4])
+    write_jsonl(root / "retain.json", retain[:4])
+    write_jsonl(root / "holdout.json", retain[4:8])
+    (root / "target").mkdir()
+    common = ["scenario=custom", f"data.custom_forget={root / 'forget.json'}",
+              f"data.custom_retain={root / 'retain.json'}", f"data.holdout={root / 'holdout.json'}",
+              "judges.embedder=none", "judges.nli=none", "max_length=24",
+              "bootstrap.samples=200"]
+    assert main(["evaluate", str(tiny_model), *common, f"output_dir={root / 'target' / 'eval'}"]) == 0
+    assert main(["unlearn", f"model.name_or_path={tiny_model}", f"data.source={qa_folder}", "data.forget=forget.json",
+                 "data.retain=retain.json", "data.task_id=1", "method=GA+GD", "training.lr=1e-3", "training.epochs=2",
+                 "training.warmup_epochs=0", "training.progress=false", f"output_dir={root / 'run'}"]) == 0
+    here = os.getcwd()
+    os.chdir(root)
+    try:  # a relative retain_eval, as a user types it
+        assert main(["evaluate", "run", *common, "retain_eval=target/eval"]) == 0
+    finally:
+        os.chdir(here)
+    return {"root": root, "target": root / "target" / "eval", "run": root / "run"}

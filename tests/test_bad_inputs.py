@@ -241,7 +241,8 @@ SECTION_BAD_VALUES = {
                  (["weight_decay=-1"], "weight_decay"), (["logging_steps=0"], "logging_steps"),
                  (["save_steps=-1"], "save_steps"), (["save_minutes=nan"], "save_minutes"),
                  (["optimizer=sgdx"], "optimizer"), (["lr_scheduler=zigzag"], "lr_scheduler"), (["bf16=maybe"], "bf16"),
-                 (["stop_forget_loss_above=inf"], "stop_forget_loss_above"), (["seed=1.5"], "integer")],
+                 (["stop_forget_loss_above=inf"], "stop_forget_loss_above"), (["seed=1.5"], "integer"),
+                 (["seed=-1"], "seed must be zero or more")],
     "lora": [(["enabled=true", "r=0"], "lora.r"), (["enabled=true", "alpha=0"], "lora.alpha"),
              (["enabled=true", "dropout=1"], "lora.dropout"), (["enabled=maybe"], "true or false")],
     "data": [(["max_length=0"], "max_length"), (["pad_to=0"], "pad_to"),
@@ -250,10 +251,14 @@ SECTION_BAD_VALUES = {
                    (["generation_batch_size=0"], "generation_batch_size"), (["loss_batch_size=0"], "loss_batch_size"),
                    (["pad_to=0"], "pad_to"), (["judges.nli_batch_size=0"], "nli_batch_size"),
                    (["judges.embedder_batch_size=0"], "embedder_batch_size"),
-                   (["share_prompts=maybe"], "true or false")],
+                   (["share_prompts=maybe"], "true or false"),
+                   (["bootstrap.seed=-1"], "bootstrap.seed must be zero or more"),
+                   (["bootstrap.samples=1"], "at least 100"), (["bootstrap.samples=99"], "at least 100"),
+                   (["bootstrap.samples=-5"], "bootstrap.samples"), (["bootstrap.level=1"], "bootstrap.level")],
     "judges": [(["nli_batch_size=0"], "nli_batch_size"), (["embedder= "], "embedder")],
     "downstream": [(["batch_size=0"], "downstream.batch_size"), (["limit=0"], "downstream.limit"),
-                   (["num_fewshot=-1"], "num_fewshot"), (["tasks="], "downstream.tasks")],
+                   (["num_fewshot=-1"], "num_fewshot"), (["tasks="], "downstream.tasks"),
+                   (["seed=-1"], "downstream.seed must be zero or more")],
     "unlearn": [(["method=XYZ"], "XYZ"), (["beta=0"], "beta"), (["forget_coeff=nan"], "forget_coeff"),
                 (["regularization_coeff=inf"], "regularization_coeff"), (["mask=maybe"], "true or false")],
     "top": [(["nosuch=1"], "unknown config key 'nosuch'"), (["--config", "/nonexistent/c.yaml"], "c.yaml")],
@@ -278,10 +283,12 @@ SECTION_PLACES = {
 # Settings particular to one command, and settings a command sets itself (refused, not ignored).
 COMMAND_BAD_VALUES = {
     "finetune": [(["data.max_length=0"], "max_length"), (["data.train="], "data.train")],
-    "unlearn": [(["evaluation.model.name_or_path=/x"], "evaluation.model.name_or_path"),
+    "unlearn": [(["seeds=[-3]"], "seeds must be zero or more"), (["seeds=[1,-2]"], "seeds must be zero or more"),
+                (["evaluation.model.name_or_path=/x"], "evaluation.model.name_or_path"),
                 (["evaluation.output_dir=elsewhere"], "evaluation.output_dir"),
                 (["evaluation.model.prompt_format.kind=tags"], "evaluation.model.prompt_format.kind")],
-    "continual": [(["methods=FOO"], "FOO"), (["methods=GA+GD,GA+GD"], "twice"),
+    "continual": [(["methods=FOO"], "FOO"), (["methods=GA+GD,GA+GD"], "twice"), (["seeds=-1"], "seeds"),
+                  (["unlearn.seeds=[-1]"], "unlearn.seeds"),
                   (["unlearn.data.task_id=2"], "unlearn.data.task_id"),
                   (["unlearn.reference_model=/x"], "fix_ref_model"),
                   (["unlearn.output_dir=elsewhere"], "unlearn.output_dir"),
@@ -299,7 +306,10 @@ COMMAND_BAD_VALUES = {
              (["questions_per_author=0"], "questions_per_author"), (["evaluation.ds_size=-1"], "evaluation.ds_size"),
              (["evaluation.scenario=custom"], "evaluation.scenario"),
              (["evaluation.output_dir=elsewhere"], "evaluation.output_dir"),
-             (["forget_split=forget99"], "forget_split"), (["retain_split=retain99"], "retain_split")],
+             (["forget_split=forget99"], "forget_split"), (["retain_split=retain99"], "retain_split"),
+             (["seed=-1"], "seed must be zero or more"), (["seeds=[0,-1]"], "seeds must be zero or more"),
+             (["holdout_authors=0"], "holdout_authors"),
+             (["attack.relearn.seed=-1"], "attack.relearn.seed"), (["attack.probes.seed=-2"], "attack.probes.seed")],
     "build-forget-set": [(["max_length=1"], "max_length"), (["batch_size=0"], "batch_size"),
                          (["templates=Who?"], "{name}")],
     "evaluate": [(["scenario=custom", "data.custom_forget=/nonexistent/f.json"], "/nonexistent/f.json"),
@@ -313,6 +323,7 @@ COMMAND_BAD_VALUES = {
                     (["authors=1"], "authors"), (["warmup_steps=-1"], "warmup_steps"),
                     (["vitaminc_share=1.5"], "vitaminc_share"), (["max_length=0"], "max_length"),
                     (["trainable_layers=-1"], "trainable_layers"), (["first_seed=-1"], "first_seed"),
+                    (["seed=-1"], "seed must be zero or more"),
                     (["--threads", "0"], "--threads"), (["speed=3"], "speed")],
     "show-format": [(["kind=llama9"], "prompt_format.kind"), (["question_start=Q:"], "kind=tags"),
                     (["colour=red"], "colour"), (["kind=tags", "answer_start"], "key=value")],
@@ -321,13 +332,18 @@ COMMAND_BAD_VALUES = {
                (["relearn.steps=0"], "relearn.steps"), (["quantize.bits=1"], "quantize.bits"),
                (["quantize.bitsandbytes=fp3"], "bitsandbytes"),
                (["relearn.data=/nonexistent/rows.json"], "relearn.data"),
+               (["relearn.seed=-1"], "relearn.seed must be zero or more"),
+               (["probes.seed=-1"], "probes.seed must be zero or more"),
                ([], "not a training run folder")],
     "intervals": [(["samples=0"], "samples"), (["level=1.5"], "level"), (["samples=many"], "samples"),
-                  ([], "summary.json")],
-    "muse": [(["evaluation.corpus=films"], "evaluation.corpus"), (["evaluation.metrics=foo"], "evaluation.metrics"),
+                  (["samples=1"], "at least 100"), (["samples=99"], "at least 100"),
+                  (["seed=-1"], "seed must be zero or more"), ([], "summary.json")],
+    "muse": [(["unlearn.training.seed=-1"], "unlearn.training.seed"), (["unlearn.seeds=[-1]"], "unlearn.seeds"),
+             (["evaluation.corpus=films"], "evaluation.corpus"), (["evaluation.metrics=foo"], "evaluation.metrics"),
              (["evaluation.min_k=0"], "min_k"), (["unlearn.method=IDK+AP"], "plain text has not"),
              (["unlearn.data.chunk_length=1"], "chunk_length")],
-    "wmdp": [(["unlearn.method=IDK+AP"], "plain text has not"), (["unlearn.data.chunk_length=1"], "chunk_length"),
+    "wmdp": [(["unlearn.training.seed=-1"], "unlearn.training.seed"), (["downstream.seed=-1"], "downstream.seed"),
+             (["unlearn.method=IDK+AP"], "plain text has not"), (["unlearn.data.chunk_length=1"], "chunk_length"),
              (["unlearn.data.task_id=1"], "task_id"), (["unlearn.data.format=qa"], "format")],
 }
 
@@ -492,7 +508,7 @@ def real_world_folder(qa_folder, tmp_path_factory):
 
 
 def _model_command(command: str, model: Path, qa: Path, rw: Path, out: Path) -> list[str]:
-    small = ["training.progress=false", "training.epochs=1"]
+    small = ["training.progress=false", "training.epochs=1", "training.warmup_epochs=0"]
     return {
         "finetune": ["finetune", f"model.name_or_path={model}", f"data.source={qa}", "data.train=forget,retain",
                      f"output_dir={out}", *small],
@@ -611,6 +627,9 @@ def bad_inputs_per_command() -> dict[str, int]:
     for command in TRUNCATING:
         counts[command] += 1
     counts["unlearn"] += len(CASES) + 2  # the corpus above, run in-process and in a real process
+    for reader, _, _ in RUN_FILE_CASES.values():
+        command = reader.split("-")[0]
+        counts[command] = counts.get(command, 0) + 1
     counts["finetune"] += len(FINETUNE_CASES)
     return counts
 
@@ -660,3 +679,83 @@ def test_a_model_folder_that_cannot_be_written_is_one_line(tiny_model, tmp_path,
     with pytest.raises(UserError, match="is a file"):
         (tmp_path / "file").write_text("x")
         save_model(model, AutoTokenizer.from_pretrained(tiny_model), tmp_path / "file" / "model")
+
+
+# ---- run folders that are not what they claim ------------------------------------------------------
+
+def _attack_summary() -> str:
+    return json.dumps({"run": "r", "method": "GA+GD", "unlearned": {"FE": 0.5, "MU": 0.5}, "target_model": {},
+                       "attacks": [{"attack": "relearn:forget_half", "mean_recovery": 0.1}], "skipped": []},
+                      indent=2) + "\n"
+
+
+def _truncated(text: str) -> str:
+    return text[: len(text) // 2].rstrip("\n")  # cut mid-line, as a kill mid-write leaves it
+
+
+# Each run-folder file, spoiled each way: (what is written, pieces of the error).
+RUN_FILE_DAMAGE = {
+    "corrupt": (lambda text: "\x00\x01{{garbage: [\n", ["corrupt"]),
+    "truncated": (_truncated, ["truncated"]),
+    "wrong-type": (lambda text: "[1, 2, 3]\n", ["list"]),
+    "empty": (lambda text: "", ["empty"]),
+}
+# A file of the right format but another program's (or version's) content.
+FOREIGN = {
+    "config.yaml": ("trainer:\n  lr: 1\n", "names no model.name_or_path"),
+    "eval/config.yaml": ("trainer:\n  lr: 1\n", "unknown config key 'trainer'"),
+    "eval/summary.json": ('{"model": "m", "results": [1, 2]}\n', "'sets'"),
+    "attacks/summary.json": ('{"attacks": "relearn"}\n', "'attacks'"),
+}
+# Which command reads which file of a run folder.
+READERS = {
+    "config.yaml": ["attack", "report"],
+    "eval/config.yaml": ["attack", "intervals", "report-baseline"],
+    "eval/summary.json": ["attack", "report", "intervals", "report-baseline"],
+    "attacks/summary.json": ["report"],
+}
+
+
+def _run_file_cases() -> dict[str, tuple[str, str, str]]:
+    cases = {}
+    for file, readers in READERS.items():
+        for reader in readers:
+            for damage in [*RUN_FILE_DAMAGE, "foreign"]:
+                if damage == "foreign" and (file, reader) == ("config.yaml", "report"):
+                    continue  # report reads only the method name from it: a missing one is no error
+                cases[f"{reader}:{file}:{damage}"] = (reader, file, damage)
+    return cases
+
+
+RUN_FILE_CASES = _run_file_cases()
+
+
+def _reader_argv(reader: str, run: Path, tmp: Path) -> list[str]:
+    return {"attack": ["attack", str(run), "attacks=quantize"],
+            "report": ["report", str(run), "--output", str(tmp / "report")],
+            "report-baseline": ["report", str(run), str(tmp / "base"), "--baseline", "base",
+                                "--output", str(tmp / "report")],
+            "intervals": ["intervals", str(run), "samples=100"]}[reader]
+
+
+@pytest.mark.parametrize("case", list(RUN_FILE_CASES))
+def test_a_spoiled_run_folder_file_is_one_line_naming_it(case, evaluated_runs, tmp_path, capsys, no_model_loading):
+    import shutil
+
+    reader, file, damage = RUN_FILE_CASES[case]
+    run = tmp_path / "run"
+    shutil.copytree(evaluated_runs["run"], run)
+    shutil.copytree(evaluated_runs["target"], tmp_path / "base")
+    (run / "attacks").mkdir(exist_ok=True)
+    (run / "attacks" / "summary.json").write_text(_attack_summary())
+    path = run / file
+    if damage == "foreign":
+        text, piece = FOREIGN[file]
+        pieces = [piece]
+    else:
+        spoil, pieces = RUN_FILE_DAMAGE[damage]
+        text = spoil(path.read_text())
+    path.write_text(text)
+    line = _one_clean_line(main(_reader_argv(reader, run, tmp_path)), capsys.readouterr().err, pieces)
+    assert file.split("/")[-1] in line and str(run) in line, line
+    assert not (tmp_path / "report" / "report.md").exists()

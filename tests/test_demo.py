@@ -14,7 +14,7 @@ from unlearnlm.errors import UserError
 from unlearnlm.scenarios.demo import run_demo
 from unlearnlm.tiny import make_tiny_model
 
-SMALL = {"authors": 10, "questions_per_author": 2, "seed": 3,
+SMALL = {"authors": 10, "questions_per_author": 3, "seed": 3,
          "evaluation": {"ds_size": 4, "judges": {"embedder": "none", "nli": "none"}},
          "methods": ["ME+GD", "NPO+GD"], "train_judge": False,
          "finetune_training": {"lr": 1e-3, "epochs": 1, "per_device_batch_size": 8, "gradient_accumulation_steps": 1,
@@ -56,10 +56,13 @@ def test_demo_runs_every_stage_and_reuses_its_cache(world_model, tmp_path, monke
         assert not (out / "unlearn" / slug / "attacks" / "relearn" / "run" / "model").exists()
     target_summary = json.loads((out / "target" / "eval" / "summary.json").read_text())
     assert target_summary["FQ"] is not None  # measured against the retain model's evaluation
-    # privleak against the retain model's Min-K% AUC on holdout authors no model has seen
-    assert target_summary["privleak_reference"] == "the retain model's Min-K% AUC"
+    # privleak against the retain model's Min-K% AUC on holdout authors no model has seen. In this
+    # tiny world the retain model tells its 3 forget rows from the 4 holdout rows perfectly (AUC 1,
+    # A_R = 0): the target's privleak is undefined, and said so, never a number.
     retain_summary = json.loads((out / "retain" / "eval" / "summary.json").read_text())
-    assert target_summary["privleak_reference_auc"] == pytest.approx(retain_summary["AUC_min_k"])
+    assert retain_summary["AUC_min_k"] == 1.0
+    assert "privleak" not in target_summary and "AUC_min_k" in target_summary
+    assert any(s.startswith("privleak (the reference model's AUC is 1 (A_R = 0)") for s in target_summary["skipped"])
     assert retain_summary["privleak_reference"].startswith("A_R = 0.5 assumed")
     assert "privleak" in table and "AUC_min_k" in table and "forget/extraction_strength" in table
     assert (out / "target").is_symlink() and (out / "target").resolve().parent == tmp_path / "cache" / "demo"

@@ -96,11 +96,15 @@ def test_muse_folder_sets_load_with_their_keys(muse_folder):
 
     assert load_texts("raw/forget", str(muse_folder)) == FORGET_TEXTS
     assert load_rows("verbmem/forget", str(muse_folder), ("prompt", "gt")) == VERBMEM
-    sets = load_muse_sets(MuseEvalConfig(ds_size=1), str(muse_folder))
+    sets = load_muse_sets(MuseEvalConfig(ds_size=1, metrics=["verbmem_f", "knowmem_f", "knowmem_r"]), str(muse_folder))
     assert sets.verbmem == VERBMEM[:1]
     assert sets.knowmem["knowmem_f"] == (FORGET_QA[:1], FORGET_ICL)  # ICL pairs are never cut
     assert sets.knowmem["knowmem_r"] == (RETAIN_QA[:1], RETAIN_ICL)
-    assert sets.privleak_forget == PRIVLEAK_FORGET[:1] and sets.privleak_holdout == PRIVLEAK_HOLDOUT[:1]
+    sets = load_muse_sets(MuseEvalConfig(ds_size=3), str(muse_folder))
+    assert sets.privleak_forget == PRIVLEAK_FORGET[:3] and sets.privleak_holdout == PRIVLEAK_HOLDOUT[:3]
+    # One text a side gives an AUC of 0, 0.5 or 1: refused, before any model loads.
+    with pytest.raises(UserError, match="at least 3 rows on each side; the forget set has 1, the holdout 1"):
+        load_muse_sets(MuseEvalConfig(ds_size=1), str(muse_folder))
 
 
 def test_missing_config_split_or_key_is_one_line(muse_folder, tmp_path):
@@ -328,7 +332,8 @@ def test_privleak_by_hand():
     value, fallback = privleak(0.8, 1 - 0.4772)  # MUSE-News' retrained reference
     assert value == pytest.approx((0.2 - 0.4772) / 0.4772 * 100) and not fallback
     assert privleak(0.6, 0.6) == (0.0, False)
-    assert privleak(0.5, 1.0)[0] == math.inf  # A_R = 0: any difference is infinitely large
+    assert privleak(0.5, 1.0)[0] is None  # A_R = 0: undefined (a division by 0), never a number
+    assert privleak(1.0, 1.0)[0] is None  # the reference itself too: 0 / 0
 
 
 # ---- end to end -------------------------------------------------------------------------

@@ -267,7 +267,7 @@ def test_grad_norm_is_one_backward_per_forget_and_holdout_row(tiny_model, privac
     from unlearnlm.data.formatting import PromptFormat
     from unlearnlm.training.models import load_model, load_tokenizer
 
-    summary = evaluate_model(_config(tiny_model, privacy_folder, tmp_path, "privacy.grad_norm_p=inf", "ds_size=2"),
+    summary = evaluate_model(_config(tiny_model, privacy_folder, tmp_path, "privacy.grad_norm_p=inf", "ds_size=3"),
                              judges=Judges(Embedder(), None))
     assert "AUC_grad_norm" in summary
     record = _jsonl(tmp_path / "records" / "holdout.jsonl")[0]

@@ -185,8 +185,10 @@ def test_report_refuses_a_baseline_on_other_rows_or_unknown(tmp_path, capsys):
     assert main(["report", str(a), str(b), "-o", str(tmp_path / "out"), "--baseline", "a"]) == 2
     error = capsys.readouterr().err.strip()
     assert "\n" not in error and "set 'forget' holds other rows" in error
-    assert main(["report", str(a), str(a.parent / "a"), "-o", str(tmp_path / "out"), "--baseline", "nobody"]) == 2
+    assert main(["report", str(a), str(b), "-o", str(tmp_path / "out"), "--baseline", "nobody"]) == 2
     assert "no run is named 'nobody'" in capsys.readouterr().err
+    assert main(["report", str(a), str(a.parent / "a"), "-o", str(tmp_path / "out")]) == 2  # a run and itself
+    assert "are the same run" in capsys.readouterr().err
 
 
 def test_labels_never_overlap_on_the_mu_fe_plot():

@@ -25,7 +25,6 @@ is printed.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence, TypeVar
@@ -106,7 +105,9 @@ def command_line_overrides(items: Sequence[str]) -> dict[str, str]:
 
 
 def _read_json(path: Path) -> dict:
-    return json.loads(path.read_text(encoding="utf-8"))
+    from .io import read_json
+
+    return read_json(path)
 
 
 def _numbers(folder: Path, *names: str) -> dict:
@@ -193,8 +194,6 @@ def intervals(folder: str | Path, **settings: Any) -> Result:
     from .evaluation.evaluate import format_table, intervals_command
 
     bootstrap = build_config(BootstrapConfig, None, None, **settings)  # BootstrapConfig.validate
-    if bootstrap.samples == 0:  # "no intervals" in an evaluation; here the intervals are the point
-        raise UserError("intervals: samples must be at least 1, got 0")
     summary = intervals_command(folder, bootstrap)
     return Result(Path(summary.get("output_dir") or folder), summary, format_table(summary))
 

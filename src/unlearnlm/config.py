@@ -144,6 +144,9 @@ class JudgesConfig:
     nli_batch_size: int = 32
 
 
+MIN_BOOTSTRAP_SAMPLES = 100  # fewer resamples give percentile intervals that are mostly noise
+
+
 @dataclass
 class BootstrapConfig:
     # Resamples of every set's rows for the intervals (computed from the records, no model);
@@ -152,11 +155,15 @@ class BootstrapConfig:
     seed: int = 0
     level: float = 0.95
 
-    def validate(self, prefix: str = "") -> None:
-        """The one check of these settings, wherever they sit (an evaluation's ``bootstrap.``, the
-        ``intervals`` command's own)."""
-        _require(self.samples >= 0, f"{prefix}samples must be zero (no intervals) or more, got {self.samples}")
-        _require(0 < self.level < 1, f"{prefix}level must be between 0 and 1, got {self.level}")
+    def validate(self, prefix: str = "", allow_none: bool = True) -> None:
+        """The one check of these settings, wherever they sit (an evaluation's ``bootstrap.``, where
+        0 means no intervals; the ``intervals`` command's own, ``allow_none=False``)."""
+        floor = f"at least {MIN_BOOTSTRAP_SAMPLES}"
+        _require((allow_none and self.samples == 0) or self.samples >= MIN_BOOTSTRAP_SAMPLES,
+                 f"{prefix}samples must be {'zero (no intervals) or ' if allow_none else ''}{floor} "
+                 f"(fewer resamples give intervals that are mostly noise), got {self.samples}")
+        _require(math.isfinite(self.level) and 0 < self.level < 1,
+                 f"{prefix}level must be between 0 and 1, got {self.level}")
 
 
 @dataclass
@@ -703,22 +710,12 @@ def _deep_merge(base: dict, extra: dict) -> dict:
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
+    from .io import read_yaml as read_mapping
+
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as err:
-        raise UserError(f"cannot read config file {path}: {err.strerror or err}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise UserError(f"config file {path}{where} is not valid YAML") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise UserError(f"config file {path} must hold a mapping of keys, got {type(data).__name__}")
-    return data
+        return read_mapping(path)
+    except UserError as err:
+        raise UserError(f"config file: {err}") from None
 
 
 def preset_names() -> list[str]:
@@ -889,11 +886,24 @@ def _overwritten(config: Any, default: Any, keys: dict[str, str], what: str, pre
             raise UserError(f"{prefix}{given[0]}={mine[given[0]]!r} cannot be honoured: {what}; {instead}")
 
 
+def _seeds_in_range(config: Any, prefix: str = "") -> None:
+    """Every seed of a config, at any depth (training.seed, seeds=[...], bootstrap.seed,
+    relearn.seed, probes.seed, ...), is zero or more: numpy and torch refuse a negative one, mid-run."""
+    for item in dataclasses.fields(config):
+        value, key = getattr(config, item.name), prefix + item.name
+        if dataclasses.is_dataclass(value):
+            _seeds_in_range(value, key + ".")
+        elif item.name in ("seed", "seeds") or item.name.endswith("_seed"):
+            for seed in value if isinstance(value, list) else [value]:
+                _require(not isinstance(seed, int) or seed >= 0, f"{key} must be zero or more, got {seed}")
+
+
 def validate_config(config: Any):
     """Everything about a config that can be wrong without looking at files or models. Returns
     the method of an UnlearnConfig, resolved once here (None for other configs), for the caller
     to pass on."""
     method = None
+    _seeds_in_range(config)
     if isinstance(getattr(config, "model", None), ModelConfig):
         _require(bool(config.model.name_or_path.strip()), "model.name_or_path is empty")
         _require(config.model.dtype in MODEL_DTYPES,
@@ -966,7 +976,9 @@ def validate_config(config: Any):
     if isinstance(config, DemoConfig) and config.run_attacks:
         validate_attacks(config.attack, prefix="attack.")
     validate_own = getattr(config, "validate", None)  # configs defined beside their command (train-judge)
-    if callable(validate_own):
+    if isinstance(config, BootstrapConfig):  # the intervals command's own settings: intervals wanted
+        config.validate(allow_none=False)
+    elif callable(validate_own):
         validate_own()
     return method
 
@@ -1052,6 +1064,7 @@ def validate_demo(config: DemoConfig) -> None:
     # "all" stands for every method the demo offers (scenarios.demo expands it).
     _methods_known([m for m in config.methods if m.strip().lower() != "all"], "methods")
     _require(config.authors >= 4, f"authors must be at least 4, got {config.authors}")
+    _require(config.holdout_authors >= 1, f"holdout_authors must be at least 1, got {config.holdout_authors}")
     _require(config.questions_per_author >= 1,
              f"questions_per_author must be at least 1, got {config.questions_per_author}")
     validate_evaluation(config.evaluation, prefix="evaluation.")

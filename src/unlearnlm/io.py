@@ -1,4 +1,5 @@
-"""Crash-safe file writing: every result file appears whole or not at all."""
+"""Run-folder files: written crash-safe (whole or not at all), read defensively (a missing,
+corrupt, truncated or foreign file is one line naming it, never a traceback)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import re
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable
+
+import yaml
 
 from .errors import UserError
 
@@ -105,3 +108,62 @@ def safe_name(text: str) -> str:
     name = re.sub(r"[^A-Za-z0-9_.+-]+", "_", str(text)).lstrip(".-")
     name = re.sub(r"\.{2,}", ".", name)
     return name or "_"
+
+
+_TYPE_NAMES = {dict: "a mapping", list: "a list", str: "text", int: "an integer", float: "a number"}
+
+
+def _type_name(kind: type) -> str:
+    return _TYPE_NAMES.get(kind, kind.__name__)
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"cannot read {path}: it does not exist") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not UTF-8 text: corrupt, or not written by unlearnlm") from None
+    except OSError as err:
+        raise UserError(f"cannot read {path}: {err.strerror or err}") from None
+
+
+def read_json(path: str | Path, kind: type = dict) -> Any:
+    """A JSON file of a run folder (summary.json, attacks/summary.json, ...), which must hold a
+    ``kind``; a missing, unreadable, corrupt, truncated or wrong-typed one is a UserError naming it."""
+    path = Path(path)
+    text = _read_text(path)
+    if not text.strip():
+        raise UserError(f"{path} is empty: not a file unlearnlm wrote")
+    try:
+        data = json.loads(text)
+    except ValueError as err:
+        where = f" (line {err.lineno})" if isinstance(err, json.JSONDecodeError) else ""
+        raise UserError(f"{path} is corrupt or truncated: not valid JSON{where}") from None
+    if not isinstance(data, kind):
+        raise UserError(f"{path} holds {_type_name(type(data))} where {_type_name(kind)} belongs: "
+                        "it is not a file unlearnlm wrote")
+    return data
+
+
+def read_yaml(path: str | Path, written: bool = False) -> dict[str, Any]:
+    """A YAML file of keys (a run's config.yaml, a config file): empty = {}; a missing,
+    unreadable, malformed or non-mapping one is a UserError naming it. ``written``: a file
+    unlearnlm wrote (it always ends its last line), so one cut short mid-line is refused too."""
+    path = Path(path)
+    text = _read_text(path)
+    if written and not text.strip():
+        raise UserError(f"{path} is empty: not a file unlearnlm wrote")
+    if written and not text.endswith("\n"):
+        raise UserError(f"{path} is truncated (its last line is cut short)")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise UserError(f"{path}{where} is not valid YAML (corrupt or truncated)") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"{path} must hold a mapping of keys, got {_type_name(type(data))}")
+    return data

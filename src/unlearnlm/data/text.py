@@ -61,7 +61,8 @@ def read_rows_file(path: Path, keys: Sequence[str]) -> list[dict]:
     return read_records_file(path)
 
 
-def check_rows(rows: Sequence[dict], origin: str, keys: Sequence[str]) -> None:
+def check_rows(rows: Sequence[dict], origin: str, keys: Sequence[str], nonblank: Sequence[str] = ()) -> None:
+    """Every row an object holding every key as a string; the ``nonblank`` keys hold more than whitespace."""
     if not rows:
         raise UserError(f"{origin}: no rows")
     for index, row in enumerate(rows):
@@ -73,6 +74,8 @@ def check_rows(rows: Sequence[dict], origin: str, keys: Sequence[str]) -> None:
                 raise UserError(f"{where}: missing key '{key}'")
             if not isinstance(row[key], str):
                 raise UserError(f"{where}: key '{key}' must be a string, got {type(row[key]).__name__}")
+            if key in nonblank and not row[key].strip():
+                raise UserError(f"{where}: key '{key}' is empty: it tokenises to nothing")
 
 
 def _listing(names: list[str], most: int = 12) -> str:
@@ -112,8 +115,10 @@ def _from_hub(name: str, config: str, split: str) -> list[dict]:
     return [dict(row) for row in dataset]
 
 
-def load_rows(spec: str, source: str | None, keys: Sequence[str] = ("text",)) -> list[dict]:
-    """Rows of a text or QA set: a file, ``CONFIG/SPLIT`` of a local folder, or of a hub dataset."""
+def load_rows(spec: str, source: str | None, keys: Sequence[str] = ("text",),
+              nonblank: Sequence[str] = ()) -> list[dict]:
+    """Rows of a text or QA set: a file, ``CONFIG/SPLIT`` of a local folder, or of a hub dataset
+    (the ``nonblank`` keys must hold more than whitespace)."""
     keys = tuple(keys)
     if not spec or not str(spec).strip():
         raise UserError("empty text set name")
@@ -135,7 +140,7 @@ def load_rows(spec: str, source: str | None, keys: Sequence[str] = ("text",)) ->
             raise UserError(f"data source {source} is a file; name a folder or a hub dataset")
         else:
             rows, origin = _from_hub(source, config, split), f"{source}:{config}/{split}"
-    check_rows(rows, origin, keys)
+    check_rows(rows, origin, keys, nonblank)
     return [{k: v for k, v in row.items() if k != "_line"} for row in rows]
 
 
@@ -152,6 +157,8 @@ def chunk_token_stream(
         raise UserError(f"data.chunk_length must be at least 2, got {chunk_length}")
     text = separator.join(texts)
     stream = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if not stream:
+        raise UserError("the texts tokenise to nothing (every one is empty): there is nothing to train on")
     bos = tokenizer.bos_token_id
     step = chunk_length - 1 if bos is not None else chunk_length
     lead = (bos,) if bos is not None else ()

@@ -9,11 +9,12 @@ beneath. report_attacks.csv holds every metric's recovery and interval.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..errors import UserError
 from ..figures import png_bytes, pyplot
+from ..io import read_json
 from ..tables import csv_text
 from .metrics import FORGET_EFFICACY_METRICS
 from .recovery import RECOVERY_METRICS, RECOVERY_TITLES
@@ -28,13 +29,24 @@ def attack_summaries(runs: Sequence) -> list[tuple[str, dict]]:
     for run in runs:
         path = Path(run.folder) / ATTACK_SUMMARY
         if path.exists():
-            try:
-                summary = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                continue
+            summary = read_attack_summary(path)
             label = f"{run.method} ({run.name})" if run.method and run.method != run.name else run.name
             found.append((label, summary))
     return found
+
+
+def read_attack_summary(path: Path) -> dict:
+    """RUN/attacks/summary.json, checked: a run's attacks are never dropped from a report silently."""
+    summary = read_json(path)
+    attacks = summary.get("attacks")
+    if not isinstance(attacks, list) or not all(isinstance(a, dict) and isinstance(a.get("attack"), str)
+                                                for a in attacks):
+        raise UserError(f"{path}: 'attacks' is not a list of attacks: not an attack summary unlearnlm wrote; "
+                        "run `unlearnlm attack` on the run again")
+    for key in ("unlearned", "target_model"):
+        if not isinstance(summary.get(key, {}), dict):
+            raise UserError(f"{path}: '{key}' is not a mapping: not an attack summary unlearnlm wrote")
+    return summary
 
 
 def attack_names(summaries: Sequence[tuple[str, dict]]) -> list[str]:

@@ -15,19 +15,16 @@ and prints a table.
 from __future__ import annotations
 
 import datetime
-import json
 import logging
 import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-import yaml
-
-from ..config import BootstrapConfig, EvalDataConfig, EvaluateConfig, UnlearnConfig, save_config
+from ..config import BootstrapConfig, EvalDataConfig, EvaluateConfig, UnlearnConfig, from_dict, save_config
 from ..data.records import read_records_file
 from ..errors import UserError
-from ..io import append_csv_row, atomic_write_json, atomic_write_jsonl
+from ..io import append_csv_row, atomic_write_json, atomic_write_jsonl, read_json, read_yaml
 from ..judges.loading import Judges
 from ..tables import format_cell
 from . import metrics as M
@@ -56,9 +53,10 @@ def run_data_settings(run_folder: Optional[Path]) -> dict:
     """The ``data`` section of a training run's config.yaml (empty when there is none)."""
     if run_folder is None:
         return {}
-    saved = yaml.safe_load((run_folder / "config.yaml").read_text(encoding="utf-8")) or {}
-    data = saved.get("data") if isinstance(saved, dict) else None
-    return data if isinstance(data, dict) else {}
+    data = read_yaml(run_folder / "config.yaml", written=True).get("data")
+    if data is not None and not isinstance(data, dict):
+        raise UserError(f"{run_folder / 'config.yaml'}: 'data' is not a section of keys: not a run's config")
+    return data or {}
 
 
 def resolve_data(data: EvalDataConfig, scenario: str, run_data: Optional[dict] = None) -> EvalDataConfig:
@@ -79,7 +77,49 @@ def resolve_data(data: EvalDataConfig, scenario: str, run_data: Optional[dict] =
 
 
 def resolve_config(config: EvaluateConfig, run_folder: Optional[Path] = None) -> EvaluateConfig:
-    return replace(config, data=resolve_data(config.data, config.scenario, run_data_settings(run_folder)))
+    """The data keys filled in, and every local path absolute: the saved config.yaml means the
+    same whichever folder a later command (intervals, attack, report) runs from."""
+    config = replace(config, data=resolve_data(config.data, config.scenario, run_data_settings(run_folder)))
+    return _paths_resolved(config, lambda path: path)
+
+
+def _paths_resolved(config: EvaluateConfig, locate: Callable[[Path], Path]) -> EvaluateConfig:
+    """Each path setting that names an existing file or folder (``locate`` finds a relative one)
+    as an absolute path; a hub name, a split name or a path that exists nowhere is left as it is."""
+
+    def absolute(value: Optional[str]) -> Optional[str]:
+        if not value:
+            return value
+        path = Path(value).expanduser()
+        found = path if path.is_absolute() else locate(path)
+        return str(found.resolve()) if found.exists() else value
+
+    data = config.data
+    return replace(
+        config, model=replace(config.model, name_or_path=absolute(config.model.name_or_path)),
+        data=replace(data, source=absolute(data.source), holdout=absolute(data.holdout),
+                     custom_forget=[absolute(f) for f in data.custom_forget],
+                     custom_retain=[absolute(f) for f in data.custom_retain]),
+        retain_eval=absolute(config.retain_eval),
+        privacy=replace(config.privacy, reference_eval=absolute(config.privacy.reference_eval)))
+
+
+def read_evaluation_config(folder: str | Path) -> EvaluateConfig:
+    """FOLDER/config.yaml as an EvaluateConfig. A relative path in it (saved by an older version)
+    is taken relative to FOLDER, else to the run folder above it, never to the current folder."""
+    folder = Path(folder).expanduser().resolve()
+    path = folder / "config.yaml"
+    try:
+        config = from_dict(EvaluateConfig, read_yaml(path, written=True))
+    except UserError as err:
+        message = str(err)
+        raise UserError(message if str(path) in message else f"{path}: {message}") from None
+
+    def locate(relative: Path) -> Path:
+        return next((base / relative for base in (folder, folder.parent) if (base / relative).exists()),
+                    folder / relative)
+
+    return _paths_resolved(config, locate)
 
 
 def run_evaluation_config(run: UnlearnConfig, model_path: str, output_dir: str | Path,
@@ -99,7 +139,9 @@ def build_sets(config: EvaluateConfig) -> list[tuple[EvalSet, list[dict]]]:
     data = config.data
     custom = [("forget", p) for p in data.custom_forget] + [("retain", p) for p in data.custom_retain]
     sets = scenario_sets(config.scenario, data.forget, custom, data.holdout, data.source)
-    return [load_set_rows(s, data.source, data.task_id, config.ds_size) for s in sets]
+    loaded = [load_set_rows(s, data.source, data.task_id, config.ds_size) for s in sets]
+    check_holdout(loaded)
+    return loaded
 
 
 def check_prompt_lengths(formatter, sets: Sequence[tuple[EvalSet, list[dict]]], max_length: int) -> None:
@@ -251,17 +293,35 @@ def privacy_aggregates(forget_rows: Sequence[dict] | None, holdout_rows: Sequenc
     if not forget_rows or not holdout_rows:
         return {}, ["MIA AUCs and privleak (" + ("no holdout set: set data.holdout" if not holdout_rows
                                                else "no forget set") + ")"]
+    too_few = M.P.auc_rows_problem(len(forget_rows), len(holdout_rows))
+    if too_few:
+        return {}, [f"MIA AUCs and privleak ({too_few})"]
     aucs = M.mia_aucs(forget_rows, holdout_rows)
     numbers: dict[str, Any] = {f"AUC_{name}": value for name, value in aucs.items()}
     skipped = [f"AUC_{name} ({M.BY_NAME[name].missing})" for name in M.MIA_SCORES if name not in aucs]
     if M.PRIVLEAK_SCORE in aucs:
         reference = (retain_aucs or {}).get(M.PRIVLEAK_SCORE)
         value, fallback = M.P.privleak(aucs[M.PRIVLEAK_SCORE], reference)
+        if value is None:
+            return numbers, skipped + [f"privleak ({M.P.PRIVLEAK_UNDEFINED})"]
         numbers["privleak"] = value
         numbers["privleak_reference_auc"] = reference
         numbers["privleak_reference"] = (f"A_R = 0.5 assumed ({retain_note}): privleak is not against a retain model"
                                          if fallback else "the retain model's Min-K% AUC")
     return numbers, skipped
+
+
+def check_holdout(sets: Sequence[tuple[EvalSet, list[dict]]]) -> None:
+    """A holdout sharing questions with the forget set would score rows against themselves (every
+    MIA AUC 0.5, privleak its best): refused, before any model loads."""
+    forget, holdout = forget_and_holdout(sets)
+    if not forget or not holdout:
+        return
+    forget_questions = {" ".join(str(r["question"]).split()).lower() for r in forget}
+    shared = [r["question"] for r in holdout if " ".join(str(r["question"]).split()).lower() in forget_questions]
+    if shared:
+        raise UserError(f"data.holdout shares {len(shared)} of its {len(holdout)} questions with the forget set "
+                        f"(e.g. '{shared[0][:60]}'): the MIA AUCs and privleak need rows no model trained on")
 
 
 def retain_model_aucs(config: EvaluateConfig) -> tuple[dict | None, str]:
@@ -366,7 +426,8 @@ def add_intervals(summary: dict, set_rows: Sequence[S.SetRows], settings: Bootst
     if settings.samples == 0:
         summary.pop("intervals", None)
         return None
-    replicates = S.bootstrap(set_rows, scoring(summary["scenario"], retain_aucs), settings.samples, settings.seed)
+    replicates = S.bootstrap(set_rows, scoring(summary.get("scenario", "tofu"), retain_aucs), settings.samples,
+                             settings.seed)
     forget = [s for s in set_rows if s.role == "forget"]
     forget.sort(key=lambda s: s.name != "forget")
     fq_rows = len(forget[0].rows) if "FQ" in summary and forget else None
@@ -383,33 +444,41 @@ def read_set_rows(folder: str | Path) -> list[S.SetRows]:
         path = folder / RECORDS_DIR / f"{_file_name(name)}.jsonl"
         if not path.exists():
             raise UserError(f"{path} is missing: intervals and paired comparisons need the per-row records")
-        set_rows.append(S.SetRows(name, result.get("role", "retain"), read_records_file(path)))
+        records = read_records_file(path)
+        if isinstance(result.get("rows"), int) and len(records) != result["rows"]:
+            raise UserError(f"{path} holds {len(records)} rows where {folder / EVAL_SUMMARY} counts {result['rows']}: "
+                            "the records are incomplete, and intervals from them would not be the summary's; "
+                            "evaluate again")
+        set_rows.append(S.SetRows(name, result.get("role", "retain"), records))
     return set_rows
 
 
-def bootstrap_folder(folder: str | Path, settings: BootstrapConfig) -> S.Replicates:
-    """The replicates of an evaluation folder's numbers (from its records)."""
-    summary = load_summary(folder)
-    scored = scoring(summary.get("scenario", "tofu"), _saved_retain_aucs(folder))
-    return S.bootstrap(read_set_rows(folder), scored, settings.samples, settings.seed)
+def folder_scoring(folder: str | Path) -> S.Scoring:
+    """The scoring of an evaluation folder's own numbers: its scenario, and privleak against its
+    own reference (the retain model's AUC its summary used, else 0.5), so a bootstrap of its
+    records (intervals, paired comparisons, seeds) gives the summary's privleak, from any folder."""
+    return scoring(load_summary(folder).get("scenario", "tofu"), _saved_retain_aucs(folder))
 
 
 def _saved_retain_aucs(folder: Path) -> Optional[dict]:
-    """The retain model's MIA AUCs for an evaluation folder, read through its saved config."""
-    saved = Path(folder) / "config.yaml"
-    if not saved.exists():
-        return None
-    from ..config import from_dict
-
-    try:
-        config = from_dict(EvaluateConfig, yaml.safe_load(saved.read_text(encoding="utf-8")) or {})
-    except UserError:
-        return None
-    return retain_model_aucs(config)[0]
+    """The retain model's MIA AUCs for an evaluation folder, read through its saved config: the
+    reference its summary's privleak was computed against. When the summary's privleak is the
+    retain model's and they cannot be recomputed now, that is an error, not a silent A_R = 0.5."""
+    folder = Path(folder)
+    summary = load_summary(folder)
+    if not (folder / "config.yaml").exists():
+        aucs, why = None, f"{folder / 'config.yaml'} is missing"
+    else:
+        aucs, why = retain_model_aucs(read_evaluation_config(folder))
+    if aucs is None and summary.get("privleak_reference_auc") is not None:
+        raise UserError(f"{folder}: its privleak is against a retain model's AUC, which cannot be recomputed now "
+                        f"({why}); the privleak interval would be against another reference")
+    return aucs
 
 
 def intervals_command(folder: str | Path, settings: BootstrapConfig) -> dict:
-    """``unlearnlm intervals EVAL_DIR``: add (or recompute) the intervals of a finished evaluation."""
+    """``unlearnlm intervals EVAL_DIR``: add (or recompute) the intervals of a finished evaluation
+    (``settings`` validated by the caller: api.intervals)."""
     folder = Path(folder)
     if not (folder / EVAL_SUMMARY).exists() and (folder / "eval" / EVAL_SUMMARY).exists():
         folder = folder / "eval"  # an unlearning run folder
@@ -436,7 +505,7 @@ def evaluate_model(
     ``extra`` adds columns to the CSV row and keys to the summary (e.g. {"epoch": 2});
     ``csv_path`` puts the CSV row elsewhere (e.g. one file for every epoch of a run).
     """
-    from ..training.models import load_for_inference, load_prompt_format, load_tokenizer
+    from ..training.models import load_for_inference, load_prompt_format, load_tokenizer, refuse_broken_model
     from .inference import InferenceTimes, infer_sets
     from .shards import from_main, infer_across_processes, parameters_sharded, processes
 
@@ -456,6 +525,7 @@ def evaluate_model(
     judges = judges if judges is not None else Judges.load(config.judges)
     if model is None:
         model, tokenizer = load_for_inference(config.model, tokenizer)
+    refuse_broken_model(model, formatter.prompt_ids(sets[0][1][0]["question"]), config.model.name_or_path)
 
     if config.privacy.grad_norm_p and group.count > 1 and parameters_sharded(model):
         raise UserError("privacy.grad_norm_p needs the whole model on the main process; it cannot run on a model "
@@ -600,6 +670,8 @@ def format_table(summary: dict) -> str:
         block = summary["intervals"]
         lines.append(f"intervals: {S.percent(block['level'])} percentile bootstrap over each set's rows "
                      f"(B = {block['samples']}, seed {block['seed']})")
+        for name, why in (block.get("undefined") or {}).items():
+            lines.append(f"no interval on {name}: {why}")
     judges = summary["judges"]
     lines.append(f"judges: embedder = {judges['embedder'] or 'none'}; nli = {judges['nli'] or 'none'}")
     if summary["skipped"]:
@@ -607,12 +679,24 @@ def format_table(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def load_summary(folder: str | Path) -> dict:
-    path = Path(folder) / EVAL_SUMMARY
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
-        raise UserError(f"cannot read evaluation summary {path}: {err}") from None
+def load_summary(folder: str | Path, name: str = EVAL_SUMMARY) -> dict:
+    """An evaluation folder's summary.json (or a seeds folder's ``name``), checked for the shape
+    every reader relies on: a corrupt, truncated or foreign one is one line naming the file."""
+    path = Path(folder) / name
+    summary = read_json(path)
+    sets = summary.get("sets")
+    if not isinstance(sets, dict) or not all(isinstance(r, dict) and isinstance(r.get("metrics", {}), dict)
+                                             for r in sets.values()):
+        raise UserError(f"{path}: 'sets' is not a mapping of sets to their metrics: not an evaluation summary")
+    for key, value in summary.items():
+        if key in METRIC_TITLES or any(key == a.name for a in M.AGGREGATES):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise UserError(f"{path}: '{key}' is {value!r}, not a number: not an evaluation summary")
+    for key, kind in (("scenario", str), ("intervals", dict), ("skipped", list), ("judges", dict)):
+        if key in summary and not isinstance(summary[key], kind):
+            raise UserError(f"{path}: '{key}' has the wrong type ({type(summary[key]).__name__}): "
+                            "not an evaluation summary")
+    return summary
 
 
 def evaluate_command(config: EvaluateConfig, model_argument: Optional[str] = None) -> dict:

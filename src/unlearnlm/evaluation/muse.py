@@ -27,9 +27,10 @@ import torch
 
 from ..config import MuseEvalConfig
 from ..data.text import load_rows
+from ..errors import UserError
 from .inference import greedy_new_tokens
 from .metrics import rouge_l_scorer
-from .privacy import mia_auc, min_k_score, privleak
+from .privacy import PRIVLEAK_UNDEFINED, auc_rows_problem, mia_auc, min_k_score, privleak
 
 logger = logging.getLogger(__name__)
 
@@ -68,15 +69,19 @@ def _first(rows: list, size: int) -> list:
 def load_muse_sets(config: MuseEvalConfig, source: str) -> MuseSets:
     """The sets ``config.metrics`` read, each checked for its keys (before any model loads)."""
     sets = MuseSets()
-    if "verbmem_f" in config.metrics:
-        sets.verbmem = _first(load_rows(VERBMEM_SET, source, ("prompt", "gt")), config.ds_size)
+    if "verbmem_f" in config.metrics:  # a blank prompt would ask the model to continue nothing
+        sets.verbmem = _first(load_rows(VERBMEM_SET, source, ("prompt", "gt"), nonblank=("prompt",)), config.ds_size)
     for metric, (qa, icl) in KNOWMEM_SETS.items():
         if metric in config.metrics:
             sets.knowmem[metric] = (_first(load_rows(qa, source, ("question", "answer")), config.ds_size),
                                     load_rows(icl, source, ("question", "answer")))
     if "privleak" in config.metrics:
-        forget, holdout = (_first([r["text"] for r in load_rows(s, source, ("text",))], config.ds_size)
-                           for s in PRIVLEAK_SETS)
+        forget, holdout = (_first([r["text"] for r in load_rows(s, source, ("text",), nonblank=("text",))],
+                                  config.ds_size) for s in PRIVLEAK_SETS)
+        too_few = auc_rows_problem(len(forget), len(holdout))
+        if too_few:
+            raise UserError(f"privleak: {too_few} ({PRIVLEAK_SETS[0]}, {PRIVLEAK_SETS[1]}, evaluation.ds_size="
+                            f"{config.ds_size}); raise evaluation.ds_size or leave privleak out of evaluation.metrics")
         sets.privleak_forget, sets.privleak_holdout = forget, holdout
     return sets
 
@@ -231,8 +236,6 @@ def privleak_scores(model, tokenizer, sets: MuseSets, config: MuseEvalConfig) ->
                                          config.privleak_max_length, progress=f"PrivLeak {name}")
         empty = [i for i, lp in enumerate(log_probs) if lp.size == 0]
         if empty:
-            from ..errors import UserError
-
             raise UserError(f"privleak/{name} row {empty[0] + 1} has no token after the first: nothing to score")
         scores[name] = [min_k_score(lp, config.min_k) for lp in log_probs]
     return scores
@@ -245,6 +248,12 @@ def evaluate_muse(model, tokenizer, sets: MuseSets, config: MuseEvalConfig,
     ``reference_auc``: a retrained model's MIA AUC (this module's orientation); without it,
     MUSE's published A_R for ``config.corpus``.
     """
+    from ..training.models import refuse_broken_model
+
+    first = (sets.verbmem[:1] and sets.verbmem[0]["prompt"]) or next(
+        (qa[0]["question"] for qa, _ in sets.knowmem.values() if qa), None) or sets.privleak_forget[0]
+    refuse_broken_model(model, encode_with_special_tokens(tokenizer, first),
+                        getattr(model, "name_or_path", "") or "being scored")
     was_training = model.training
     model.eval()
     metrics: dict[str, float] = {}
@@ -266,6 +275,9 @@ def evaluate_muse(model, tokenizer, sets: MuseSets, config: MuseEvalConfig,
             value, _ = privleak(auc, reference_auc)
             metrics["privleak"], metrics["privleak_auc"] = value, auc
             reference = {"model": reference_name, "auc": reference_auc}
+            if value is None:  # said, never shown as a number
+                reference["undefined"] = PRIVLEAK_UNDEFINED
+                logger.warning("PrivLeak undefined: %s", PRIVLEAK_UNDEFINED)
             rows["privleak"] = {"min_k": config.min_k, **scores}
     finally:
         model.train(was_training)

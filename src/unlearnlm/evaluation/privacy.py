@@ -22,6 +22,9 @@ from collections.abc import Sequence
 import numpy as np
 
 MIN_K = 0.4  # share of the lowest-scored tokens Min-K% and Min-K%++ average (their papers' default)
+# Rows on each side below which no MIA AUC (nor privleak) is reported: with n forget and m
+# holdout rows an AUC takes at most n·m + 1 values, so 1 or 2 rows give 0, 0.5 or 1, not a measurement.
+MIN_AUC_ROWS = 3
 VARIANCE_FLOOR = 1e-6  # σ_t² is clamped here: a near one-hot distribution would divide by ~0
 
 
@@ -84,13 +87,25 @@ def mia_auc(forget_scores: Sequence[float], holdout_scores: Sequence[float]) -> 
     return float(u / (forget.size * holdout.size))
 
 
-def privleak(auc: float, reference_auc: float | None) -> tuple[float, bool]:
+def auc_rows_problem(forget_rows: int, holdout_rows: int) -> str | None:
+    """Why forget and holdout sets of these sizes support no MIA AUC; None when they do."""
+    if min(forget_rows, holdout_rows) >= MIN_AUC_ROWS:
+        return None
+    return (f"an MIA AUC needs at least {MIN_AUC_ROWS} rows on each side; the forget set has {forget_rows}, "
+            f"the holdout {holdout_rows}")
+
+
+PRIVLEAK_UNDEFINED = "the reference model's AUC is 1 (A_R = 0): privleak divides by 0"
+
+
+def privleak(auc: float, reference_auc: float | None) -> tuple[float | None, bool]:
     """(privleak, whether the 0.5 fallback was used): with A = 1 − AUC and A_R = 1 − the
-    reference (retain) model's AUC, or 0.5 without one, privleak = (A − A_R) / A_R × 100."""
+    reference (retain) model's AUC, or 0.5 without one, privleak = (A − A_R) / A_R × 100.
+    Undefined (None: PRIVLEAK_UNDEFINED) when A_R = 0, never an infinity."""
     fallback = reference_auc is None
     a, a_ref = 1.0 - auc, 0.5 if fallback else 1.0 - reference_auc
-    if a_ref == 0:  # the reference model's AUC is 1: any difference is infinitely large
-        return (0.0 if a == 0 else math.copysign(math.inf, a)), fallback
+    if a_ref == 0:
+        return None, fallback
     return (a - a_ref) / a_ref * 100.0, fallback
 
 

@@ -48,9 +48,17 @@ class Probe:
 
 def _check_template(text: str, allowed: Sequence[str], where: str) -> None:
     try:
-        names = {name for _, name, _, _ in string.Formatter().parse(text) if name is not None}
+        fields = [(name, spec, conversion) for _, name, spec, conversion in string.Formatter().parse(text)
+                  if name is not None]
     except ValueError as err:
         raise UserError(f"{where}: malformed template ({err})") from None
+    # A slot is filled with text as it is: a format spec ({question:d}) or conversion ({question!r})
+    # would fail, or change the text, only once rows are formatted.
+    decorated = next((f"{{{n}{'!' + c if c else ''}{':' + s if s else ''}}}" for n, s, c in fields if s or c), None)
+    if decorated:
+        raise UserError(f"{where}: slot {decorated} has a format spec or conversion; write the slot bare, "
+                        f"e.g. {{{decorated[1:].split(':')[0].split('!')[0]}}}")
+    names = {name for name, _, _ in fields}
     unknown = sorted(n for n in names if n not in allowed)
     if unknown or any(n == "" for n in names):
         raise UserError(f"{where}: unknown slot {{{unknown[0] if unknown else ''}}}; valid: "

@@ -27,13 +27,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from ..config import BootstrapConfig
 from ..errors import UserError
 from ..figures import png_bytes
 from ..figures import pyplot as _pyplot
-from ..io import atomic_write_text
+from ..io import atomic_write_text, read_yaml
 from ..tables import csv_text, format_cell
 from . import statistics as S
 from .evaluate import (
@@ -41,9 +39,10 @@ from .evaluate import (
     METRIC_TITLES,
     RECORDS_DIR,
     flat_numbers,
+    folder_scoring,
     interval_values,
+    load_summary,
     read_set_rows,
-    scoring,
 )
 from .metrics import AGGREGATES as ALL_AGGREGATES
 from .metrics import METRICS, REGISTRY
@@ -93,13 +92,6 @@ class RunResult:
         return interval_values(self.summary)
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
-        raise UserError(f"cannot read {path}: {err}") from None
-
-
 def _epoch_key(folder: Path) -> float:
     try:
         return float(folder.name.split("_", 1)[1])
@@ -110,9 +102,9 @@ def _epoch_key(folder: Path) -> float:
 def _method_of(folder: Path) -> str:
     for config in (folder / "config.yaml", folder.parent / "config.yaml"):
         if config.exists():
-            saved = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
-            if isinstance(saved, dict) and saved.get("method"):
-                return str(saved["method"])
+            method = read_yaml(config, written=True).get("method")
+            if method:
+                return str(method)
     return ""
 
 
@@ -125,13 +117,13 @@ def load_run(path: str | Path) -> RunResult:
     if (folder / SEEDS_SUMMARY).exists():  # one method, several seeds: the aggregate
         evaluations = [evaluation_of(f) for _, f in seed_folders(folder)]
         first = seed_folders(folder)[0][1] if seed_folders(folder) else folder
-        return RunResult(folder.name, folder, _method_of(first), _read_json(folder / SEEDS_SUMMARY),
+        return RunResult(folder.name, folder, _method_of(first), load_summary(folder, SEEDS_SUMMARY),
                          seed_evaluations=[e for e in evaluations if e is not None])
     eval_folder = folder if (folder / EVAL_SUMMARY).exists() else folder / "eval"
     epochs = sorted((p for p in eval_folder.glob("epoch_*") if (p / EVAL_SUMMARY).exists()), key=_epoch_key)
-    trajectory = [_read_json(p / EVAL_SUMMARY) for p in epochs]
+    trajectory = [load_summary(p) for p in epochs]
     if (eval_folder / EVAL_SUMMARY).exists():
-        summary, summary_folder = _read_json(eval_folder / EVAL_SUMMARY), eval_folder
+        summary, summary_folder = load_summary(eval_folder), eval_folder
     elif trajectory:
         summary, summary_folder = trajectory[-1], epochs[-1]
     else:
@@ -258,12 +250,14 @@ def find_baseline(runs: Sequence[RunResult], name: str) -> RunResult:
 
 def _run_replicates(run: RunResult, base_rows: list[S.SetRows], what: str, settings: BootstrapConfig) -> S.Replicates:
     """A run's replicates on the baseline's rows; a seeds run: the seeds' pooled replicates."""
-    score = scoring(run.summary.get("scenario", "tofu"))
+    # Each run's privleak against its own reference (its retain model's AUC, as in its summary).
     if run.seed_evaluations:
         return S.pooled_over_seeds([
-            S.bootstrap(S.align_rows(read_set_rows(e), base_rows, what=what), score, settings.samples, settings.seed)
+            S.bootstrap(S.align_rows(read_set_rows(e), base_rows, what=what), folder_scoring(e), settings.samples,
+                        settings.seed)
             for e in run.seed_evaluations])
-    return S.bootstrap(S.align_rows(_records_of(run), base_rows, what=what), score, settings.samples, settings.seed)
+    rows = S.align_rows(_records_of(run), base_rows, what=what)
+    return S.bootstrap(rows, folder_scoring(run.summary_folder), settings.samples, settings.seed)
 
 
 def _records_of(run: RunResult) -> list[S.SetRows]:
@@ -690,12 +684,22 @@ def write_report(run_paths: Sequence[str], output: str | Path = "report", baseli
     """Write the comparison of ``run_paths`` into ``output``; returns the HTML page's path.
     ``baseline``: a run's name (or method) every other run is compared with, pairwise."""
     runs = [load_run(p) for p in run_paths]
+    seen: dict[Path, str] = {}
+    for path, run in zip(run_paths, runs, strict=True):
+        folder = (run.summary_folder or run.folder).resolve()
+        if folder in seen:
+            raise UserError(f"report: {seen[folder]} and {path} are the same run; a run compared with itself "
+                            "shows nothing")
+        seen[folder] = str(path)
     names = [r.name for r in runs]
     for index, run in enumerate(runs):  # two folders with one name: tell them apart
         if names.count(run.name) > 1:
             run.name = f"{run.name} ({run.folder.parent.name or index})"
     comparison = compare_with_baseline(runs, baseline) if baseline else None
     output = Path(output)
+    from .attack_report import write_attack_section  # runs attacked by `unlearnlm attack`
+
+    attack_section, attack_plot = write_attack_section(runs, output)  # an unreadable one fails before any write
     columns, rows = table_rows(runs)
     note = " ".join(n for n in (judges_note(runs), privleak_note(runs)) if n) or None
     markdown = markdown_table(columns, rows) + (f"\n> {note}\n" if note else "")
@@ -712,9 +716,6 @@ def write_report(run_paths: Sequence[str], output: str | Path = "report", baseli
         if data is not None:
             images[title] = data
             _write_bytes(output / file_name, data)
-    from .attack_report import write_attack_section  # runs attacked by `unlearnlm attack`
-
-    attack_section, attack_plot = write_attack_section(runs, output)
     if attack_section:
         markdown += "\n" + attack_section
         atomic_write_text(output / "report.md", markdown)

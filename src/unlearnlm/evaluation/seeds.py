@@ -16,7 +16,7 @@ from ..config import BootstrapConfig
 from ..errors import UserError
 from ..io import atomic_write_json
 from . import statistics as S
-from .evaluate import EVAL_SUMMARY, aggregates, interval_values, load_summary, read_set_rows, scoring
+from .evaluate import EVAL_SUMMARY, aggregates, folder_scoring, interval_values, load_summary, read_set_rows
 
 SEEDS_SUMMARY = "seeds_summary.json"
 NUMBERS = ("MU", "MU_retain", "FE", "TOFU_MU", "FQ")
@@ -70,7 +70,7 @@ def seed_replicates(run: str | Path, settings: BootstrapConfig) -> tuple[list[in
             rows = S.align_rows(rows, base_rows, what=f"seed {seeds[0]}")
         seeds.append(seed)
         summaries.append(summary)
-        replicates.append(S.bootstrap(rows, scoring(summary.get("scenario", "tofu")), settings.samples, settings.seed))
+        replicates.append(S.bootstrap(rows, folder_scoring(evaluation), settings.samples, settings.seed))
     if not seeds:
         raise UserError(f"{run} holds no seed_S run folders")
     return seeds, summaries, replicates

@@ -50,6 +50,10 @@ def interval_level(summary: dict) -> float | None:
     """The level of a summary's intervals (its ``intervals`` block), None without intervals."""
     return (summary.get("intervals") or {}).get("level")
 
+
+# A set of one row resamples to itself: its metrics get no interval (a zero width is no certainty).
+MIN_INTERVAL_ROWS = 2
+
 # (a set's rows, whether it is a forget set) -> {metric: value or None}
 SetMetricsFunction = Callable[[Sequence[dict], bool], dict]
 # {set name: {"role", "rows", "metrics"}} -> {aggregate: value or None}
@@ -153,14 +157,23 @@ def intervals(replicates: Replicates, level: float = DEFAULT_LEVEL) -> dict[str,
 
 def interval_summary(replicates: Replicates, level: float = DEFAULT_LEVEL, fq_rows: int | None = None) -> dict:
     """The ``intervals`` block of summary.json."""
+    values = intervals(replicates, level)
+    undefined = {}
+    for name, count in replicates.rows.items():
+        if count < MIN_INTERVAL_ROWS:
+            undefined[name] = (f"{count} row{'s' if count != 1 else ''}: an interval needs at least "
+                               f"{MIN_INTERVAL_ROWS} rows to resample")
+            values.update({key: None for key in values if key.startswith(f"{name}/")})
     block = {
         "method": "percentile bootstrap over each set's rows, sets resampled independently",
         "samples": replicates.samples,
         "seed": replicates.seed,
         "level": level,
         "rows": replicates.rows,
-        "values": intervals(replicates, level),
+        "values": values,
     }
+    if undefined:
+        block["undefined"] = undefined
     if fq_rows is not None:
         block["FQ"] = f"no interval (a KS-test p-value), on {fq_rows} forget rows"
     return block

@@ -30,8 +30,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
-
 from ..config import (
     AttackConfig,
     BootstrapConfig,
@@ -40,15 +38,22 @@ from ..config import (
     FinetuneDataConfig,
     ModelConfig,
     TrainingConfig,
-    from_dict,
     to_dict,
 )
-from ..data.records import default_retain_split, load_split, validate_records
+from ..data.records import default_retain_split, load_split, read_records_file, validate_records
 from ..errors import UserError
 from ..evaluation import recovery as R
-from ..evaluation.evaluate import EVAL_SUMMARY, RECORDS_DIR, build_sets, run_folder_of
+from ..evaluation.attack_report import read_attack_summary
+from ..evaluation.evaluate import (
+    EVAL_SUMMARY,
+    RECORDS_DIR,
+    build_sets,
+    load_summary,
+    read_evaluation_config,
+    run_folder_of,
+)
 from ..evaluation.statistics import levels_label, short_interval
-from ..io import atomic_write_json, atomic_write_jsonl, atomic_write_text
+from ..io import atomic_write_json, atomic_write_jsonl, atomic_write_text, read_yaml
 
 logger = logging.getLogger(__name__)
 
@@ -109,9 +114,9 @@ class Scored:
 
     @classmethod
     def read(cls, folder: Path, set_name: str | None = None) -> Scored:
-        summary = json.loads((folder / EVAL_SUMMARY).read_text(encoding="utf-8"))
+        summary = load_summary(folder)
         name = set_name or forget_set_name(summary)
-        records = _read_jsonl(folder / RECORDS_DIR / f"{name.replace(':', '_').replace('/', '_')}.jsonl")
+        records = read_records_file(folder / RECORDS_DIR / f"{name.replace(':', '_').replace('/', '_')}.jsonl")
         return cls(folder, records, summary.get("MU"), summary.get("FE"))
 
     def metrics(self) -> dict:
@@ -130,10 +135,6 @@ def forget_set_name(summary: dict) -> str:
     if not names:
         raise UserError(f"the evaluation in {summary.get('output_dir')} has no forget set: nothing to attack")
     return "forget" if "forget" in names else names[0]
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def _clean(row: dict) -> dict:
@@ -179,15 +180,20 @@ def plan_attacks(config: AttackConfig, run: str | Path) -> AttackPlan:
     if not ((eval_folder / EVAL_SUMMARY).exists() and (eval_folder / "config.yaml").exists()):
         raise UserError(f"{folder} has no evaluation; run `unlearnlm evaluate {folder}` first "
                         "(the attacks are scored with its settings)")
-    run_config = yaml.safe_load((folder / "config.yaml").read_text(encoding="utf-8")) or {}
-    target = (run_config.get("model") or {}).get("name_or_path") if isinstance(run_config, dict) else None
+    run_config = read_yaml(folder / "config.yaml", written=True)
+    for section in ("model", "data"):
+        if not isinstance(run_config.get(section) or {}, dict):
+            raise UserError(f"{folder / 'config.yaml'}: '{section}' is not a section of keys: not a run's config")
+    target = (run_config.get("model") or {}).get("name_or_path")
     if not target:
         raise UserError(f"{folder}/config.yaml names no model.name_or_path: the target is unknown")
     from ..training.models import embedded_alias, resolve_model_path
 
     if embedded_alias(str(target)) is None:
         resolve_model_path(str(target))  # a target folder deleted since the run is named now
-    eval_config = from_dict(EvaluateConfig, yaml.safe_load((eval_folder / "config.yaml").read_text(encoding="utf-8")))
+    # The run's own model, whatever path its evaluation saved (a moved folder, a relative path).
+    eval_config = read_evaluation_config(eval_folder)
+    eval_config = replace(eval_config, model=replace(eval_config.model, name_or_path=str(folder / "model")))
     sets = build_sets(eval_config)
     forget = [(s, rows) for s, rows in sets if s.role == "forget"]
     forget.sort(key=lambda item: item[0].name != "forget")
@@ -279,7 +285,7 @@ def target_evaluation(plan: AttackPlan, judges) -> Path:
         beside = path.resolve().parent / "eval"
         saved = beside / "config.yaml"
         if (beside / EVAL_SUMMARY).exists() and saved.exists():
-            previous = yaml.safe_load(saved.read_text(encoding="utf-8")) or {}
+            previous = to_dict(read_evaluation_config(beside))
             if {k: v for k, v in previous.items() if k not in ("model", "output_dir")} == wanted:
                 logger.info("reusing the target's evaluation %s", beside)
                 return beside
@@ -335,7 +341,12 @@ def attack_relearn(context: AttackContext) -> list[AttackResult]:
     if heldout is not None:
         heldout_file = folder / "data" / "forget_heldout.json"
         atomic_write_jsonl(heldout_file, [_clean(plan.forget_rows[i]) for i in heldout])
-        eval_config = replace(eval_config, data=replace(eval_config.data, forget=str(heldout_file), task_id=[]))
+        data = eval_config.data
+        if plan.forget_set.split in data.custom_forget:  # a custom scenario's forget file: the held-out half instead
+            data = replace(data, custom_forget=[str(heldout_file)])
+        else:
+            data = replace(data, forget=str(heldout_file), task_id=[])
+        eval_config = replace(eval_config, data=data)
     identity = to_dict(recipe)
     identity["training"].pop("progress")  # a progress bar changes nothing relearned
     marker = {"attack": "relearn", "recipe": identity}
@@ -553,11 +564,13 @@ def _kind(attack: str) -> str:
 
 
 def _previous_summary(folder: Path) -> dict:
-    try:
-        previous = json.loads((folder / EVAL_SUMMARY).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    if not (folder / EVAL_SUMMARY).exists():
         return {}
-    return previous if isinstance(previous, dict) else {}
+    try:
+        return read_attack_summary(folder / EVAL_SUMMARY)
+    except UserError as err:
+        logger.warning("warning: %s; the attacks it held are not kept in the new summary", err)
+        return {}
 
 
 def _cell(value: float | None) -> str:

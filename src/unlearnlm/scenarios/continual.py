@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import copy
 import csv
-import json
 import logging
 import shutil
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from typing import Callable, Optional
 from ..config import ContinualConfig, UnlearnConfig
 from ..data.records import load_split, task_ids_of
 from ..errors import UserError
-from ..io import append_csv_row, atomic_write_json, atomic_write_text, safe_name
+from ..io import append_csv_row, atomic_write_json, atomic_write_text, read_json, safe_name
 from ..tables import csv_text, markdown_table, number_cell
 from .common import claim_output_folder
 
@@ -220,7 +219,7 @@ def run_continual_seeds(config: ContinualConfig, evaluator: Optional[Evaluator] 
 def write_seed_trajectory(output_dir: Path, seeds: list[int], settings) -> None:
     """OUTPUT_DIR/trajectory.csv over the seeds: per (method, task), MU and FE as the mean, their
     sd, and the pooled interval (each seed's rows resampled alike; needs each step's records)."""
-    from ..evaluation.evaluate import read_set_rows, scoring
+    from ..evaluation.evaluate import load_summary, read_set_rows, scoring
     from ..evaluation.statistics import align_rows, bootstrap, intervals, pooled_over_seeds, seed_spread
 
     per_seed = [_rows(output_dir / f"seed_{s}") for s in seeds]
@@ -240,8 +239,7 @@ def write_seed_trajectory(output_dir: Path, seeds: list[int], settings) -> None:
                    / ("eval" if method == TARGET else f"task_{safe_name(task)}/eval") for s in seeds]
         if all((f / "records").is_dir() and (f / "summary.json").exists() for f in folders):
             base = read_set_rows(folders[0])
-            saved = json.loads((folders[0] / "summary.json").read_text(encoding="utf-8"))
-            score = scoring(saved.get("scenario", "tofu"))
+            score = scoring(load_summary(folders[0]).get("scenario", "tofu"))  # MU and FE only
             pooled = pooled_over_seeds([bootstrap(align_rows(read_set_rows(f), base), score, settings.samples,
                                                   settings.seed) for f in folders])
             bounds = intervals(pooled, settings.level)
@@ -275,11 +273,10 @@ CONTINUAL_EVAL = "continual_eval.json"
 
 def _evaluate_once(evaluator: Evaluator, model: Path, task: Optional[str], eval_dir: Path, is_run: bool = True) -> dict:
     """Evaluate unless a finished evaluation of this folder is on disk (a rerun reads it back)."""
-    import json
 
     done = eval_dir / CONTINUAL_EVAL
     if done.exists():
-        return json.loads(done.read_text(encoding="utf-8"))
+        return read_json(done)
     if is_run and not model.exists():
         raise UserError(f"{model} is gone and its evaluation is missing; delete {eval_dir.parent} and rerun")
     summary = evaluator(model, task, eval_dir)

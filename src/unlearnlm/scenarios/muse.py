@@ -13,13 +13,12 @@ continues where it stopped.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import replace
 from pathlib import Path
 
 from ..config import MuseConfig
-from ..io import atomic_write_json, atomic_write_text
+from ..io import atomic_write_json, atomic_write_text, read_json
 from ..tables import markdown_table
 from ..training.models import load_for_inference
 from .common import claim_output_folder
@@ -47,7 +46,7 @@ def score_model(config: MuseConfig, model_path: str, folder: Path, sets,
 
     path = folder / RESULT_FILE
     if path.exists():
-        return json.loads(path.read_text(encoding="utf-8"))
+        return read_json(path)
     model, tokenizer = load_for_inference(replace(config.unlearn.model, name_or_path=model_path))
     scores = evaluate_muse(model, tokenizer, sets, config.evaluation, reference_auc, reference_name)
     result = {"path": model_path, **scores}
@@ -114,5 +113,8 @@ def write_results(models: list[dict], output_dir: Path, config: MuseConfig) -> s
     reference = next((m.get("privleak_reference") for m in models if m.get("privleak_reference")), None)
     if reference:
         table += f"\nPrivLeak reference: {reference['model']}\n"
+    for model in models:  # an undefined PrivLeak is "-" in the table, and said why here
+        if (model.get("privleak_reference") or {}).get("undefined"):
+            table += f"PrivLeak of {model['model']} undefined: {model['privleak_reference']['undefined']}\n"
     atomic_write_text(output_dir / "results.md", table)
     return table

@@ -18,14 +18,13 @@ continues where it stopped.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import replace
 from pathlib import Path
 
 from ..config import RealWorldConfig
 from ..errors import UserError
-from ..io import atomic_write_text
+from ..io import atomic_write_text, read_json
 from ..tables import csv_text, markdown_table
 from .common import claim_output_folder
 
@@ -84,7 +83,7 @@ def score_model(config: RealWorldConfig, model_path: str, folder: Path, judges) 
 
 
 def _read_headline(path: Path) -> dict:
-    return json.loads(path.read_text(encoding="utf-8"))["headline"] if path.exists() else {}
+    return read_json(path)["headline"] if path.exists() else {}
 
 
 def _row(summary: dict, downstream: dict) -> dict:

@@ -10,12 +10,11 @@ score accuracy on lm-eval's wmdp_bio and wmdp_cyber (lower = forgotten, chance 0
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 
 from ..config import WmdpConfig
-from ..io import atomic_write_json, atomic_write_text
+from ..io import atomic_write_json, atomic_write_text, read_json
 from ..tables import markdown_table
 from ..training.models import load_for_inference
 from .common import claim_output_folder
@@ -35,7 +34,7 @@ def score_model(config: WmdpConfig, model_path: str, folder: Path) -> dict:
     if not path.exists():
         model, tokenizer = load_for_inference(replace(config.unlearn.model, name_or_path=model_path))
         write_downstream(run_downstream(model, tokenizer, config.downstream), folder)
-    return json.loads(path.read_text(encoding="utf-8"))["headline"]
+    return read_json(path)["headline"]
 
 
 def run_wmdp(config: WmdpConfig) -> tuple[Path, str]:

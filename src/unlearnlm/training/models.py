@@ -239,6 +239,35 @@ def to_inference_device(model, config: ModelConfig):
     return model.eval()
 
 
+def non_finite_part(model, input_ids) -> Optional[str]:
+    """'weights' or 'logits' when the model's weights, or its logits on ``input_ids`` (one row
+    of token ids), hold a NaN or an infinity; None for a usable model. The forward runs in eval
+    mode and without gradients (no dropout, no random draw), and the model's mode is restored."""
+    import torch
+
+    if not all(bool(torch.isfinite(p).all()) for p in model.parameters() if p.is_floating_point()):
+        return "weights"
+    device = next(model.parameters()).device
+    ids = torch.as_tensor(input_ids, dtype=torch.long, device=device).reshape(1, -1)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            logits = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
+    finally:
+        model.train(was_training)
+    return None if bool(torch.isfinite(logits).all()) else "logits"
+
+
+def refuse_broken_model(model, input_ids, name: str) -> None:
+    """A model whose weights, or logits on a prompt, hold NaN or infinity would score as perfect
+    forgetting (ROUGE 0, FE nan): refused in one line, before it is scored."""
+    broken = non_finite_part(model, input_ids)
+    if broken:
+        raise UserError(f"model {name}: its {broken} hold NaN or infinite values (a diverged run?); "
+                        "a broken model is not scored")
+
+
 def apply_lora(model, config: LoraConfig):
     from peft import LoraConfig as PeftLoraConfig
     from peft import get_peft_model

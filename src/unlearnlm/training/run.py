@@ -66,6 +66,9 @@ def load_unlearning_data(config: UnlearnConfig, method: Method) -> UnlearningDat
 
         forget = load_rows(data.forget, data.source, (data.text_key,))
         retain = load_rows(data.retain, data.source, (data.text_key,)) if method.needs_retain else []
+        for name, rows in ((data.forget, forget), (data.retain, retain)):
+            if rows and not any(row[data.text_key].strip() for row in rows):
+                raise UserError(f"{name}: every text is blank: it tokenises to nothing, there is nothing to train on")
         return UnlearningData(forget, retain, [])
     all_forget = load_split(data.forget, data.source)
     forget = select_tasks(all_forget, data.task_id, origin=data.forget)
@@ -190,10 +193,21 @@ def _check_sharding(trainer) -> None:
 
 def _train(trainer, output_dir: Path, training: TrainingConfig) -> tuple[dict, Optional[str]]:
     """Run (or resume) training; returns the Trainer's metrics and the checkpoint resumed from."""
-    from .trainer import CheckpointCallback, DivergenceCallback, TrainingDiverged
+    from .models import non_finite_part
+    from .trainer import (
+        CheckpointCallback,
+        DivergenceCallback,
+        TrainingDiverged,
+        check_weights_moved,
+        probe_ids,
+        trainable_fingerprint,
+    )
 
     _check_sharding(trainer)
-    trainer.add_callback(CheckpointCallback(training.save_steps, training.save_minutes))
+    if not any(p.requires_grad for p in trainer.model.parameters()):
+        raise UserError("no parameter of the model is trainable (see the method's trainable / layer settings)")
+    probe = probe_ids(trainer.train_dataset)
+    trainer.add_callback(CheckpointCallback(training.save_steps, training.save_minutes, probe))
     # First in line, so a non-finite row never reaches the log.
     trainer.callback_handler.callbacks.insert(0, DivergenceCallback())
     checkpoints = output_dir / "checkpoints"
@@ -205,14 +219,22 @@ def _train(trainer, output_dir: Path, training: TrainingConfig) -> tuple[dict, O
         _trim_log(output_dir / "log.jsonl", _checkpoint_step(resume) if resume else 0)
     if hasattr(trainer, "load_method_state"):
         trainer.load_method_state(resume)
+    before = None if trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled else trainable_fingerprint(trainer.model)
     started = time.time()
     try:
         result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+        # The result must be a model: finite logits on a forget row, and weights that moved.
+        broken = non_finite_part(trainer.model, probe)
+        if broken:
+            raise TrainingDiverged(f"the trained model's {broken} are NaN or infinite (after step "
+                                   f"{trainer.state.global_step}); the model is not written; lower training.lr")
     except TrainingDiverged as err:
         kept = _last_checkpoint(checkpoints)
         where = (f"the last good checkpoint is {kept} (step {_checkpoint_step(kept)})" if kept
                  else "no checkpoint was saved before it (see training.save_steps, training.save_minutes)")
         raise TrainingDiverged(f"{err}; {where}") from None
+    after = None if before is None else trainable_fingerprint(trainer.model)
+    check_weights_moved(before, after, _read_log(output_dir / "log.jsonl"))
     metrics = dict(result.metrics)
     metrics["train_loss"] = _mean_logged_loss(output_dir / "log.jsonl")
     metrics["wall_seconds"] = round(time.time() - started, 2)
@@ -484,6 +506,10 @@ def unlearn(config: UnlearnConfig, callbacks: Sequence | Callable[[UnlearnConfig
         return output_dir
 
     tokenizer, formatter = unlearning_formatter(config, data)
+    if config.data.format != "text":  # a row is an example: a schedule that trains nothing is refused now
+        from .trainer import check_learning_rates
+
+        check_learning_rates(config.training, len(data.forget), _world_size())
     make_output_dir(output_dir)
     save_config(config, output_dir / "config.yaml")
     if config.eval_every_epoch and not callbacks:
@@ -586,9 +612,9 @@ def finetune(config: FinetuneConfig, callbacks: Sequence = ()) -> Path:
     check_truncation(formatter, rows, config.data.max_length, ", ".join(config.data.train))
     model = load_for_training(config)
     dataset = QADataset(rows, formatter, max_length=config.data.max_length)
+    args = training_arguments(config.training, output_dir / "checkpoints", len(dataset), _world_size())
     make_output_dir(output_dir)
     save_config(config, output_dir / "config.yaml")
-    args = training_arguments(config.training, output_dir / "checkpoints", len(dataset), _world_size())
     trainer = (FinetuneTrainer if config.training.group_by_length else Trainer)(
         model=model,
         args=args,

@@ -24,6 +24,7 @@ from ..config import TrainingConfig, report_backends
 from ..data.batches import LengthGroupedSampler, UnlearningCollator, UnlearningDataset, length_batches, pad_encoded
 from ..errors import UserError
 from ..methods import LossContext, Method, Reference
+from .models import non_finite_part
 
 
 class TrainingDiverged(UserError):
@@ -37,9 +38,8 @@ def training_arguments(
     world_size: int = 1,
 ) -> TrainingArguments:
     """Map our training config onto TrainingArguments (warm-up given in epochs)."""
-    per_step = config.per_device_batch_size * config.gradient_accumulation_steps * max(world_size, 1)
-    steps_per_epoch = max(1, math.ceil(examples_per_epoch / per_step))
-    warmup_steps = int(round(config.warmup_epochs * steps_per_epoch))
+    check_learning_rates(config, examples_per_epoch, world_size)
+    warmup_steps = warmup_step_count(config, examples_per_epoch, world_size)
     bf16 = _use_bf16(config.bf16)
     if "tensorboard" in report_backends(config.report_to) or report_backends(config.report_to) == ["all"]:
         _tensorboard_into(Path(output_dir).parent / "tensorboard")
@@ -145,10 +145,11 @@ class CheckpointCallback(TrainerCallback):
     run's, and never at the last step, whose weights the run saves as its result anyway.
     """
 
-    def __init__(self, save_steps: int, save_minutes: float):
+    def __init__(self, save_steps: int, save_minutes: float, probe: Optional[list[int]] = None):
         self.save_steps = save_steps
         self.save_seconds = save_minutes * 60
         self.last_save = time.monotonic()
+        self.probe = probe  # token ids of a forget row: a checkpoint is kept only if its logits there are finite
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.last_save = time.monotonic()
@@ -162,8 +163,12 @@ class CheckpointCallback(TrainerCallback):
         # let a resumed run train on beyond it).
         control.should_save = (due and step % args.logging_steps == 0 and step < state.max_steps
                                and not control.should_training_stop)
-        if control.should_save and not weights_are_finite(kwargs["model"]):
-            raise TrainingDiverged(f"the weights became NaN or infinite at step {step}; training stopped")
+        if control.should_save:
+            # Checked before the checkpoint is kept, so "the last good checkpoint" is good.
+            broken = (non_finite_part(kwargs["model"], self.probe) if self.probe is not None
+                      else None if weights_are_finite(kwargs["model"]) else "weights")
+            if broken:
+                raise TrainingDiverged(f"the {broken} became NaN or infinite at step {step}; training stopped")
         return control
 
     def on_save(self, args, state, control, **kwargs):
@@ -172,6 +177,83 @@ class CheckpointCallback(TrainerCallback):
 
 def weights_are_finite(model: torch.nn.Module) -> bool:
     return all(bool(torch.isfinite(p).all()) for p in model.parameters() if p.is_floating_point())
+
+
+def probe_ids(dataset) -> list[int]:
+    """The token ids of the run's first training sequence (an unlearning run's first forget
+    row): where the finished model's and every kept checkpoint's logits must be finite."""
+    item = dataset[0]
+    if isinstance(item, dict):  # an unlearning example: {kind: sequence}
+        item = item.get("forget", next(iter(item.values())))
+    return list(item.input_ids)
+
+
+def optimizer_steps(config: TrainingConfig, examples_per_epoch: int, world_size: int = 1) -> int:
+    """The run's optimiser steps, counted as the Trainer counts them."""
+    batches = math.ceil(examples_per_epoch / (config.per_device_batch_size * max(world_size, 1)))
+    accumulation = config.gradient_accumulation_steps
+    per_epoch = max(batches // accumulation + int(batches % accumulation > 0), 1)
+    return math.ceil(config.epochs * per_epoch)
+
+
+def check_learning_rates(config: TrainingConfig, examples_per_epoch: int, world_size: int = 1) -> None:
+    """A schedule whose learning rate is 0 at every optimiser step trains nothing: refused before
+    any work. (A warm-up's first step has a learning rate of 0, so a one-step run with a warm-up
+    is one.)"""
+    from transformers import get_scheduler
+
+    steps = optimizer_steps(config, examples_per_epoch, world_size)
+    warmup = warmup_step_count(config, examples_per_epoch, world_size)
+    parameter = torch.zeros(1, requires_grad=True)
+    optimizer = torch.optim.SGD([parameter], lr=config.lr)
+    schedule = get_scheduler(config.lr_scheduler, optimizer, num_warmup_steps=warmup, num_training_steps=steps)
+    for _ in range(steps):
+        if optimizer.param_groups[0]["lr"] > 0:
+            return
+        optimizer.step()
+        schedule.step()
+    raise UserError(f"the learning rate is 0 at every one of the run's {steps} optimiser step(s) "
+                    f"(training.lr_scheduler={config.lr_scheduler}, a warm-up of {warmup} step(s) from "
+                    f"training.warmup_epochs={config.warmup_epochs:g}): the weights would not move; lower "
+                    "training.warmup_epochs or train for more steps")
+
+
+def warmup_step_count(config: TrainingConfig, examples_per_epoch: int, world_size: int = 1) -> int:
+    """Warm-up steps: ``warmup_epochs`` epochs of optimiser steps."""
+    per_step = config.per_device_batch_size * config.gradient_accumulation_steps * max(world_size, 1)
+    return int(round(config.warmup_epochs * max(1, math.ceil(examples_per_epoch / per_step))))
+
+
+def trainable_fingerprint(model: torch.nn.Module) -> Optional[list[tuple[float, float]]]:
+    """(sum, norm) of every trainable parameter, accumulated in float64: equal before and after
+    training only when no weight moved. None when the parameters are sharded (not whole here)."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if any(p.numel() == 0 for p in trainable):
+        return None
+    with torch.no_grad():
+        return [(float(p.sum(dtype=torch.float64)), float(torch.linalg.vector_norm(p, dtype=torch.float64)))
+                for p in trainable]
+
+
+def check_weights_moved(before: Optional[list], after: Optional[list], log_rows: list[dict]) -> None:
+    """A run that left every weight as it was, or whose every logged gradient was zero (only the
+    weight decay moved anything), is an error that says why."""
+    rates = [row["learning_rate"] for row in log_rows if isinstance(row.get("learning_rate"), (int, float))]
+    norms = {row["step"]: row["grad_norm"] for row in log_rows if isinstance(row.get("grad_norm"), (int, float))}
+    # Judged only when every step was logged (training.logging_steps=1, the default).
+    zero_gradients = bool(norms) and sorted(norms) == list(range(1, len(norms) + 1)) and not any(norms.values())
+    unchanged = before is not None and after is not None and before == after
+    if not (unchanged or zero_gradients):
+        return
+    if rates and all(r == 0 for r in rates):
+        why = "the learning rate was 0 at every step (a warm-up as long as the run; lower training.warmup_epochs)"
+    elif zero_gradients:
+        why = ("every gradient was 0: no label token reached the loss (every label skipped or masked: see the "
+               "method's settings, data.max_length and mask)")
+    else:
+        why = "no optimiser step changed a weight"
+    moved = "no weight moved" if unchanged else "only the weight decay moved the weights"
+    raise UserError(f"training did nothing: {moved}; {why}; the run's model is not written")
 
 
 class DivergenceCallback(TrainerCallback):
