@@ -176,6 +176,12 @@ class PrivacyConfig:
     keep_token_values: bool = True
     # Min-K% and Min-K%++ average the lowest share k of an answer's token scores.
     min_k: float = 0.4
+    # drop: Min-K%, Min-K%++, exact memorisation and extraction strength leave out the answer's
+    # final label, its EOS (open-unlearning's rule); keep: they read it too.
+    eos: str = "drop"
+    # Extraction strength of an answer whose last token is wrong: 1/n (open-unlearning's rule);
+    # false: 0.
+    extraction_floor: bool = True
     # The Reference MIA score (LOSS minus a reference model's LOSS of the same row) reads the
     # per-row losses of that model's evaluation of the same sets (its output folder); empty =
     # retain_eval's.
@@ -371,7 +377,7 @@ class MuseEvalConfig:
     ds_size: int = 0
     generation_batch_size: int = 8
     loss_batch_size: int = 4
-    # Longest privleak text scored, in tokens (BOS included); empty = every token.
+    # Longest privleak text scored, in tokens (a BOS the tokenizer adds included); empty = every token.
     privleak_max_length: Optional[int] = None
 
 
@@ -1163,6 +1169,7 @@ def validate_evaluation(e: EvaluateConfig, prefix: str = "") -> None:
         value = getattr(e.judges, name)
         _require(value >= 1, f"{prefix}judges.{name} must be at least 1, got {value}")
     _require(0 < e.privacy.min_k <= 1, f"{prefix}privacy.min_k must be in (0, 1], got {e.privacy.min_k}")
+    _require(e.privacy.eos in ("drop", "keep"), f"{prefix}privacy.eos must be drop or keep, got {e.privacy.eos}")
     _require(e.privacy.grad_norm_p in (None, "1", "2", "inf"),
              f"{prefix}privacy.grad_norm_p must be 1, 2 or inf, got {e.privacy.grad_norm_p}")
     _require(e.data.holdout is None or e.data.holdout.strip() != "", f"{prefix}data.holdout may not be blank")

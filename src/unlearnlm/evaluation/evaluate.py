@@ -150,7 +150,7 @@ def judge_records(
 
 def set_kind(eval_set: EvalSet, privacy=None) -> M.SetKind:
     return M.SetKind(forget_form=eval_set.forget_form, normalised_probability=eval_set.normalised_probability,
-                     min_k=privacy.min_k if privacy is not None else M.P.MIN_K)
+                     **M.privacy_conventions(privacy))
 
 
 def score_sets(sets: Sequence[tuple[EvalSet, list[dict]]], privacy=None) -> dict[str, dict]:
@@ -276,7 +276,7 @@ def retain_model_aucs(config: EvaluateConfig) -> tuple[dict | None, str]:
     holdout_file = folder / RECORDS_DIR / f"{HOLDOUT_SET}.jsonl"
     if not forget_file.exists() or not holdout_file.exists():
         return None, f"retain_eval {folder} has no forget and holdout records"
-    kind = M.SetKind(min_k=config.privacy.min_k)
+    kind = M.SetKind(**M.privacy_conventions(config.privacy))
     rows = []
     for path in (forget_file, holdout_file):
         records = read_records_file(path)
