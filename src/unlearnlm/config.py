@@ -31,7 +31,8 @@ class PromptFormatConfig:
     (locuslab/tofu_ft_llama2-7b, meta-llama/Meta-Llama-3-8B-Instruct), else the tokenizer's chat
     template, else ``Question: … / Answer:`` (question_answer)."""
 
-    # auto | chat_template | question_answer | tags | a preset: tofu-llama2, llama3-instruct
+    # auto | chat_template | question_answer | tags | open_unlearning | a preset: tofu-llama2,
+    # llama3-instruct, open-unlearning-llama3, open-unlearning
     kind: str = "auto"
     # kind=tags only: text = question_start + question + question_end + answer_start + answer.
     question_start: Optional[str] = None
@@ -201,6 +202,10 @@ class EvaluateConfig:
     ds_size: int = 300
     # Prompt + generated tokens, at most (the reference: 200).
     max_length: int = 200
+    # unlearnlm | open-unlearning: also open-unlearning's TOFU evaluation, its numbers under its names
+    # (TOFU_SUMMARY.json), from the same pass run under its conventions: its prompt format, attention
+    # mask (token != pad) and 200 new tokens (max_length unused), no shared prompts (docs/formulas.md).
+    suite: str = "unlearnlm"
     # A greedy batch runs as many steps as its longest answer: fewer, larger batches take fewer
     # steps (docs/performance.md, "Measurements behind the defaults").
     generation_batch_size: int = 64
@@ -1158,6 +1163,10 @@ def validate_evaluation(e: EvaluateConfig, prefix: str = "") -> None:
     _require(e.scenario in ("tofu", "real_world", "custom"),
              f"unknown {prefix}scenario '{e.scenario}'; valid: tofu, real_world, custom")
     _require(e.ds_size >= 0, f"{prefix}ds_size must be zero (all rows) or more, got {e.ds_size}")
+    _require(e.suite in ("unlearnlm", "open-unlearning"),
+             f"unknown {prefix}suite '{e.suite}'; valid: unlearnlm, open-unlearning")
+    _require(e.suite != "open-unlearning" or e.scenario == "tofu",
+             f"{prefix}suite=open-unlearning is its TOFU evaluation: it needs scenario=tofu, got {e.scenario}")
     _require(e.max_length >= 2, f"{prefix}max_length must be at least 2, got {e.max_length}")
     for name in ("generation_batch_size", "loss_batch_size"):
         _require(getattr(e, name) >= 1, f"{prefix}{name} must be at least 1, got {getattr(e, name)}")

@@ -437,28 +437,37 @@ def evaluate_model(
     ``csv_path`` puts the CSV row elsewhere (e.g. one file for every epoch of a run).
     """
     from ..training.models import load_for_inference, load_prompt_format, load_tokenizer
+    from . import open_unlearning as OU
     from .inference import InferenceTimes, infer_sets
 
     log = log or logger.info
     config = resolve_config(config)  # no-op when already resolved
     sets = build_sets(config)
-    retain_ratios = read_retain_ratios(config.retain_eval) if config.retain_eval else None
+    suite = config.suite == OU.SUITE
+    retain_ratios = read_retain_ratios(config.retain_eval) if config.retain_eval and not OU.is_foreign(
+        config.retain_eval) else None
+    suite_retain = OU.retain_logs(config.retain_eval) if suite else None
     retain_aucs = retain_model_aucs(config)
     if model is not None and tokenizer is None:
         raise ValueError("evaluate_model: a model was given without its tokenizer")
     tokenizer = tokenizer if tokenizer is not None else load_tokenizer(config.model)
     formatter = load_prompt_format(config.model, tokenizer)
-    check_prompt_lengths(formatter, sets, config.max_length)
+    if suite:
+        formatter = type(formatter)(tokenizer, spec=OU.suite_format(formatter.spec))
+    if not suite:  # its budget counts new tokens only
+        check_prompt_lengths(formatter, sets, config.max_length)
     judges = judges if judges is not None else Judges.load(config.judges)
     if model is None:
         model, tokenizer = load_for_inference(config.model, tokenizer)
 
     started = time.perf_counter()
     inference_times = InferenceTimes()
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     records = infer_sets(
-        model, formatter, sets, config.max_length, config.generation_batch_size, config.loss_batch_size,
-        inference_times, log, config.group_by_length, config.pad_to, config.answer_logits_only,
-        config.share_prompts, config.privacy.keep_token_values,
+        OU.PadMaskedModel(model, pad_id) if suite else model, formatter, sets, config.max_length,
+        config.generation_batch_size, config.loss_batch_size, inference_times, log, config.group_by_length,
+        config.pad_to, config.answer_logits_only, config.share_prompts and not suite,
+        config.privacy.keep_token_values, OU.MAX_NEW_TOKENS if suite else None,
     )
     judged_sets = [(eval_set, set_records) for (eval_set, _), set_records in zip(sets, records)]
     times = {"generation_s": inference_times.generation_s, "loss_s": inference_times.loss_s}
@@ -500,8 +509,15 @@ def evaluate_model(
     summary.update(times={k: round(v, 3) for k, v in times.items()},
                    evaluated_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
 
+    if suite:
+        suite_logs = OU.tofu_logs([(s.name, rows) for s, rows in judged_sets], formatter, suite_retain)
+        summary["open_unlearning"] = OU.summary_of(suite_logs)
+
     write_outputs(config, judged_sets, summary, csv_path)
     log(format_table(summary))
+    if suite:
+        OU.write_results(config.output_dir, suite_logs)
+        log(OU.format_numbers(summary["open_unlearning"]))
     return summary
 
 
