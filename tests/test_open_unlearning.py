@@ -51,6 +51,34 @@ def test_truth_ratio_aggregators_probability_and_privleak_by_hand():
     assert OU.privleak(0.8, 0.6) == pytest.approx((0.2 - 0.4) / (0.4 + 1e-10) * 100, rel=1e-15)
 
 
+def test_model_utility_is_the_harmonic_mean_of_its_nine_numbers_by_hand():
+    """tofu_logs on hand-made records (losses, generations): every part and their harmonic mean."""
+    def row(truth, para, pert, generation, truth_text="alice was born in paris"):
+        return {"question": "q", "ground_truth": truth_text, "generation": generation, "truth_loss": truth,
+                "paraphrased_loss": para, "perturbed_losses": pert}
+
+    sets = {"retain": [row(0.5, 0.7, [1.0, 2.0], "alice was born in paris"), row(1.0, 0.4, [0.5, 3.0], "alice")],
+            "real_authors": [row(0.2, 0.2, [1.5, 2.5], "born in paris"), row(0.9, 0.9, [0.3, 0.6], "paris")],
+            "world_facts": [row(0.3, 0.3, [2.0, 2.0], "alice paris"), row(1.2, 1.2, [1.0, 0.2], "was born")]}
+    logs = OU.tofu_logs(list(sets.items()))
+    recall = {"alice was born in paris": 1.0, "alice": 1 / 5, "born in paris": 3 / 5, "paris": 1 / 5,
+              "alice paris": 2 / 5, "was born": 2 / 5}  # LCS / 5 reference words
+    parts = []
+    for name, prefix in (("retain", "retain"), ("real_authors", "ra"), ("world_facts", "wf")):
+        rows = sets[name]
+        if prefix == "retain":
+            parts.append(np.mean([math.exp(-r["truth_loss"]) for r in rows]))
+        else:
+            parts.append(np.mean([math.exp(-r["truth_loss"]) / (math.exp(-r["truth_loss"]) + sum(
+                math.exp(-w) for w in r["perturbed_losses"]) + 1e-10) for r in rows]))
+        parts.append(np.mean([recall[r["generation"]] for r in rows]))
+        tr = [math.exp(-np.mean(r["perturbed_losses"])) / (math.exp(-r["paraphrased_loss"]) + 1e-10) for r in rows]
+        parts.append(np.mean([max(0, 1 - t) for t in tr]))
+    assert [logs[p]["agg_value"] for p in OU.MODEL_UTILITY_PARTS] == pytest.approx(parts, abs=1e-15)
+    assert all(v > 0 for v in parts)
+    assert logs["model_utility"]["agg_value"] == pytest.approx(len(parts) / sum(1 / v for v in parts), rel=1e-14)
+
+
 def test_its_row_conventions_for_empty_and_all_wrong_rows():
     assert OU.min_k_of([]) == 0.0 and OU.min_k_plus_plus_of([], [], []) == 0.0  # its "return 0"
     assert OU.extraction_strength_of([], []) == 0.0
