@@ -58,6 +58,13 @@ def test_embedded_model_converts_once_and_answers(tmp_path, monkeypatch):
         output = model.generate(**batch, max_new_tokens=12, do_sample=False, pad_token_id=tokenizer.pad_token_id)
     answer = tokenizer.decode(output[0, batch["input_ids"].shape[1]:], skip_special_tokens=True)
     assert "Paris" in answer
+    # What transformers 4.x reads (tests/test_model_folders.py): SmolLM2's rotary base, not 4.x's default.
+    import json
+    from pathlib import Path
+
+    written = json.loads((Path(folder) / "config.json").read_text())
+    assert written["rope_theta"] == written["rope_parameters"]["rope_theta"] == 100000.0
+    assert json.loads((Path(folder) / "tokenizer_config.json").read_text())["tokenizer_class"] != "TokenizersBackend"
 
     # The second use loads the cached folder and converts nothing.
     def no_conversion(*args, **kwargs):

@@ -52,7 +52,7 @@ def evaluate_arguments(model, forget, retain, holdout=None) -> list[str]:
     return [f"model.name_or_path={model}", "scenario=custom", f"data.custom_forget={forget}",
             f"data.custom_retain={retain}", *([f"data.holdout={holdout}"] if holdout else []),
             "judges.embedder=none", "judges.nli=none", "max_length=32", "generation_batch_size=3",
-            "loss_batch_size=5", "bootstrap.samples=50"]
+            "loss_batch_size=5", "bootstrap.samples=100"]
 
 
 def epoch_evaluation(model, eval_files) -> list[str]:

@@ -313,6 +313,32 @@ def test_min_k_score_by_hand():
         min_k_score([], 0.4)
 
 
+def test_privleak_scores_the_ids_muse_encodes_no_bos_added(tiny_model):
+    """MUSE's privleak.py scores `tokenizer.encode(text)` from its second id on: where a tokenizer
+    defines a BOS but does not add one (the tiny model's, as SmolLM2's), the first text token is
+    context, not a BOS. Min-40% by MUSE's rule, by hand from a plain forward."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from unlearnlm.evaluation.muse import text_token_log_probs
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
+    assert tokenizer.bos_token_id is not None
+    assert tokenizer.encode(PRIVLEAK_HOLDOUT[0])[0] != tokenizer.bos_token_id  # defined, not added
+    got = text_token_log_probs(model, tokenizer, PRIVLEAK_FORGET + PRIVLEAK_HOLDOUT, batch_size=3)
+    for text, values in zip(PRIVLEAK_FORGET + PRIVLEAK_HOLDOUT, got, strict=True):
+        ids = torch.tensor([tokenizer.encode(text)])
+        with torch.no_grad():
+            log_probs = torch.log_softmax(model(ids).logits[0].double(), dim=-1)
+        all_prob = [log_probs[i, t].item() for i, t in enumerate(ids[0, 1:].tolist())]
+        assert values.tolist() == pytest.approx(all_prob, abs=1e-5)
+        k_length = int(len(all_prob) * 0.4)  # texts of 3+ tokens: MUSE's k_length is never 0 here
+        assert k_length >= 1
+        from unlearnlm.evaluation.privacy import min_k_score
+
+        assert min_k_score(values, 0.4) == pytest.approx(-np.mean(np.sort(all_prob)[:k_length]), abs=1e-5)
+
+
 def test_mia_auc_is_the_pairwise_share_with_ties_half():
     from unlearnlm.evaluation.privacy import mia_auc
 

@@ -110,12 +110,42 @@ def test_exact_memorisation_and_extraction_strength():
     # k* = 1 (predictions[1:] == labels[1:]) -> 1 - 1/4 = 0.75
     assert P.extraction_strength([9, 2, 3, 4], labels) == pytest.approx(0.75)
     assert P.extraction_strength([1, 9, 3, 4], labels) == pytest.approx(0.5)  # k* = 2
-    assert P.extraction_strength([1, 2, 3, 9], labels) == 0.0  # the last token is wrong: k* = n
+    # the last token is wrong: open-unlearning searches k in 0..n-1 only, so k* = n - 1 -> 1/n (as
+    # when the last token alone is right); without the floor k* = n -> 0
+    assert P.extraction_strength([1, 2, 3, 9], labels) == pytest.approx(0.25)
+    assert P.extraction_strength([9, 9, 9, 4], labels) == pytest.approx(0.25)
+    assert P.extraction_strength([1, 2, 3, 9], labels, floor=False) == 0.0
+    assert P.extraction_strength([9, 9, 9, 4], labels, floor=False) == pytest.approx(0.25)
     assert P.extraction_strength(labels, labels) == 1.0  # k* = 0
     with pytest.raises(ValueError, match="no tokens"):
         P.extraction_strength([], [])
     with pytest.raises(ValueError, match="no tokens"):
         P.exact_memorisation([])
+
+
+def _extraction_strength_open_unlearning(predictions, labels):
+    """open-unlearning's loop (src/evals/metrics/memorization.py), written out: the first k in
+    0..n-1 whose suffix matches, else the loop's last k."""
+    n = len(labels)
+    for k in range(n):
+        if predictions[k:] == labels[k:]:
+            break
+    return 1 - k / n
+
+
+def test_extraction_strength_equals_open_unlearnings_loop_on_random_cases():
+    import random
+
+    rng = random.Random(0)
+    differ_without_floor = 0
+    for _ in range(2000):
+        n = rng.randint(1, 8)
+        labels = [rng.randint(0, 2) for _ in range(n)]
+        predictions = [rng.randint(0, 2) for _ in range(n)]
+        reference = _extraction_strength_open_unlearning(predictions, labels)
+        assert P.extraction_strength(predictions, labels) == pytest.approx(reference, abs=1e-15)
+        differ_without_floor += P.extraction_strength(predictions, labels, floor=False) != pytest.approx(reference)
+    assert differ_without_floor > 100  # the all-wrong case is common: the convention matters here
 
 
 def test_registry_rows_and_sets_by_hand_and_empty_answers_are_missing_with_a_reason():
@@ -124,7 +154,7 @@ def test_registry_rows_and_sets_by_hand_and_empty_answers_are_missing_with_a_rea
               "reference_loss": 1.5, "truth_loss": 2.0}
     empty = {"ground_truth": "", "truth_token_log_probs": [], "truth_token_mu": [], "truth_token_sigma": [],
              "truth_token_ids": [], "truth_predicted_ids": [], "truth_loss": 0.0}
-    kind = M.SetKind(min_k=0.4)
+    kind = M.SetKind(min_k=0.4, drop_final_label=False, extraction_floor=False)
     values = M.row_values(record, kind=kind, loss_only=True)
     assert values["mia_loss"] == pytest.approx(2.0)  # -mean(-1, -3, -2)
     assert values["mia_zlib"] == pytest.approx(2.0 / len(zlib.compress(b"abc")))
@@ -134,6 +164,19 @@ def test_registry_rows_and_sets_by_hand_and_empty_answers_are_missing_with_a_rea
     assert values["mia_reference"] == pytest.approx(0.5)  # LOSS 2 - reference LOSS 1.5
     assert values["exact_memorisation"] == pytest.approx(2 / 3)
     assert values["extraction_strength"] == pytest.approx(1 / 3)  # only the last token's suffix: k* = 2
+    # The default (open-unlearning's): the final label (7, the EOS) is left out of Min-K%, Min-K%++,
+    # EM and ES, not of LOSS and ZLib; ES of [5, 9] against [5, 6]: the last wrong -> 1/n = 1/2.
+    default = M.row_values(record, kind=M.SetKind(min_k=0.4), loss_only=True)
+    assert default["mia_loss"] == values["mia_loss"] and default["mia_zlib"] == values["mia_zlib"]
+    assert default["mia_min_k"] == pytest.approx(3.0)  # floor(0.8) -> 1: the lowest of (-1, -3)
+    assert default["mia_min_k_plus_plus"] == pytest.approx(2.0)  # the lowest of z = (1, -2)
+    assert default["exact_memorisation"] == pytest.approx(1 / 2)
+    assert default["extraction_strength"] == pytest.approx(1 / 2)
+    just_eos = dict(record, truth_token_log_probs=[-1.0], truth_token_mu=[-1.0], truth_token_sigma=[1.0],
+                    truth_token_ids=[7], truth_predicted_ids=[7])
+    just_eos_values = M.row_values(just_eos, kind=M.SetKind(), loss_only=True)
+    assert just_eos_values["mia_min_k"] is None and just_eos_values["extraction_strength"] is None
+    assert just_eos_values["mia_loss"] == pytest.approx(1.0)
     assert values["mia_grad_norm"] is None and "rouge_recall" not in values  # a loss-only row: no generation
     empty_values = M.row_values(empty, kind=kind, loss_only=True)
     assert all(empty_values[M.BY_NAME[n].row_key] is None
@@ -209,9 +252,10 @@ def test_holdout_set_gives_the_aucs_and_privleak_with_the_fallback_said(privacy_
         key = M.BY_NAME[score].row_key
         expected = _auc_by_pairs([r[key] for r in forget], [r[key] for r in holdout])
         assert summary[f"AUC_{score}"] == pytest.approx(expected)
-    # Min-K% with k = 0.4, by hand from the stored log-probabilities, and privleak against A_R = 0.5
-    by_hand = [-sum(sorted(r["truth_token_log_probs"])[: max(1, math.floor(0.4 * len(r["truth_token_log_probs"])))])
-               / max(1, math.floor(0.4 * len(r["truth_token_log_probs"]))) for r in forget]
+    # Min-K% with k = 0.4, by hand from the stored log-probabilities less the EOS's, and privleak
+    # against A_R = 0.5
+    by_hand = [-sum(sorted(r["truth_token_log_probs"][:-1])[: max(1, math.floor(0.4 * (r["truth_tokens"] - 1)))])
+               / max(1, math.floor(0.4 * (r["truth_tokens"] - 1))) for r in forget]
     assert [r["mia_min_k"] for r in forget] == pytest.approx(by_hand)
     assert summary["privleak"] == pytest.approx(((1 - summary["AUC_min_k"]) - 0.5) / 0.5 * 100)
     assert summary["privleak_reference"].startswith("A_R = 0.5 assumed (no retain_eval given)")
@@ -247,6 +291,67 @@ def test_kept_token_values_are_those_of_a_plain_forward(privacy_eval, tiny_model
     assert record["truth_token_mu"] == pytest.approx(mu, abs=1e-5)
     assert record["truth_token_sigma"] == pytest.approx(sigma, abs=1e-5)
     assert record["truth_predicted_ids"] == [int(log_p[t].argmax()) for t in positions]
+
+
+def test_default_privacy_values_follow_open_unlearnings_rule_by_hand(privacy_eval, tiny_model):
+    """Min-K%, Min-K%++, EM and ES of every forget and holdout row, recomputed from a plain forward
+    with open-unlearning's rule (src/evals/metrics/utils.py tokenwise_logprobs and
+    tokenwise_vocab_logprobs: the label positions less the last, "ignore eos prediction";
+    mia/min_k.py, mia/min_k_plus_plus.py, memorization.py), and the Min-K% AUC from them."""
+    from unlearnlm.config import ModelConfig
+    from unlearnlm.data.formatting import PromptFormat
+    from unlearnlm.training.models import load_model, load_tokenizer
+
+    output, summary = privacy_eval
+    config = ModelConfig(name_or_path=str(tiny_model))
+    tokenizer = load_tokenizer(config)
+    model, formatter = load_model(config), PromptFormat(tokenizer)
+    scores = {}
+    for set_name in ("forget", "holdout"):
+        scores[set_name] = []
+        for record in _jsonl(output / "records" / f"{set_name}.jsonl"):
+            encoded = formatter.encode(record["question"], record["ground_truth"])
+            input_ids = torch.tensor([encoded.input_ids])
+            labels = torch.tensor([-100] * encoded.prompt_length + list(encoded.input_ids[encoded.prompt_length:]))
+            assert labels[-1].item() == tokenizer.eos_token_id  # the convention matters on every row
+            with torch.no_grad():
+                log_probs = torch.log_softmax(model(input_ids=input_ids).logits.double(), dim=-1)[0, :-1]
+            target = log_probs.gather(1, input_ids[0, 1:, None])[:, 0]
+            positions = (labels != -100).nonzero()[:, 0][:-1]  # -1: the EOS's prediction is left out
+            start, end = positions[0].item(), positions[-1].item()
+            lp, vocab = target[start - 1:end], log_probs[start - 1:end]
+            kept = labels[positions]
+            num_k = max(1, int(len(lp) * 0.4))
+            min_k = -torch.sort(lp).values[:num_k].mean().item()
+            mu = (vocab.exp() * vocab).sum(-1)
+            var = torch.clamp((vocab.exp() * vocab**2).sum(-1) - mu**2, min=1e-6)
+            min_k_pp = -torch.sort((lp - mu) / var.sqrt()).values[:num_k].mean().item()
+            predictions = vocab.argmax(-1)
+            em = ((predictions == kept).sum() / len(kept)).item()
+            es = _extraction_strength_open_unlearning(predictions.tolist(), kept.tolist())
+            assert record["mia_min_k"] == pytest.approx(min_k, abs=1e-5)
+            assert record["mia_min_k_plus_plus"] == pytest.approx(min_k_pp, abs=1e-4)
+            if set_name == "forget":
+                assert record["exact_memorisation"] == pytest.approx(em, abs=1e-12)
+                assert record["extraction_strength"] == pytest.approx(es, abs=1e-12)
+            scores[set_name].append(min_k)
+    assert summary["AUC_min_k"] == pytest.approx(_auc_by_pairs(scores["forget"], scores["holdout"]))
+
+
+def test_privacy_eos_keep_and_no_floor_are_the_named_variants(privacy_eval, tmp_path):
+    output, _ = privacy_eval
+    config = load_config(EvaluateConfig, None, ["privacy.eos=keep", "privacy.extraction_floor=false"])
+    kind = M.SetKind(**M.privacy_conventions(config.privacy))
+    assert not kind.drop_final_label and not kind.extraction_floor
+    for record in _jsonl(output / "records" / "forget.jsonl"):
+        values = M.row_values(record, kind=kind, loss_only=True)
+        every = record["truth_token_log_probs"]
+        m = max(1, math.floor(0.4 * len(every)))
+        assert values["mia_min_k"] == pytest.approx(-sum(sorted(every)[:m]) / m)
+        hits = [p == y for p, y in zip(record["truth_predicted_ids"], record["truth_token_ids"], strict=True)]
+        assert values["exact_memorisation"] == pytest.approx(sum(hits) / len(hits))
+    with pytest.raises(UserError, match="privacy.eos must be drop or keep, got strip"):
+        load_config(EvaluateConfig, None, ["privacy.eos=strip"])
 
 
 def test_privleak_and_reference_against_a_retain_model_evaluation(privacy_eval, tiny_model, privacy_folder, tmp_path):

@@ -244,3 +244,41 @@ def test_the_page_renders_in_headless_chromium(tmp_path):
     shot = subprocess.run([*command, f"--screenshot={screenshot}", "--window-size=1280,4000", page.as_uri()],
                           capture_output=True, text=True, timeout=120)
     assert shot.returncode == 0 and screenshot.read_bytes().startswith(PNG_MAGIC)
+
+
+def test_open_unlearnings_own_results_sit_beside_the_suites_numbers(tmp_path, capsys):
+    """Its TOFU_SUMMARY.json / TOFU_EVAL.json (hand-written in its layout) next to an unlearnlm
+    evaluation run with suite=open-unlearning; a malformed file is a one-line error."""
+    ours = tmp_path / "ours"
+    _write(ours, dict(_summary(0.5, 0.5), open_unlearning={"forget_Q_A_Prob": 0.9, "model_utility": 0.25,
+                                                           "privleak": -25.8}))
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "TOFU_SUMMARY.json").write_text(json.dumps(
+        {"forget_Q_A_Prob": 0.91, "forget_quality": 0.0012, "model_utility": 0.2417, "privleak": -24.1}))
+    eval_only = tmp_path / "eval_only"
+    eval_only.mkdir()
+    (eval_only / "TOFU_EVAL.json").write_text(json.dumps({
+        "forget_Q_A_Prob": {"agg_value": 0.8, "value_by_index": {"0": {"prob": 0.8, "avg_loss": 0.22}}},
+        "model_utility": {"agg_value": 0.3}}))
+    plain = tmp_path / "plain"
+    _write(plain, _summary(0.4, 0.7))
+    write_report([str(ours), str(theirs), str(eval_only / "TOFU_EVAL.json"), str(plain)], tmp_path / "out")
+    out = tmp_path / "out"
+    with open(out / "report_open_unlearning.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["run"], r["computed by"]) for r in rows] == [
+        ("ours", "unlearnlm"), ("theirs", "open-unlearning"), ("eval_only", "open-unlearning")]
+    assert float(rows[1]["model_utility"]) == 0.2417 and float(rows[1]["forget_quality"]) == 0.0012
+    assert rows[0]["forget_quality"] == "" and float(rows[2]["forget_Q_A_Prob"]) == 0.8
+    with open(out / "report.csv", newline="") as handle:
+        assert [r["run"] for r in csv.DictReader(handle)] == ["ours", "plain"]  # its results: own table only
+    assert "open-unlearning's TOFU numbers" in (out / "report.md").read_text()
+    page = (out / "report.html").read_text()
+    assert '<section id="open-unlearning">' in page and "0.2417" in page
+
+    (theirs / "TOFU_SUMMARY.json").write_text('{"model_utility": "0.24"}')
+    assert main(["report", str(ours), str(theirs), "-o", str(tmp_path / "bad")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("unlearnlm: error:") and "'model_utility' is str, not a number" in error
+    assert "\n" not in error

@@ -52,7 +52,7 @@ def settings(world: Path, target: Path, output: Path, **extra) -> dict:
             "unlearn.data.forget": "forget", "unlearn.data.retain": "retain", "unlearn.data.task_id": ["1", "2"],
             "unlearn.method": "GA+GD", **FAST, "unlearn.evaluation.judges.embedder": "none",
             "unlearn.evaluation.judges.nli": "none", "unlearn.evaluation.max_length": 24,
-            "unlearn.evaluation.bootstrap.samples": 50, "space.training.epochs": "[1]",
+            "unlearn.evaluation.bootstrap.samples": 100, "space.training.epochs": "[1]",
             "space.training.lr": "1e-5:3e-3:log", "compare_defaults": False,
             "output_dir": str(output), **extra}
 
@@ -281,7 +281,7 @@ def test_the_demo_preset_runs_on_a_tiny_world(world, target, tmp_path, capsys):
                  "unlearn.training.epochs=1", "unlearn.training.per_device_batch_size=4",
                  "unlearn.training.progress=false", "unlearn.evaluation.max_length=24",
                  "unlearn.evaluation.judges.embedder=none", "unlearn.evaluation.judges.nli=none",
-                 "unlearn.evaluation.bootstrap.samples=50"]
+                 "unlearn.evaluation.bootstrap.samples=100"]
     assert main(["sweep", "-c", "sweep-demo", *overrides]) == 0
     choice = json.loads((folder / "result" / "choice.json").read_text())
     assert list(choice["methods"]) == ["ME+GD", "NPO+GD"] and not choice["oracle_selection"]

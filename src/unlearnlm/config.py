@@ -31,7 +31,8 @@ class PromptFormatConfig:
     (locuslab/tofu_ft_llama2-7b, meta-llama/Meta-Llama-3-8B-Instruct), else the tokenizer's chat
     template, else ``Question: … / Answer:`` (question_answer)."""
 
-    # auto | chat_template | question_answer | tags | a preset: tofu-llama2, llama3-instruct
+    # auto | chat_template | question_answer | tags | open_unlearning | a preset: tofu-llama2,
+    # llama3-instruct, open-unlearning-llama3, open-unlearning
     kind: str = "auto"
     # kind=tags only: text = question_start + question + question_end + answer_start + answer.
     question_start: Optional[str] = None
@@ -189,6 +190,12 @@ class PrivacyConfig:
     keep_token_values: bool = True
     # Min-K% and Min-K%++ average the lowest share k of an answer's token scores.
     min_k: float = 0.4
+    # drop: Min-K%, Min-K%++, exact memorisation and extraction strength leave out the answer's
+    # final label, its EOS (open-unlearning's rule); keep: they read it too.
+    eos: str = "drop"
+    # Extraction strength of an answer whose last token is wrong: 1/n (open-unlearning's rule);
+    # false: 0.
+    extraction_floor: bool = True
     # The Reference MIA score (LOSS minus a reference model's LOSS of the same row) reads the
     # per-row losses of that model's evaluation of the same sets (its output folder); empty =
     # retain_eval's.
@@ -208,6 +215,10 @@ class EvaluateConfig:
     ds_size: int = 300
     # Prompt + generated tokens, at most (the reference: 200).
     max_length: int = 200
+    # unlearnlm | open-unlearning: also open-unlearning's TOFU evaluation, its numbers under its names
+    # (TOFU_SUMMARY.json), from the same pass run under its conventions: its prompt format, attention
+    # mask (token != pad) and 200 new tokens (max_length unused), no shared prompts (docs/formulas.md).
+    suite: str = "unlearnlm"
     # A greedy batch runs as many steps as its longest answer: fewer, larger batches take fewer
     # steps (docs/performance.md, "Measurements behind the defaults").
     generation_batch_size: int = 64
@@ -383,7 +394,7 @@ class MuseEvalConfig:
     ds_size: int = 0
     generation_batch_size: int = 8
     loss_batch_size: int = 4
-    # Longest privleak text scored, in tokens (BOS included); empty = every token.
+    # Longest privleak text scored, in tokens (a BOS the tokenizer adds included); empty = every token.
     privleak_max_length: Optional[int] = None
 
 
@@ -1184,6 +1195,10 @@ def validate_evaluation(e: EvaluateConfig, prefix: str = "") -> None:
     _require(e.scenario in ("tofu", "real_world", "custom"),
              f"unknown {prefix}scenario '{e.scenario}'; valid: tofu, real_world, custom")
     _require(e.ds_size >= 0, f"{prefix}ds_size must be zero (all rows) or more, got {e.ds_size}")
+    _require(e.suite in ("unlearnlm", "open-unlearning"),
+             f"unknown {prefix}suite '{e.suite}'; valid: unlearnlm, open-unlearning")
+    _require(e.suite != "open-unlearning" or e.scenario == "tofu",
+             f"{prefix}suite=open-unlearning is its TOFU evaluation: it needs scenario=tofu, got {e.scenario}")
     _require(e.max_length >= 2, f"{prefix}max_length must be at least 2, got {e.max_length}")
     for name in ("generation_batch_size", "loss_batch_size"):
         _require(getattr(e, name) >= 1, f"{prefix}{name} must be at least 1, got {getattr(e, name)}")
@@ -1193,6 +1208,7 @@ def validate_evaluation(e: EvaluateConfig, prefix: str = "") -> None:
         value = getattr(e.judges, name)
         _require(value >= 1, f"{prefix}judges.{name} must be at least 1, got {value}")
     _require(0 < e.privacy.min_k <= 1, f"{prefix}privacy.min_k must be in (0, 1], got {e.privacy.min_k}")
+    _require(e.privacy.eos in ("drop", "keep"), f"{prefix}privacy.eos must be drop or keep, got {e.privacy.eos}")
     _require(e.privacy.grad_norm_p in (None, "1", "2", "inf"),
              f"{prefix}privacy.grad_norm_p must be 1, 2 or inf, got {e.privacy.grad_norm_p}")
     _require(e.data.holdout is None or e.data.holdout.strip() != "", f"{prefix}data.holdout may not be blank")

@@ -1,7 +1,7 @@
 """Turning a question–answer pair into token ids, in the format a model was trained on
 (docs/formulas.md#prompt-formats).
 
-Three kinds of format:
+Four kinds of format:
 
 - ``chat_template``: the tokenizer's chat template with a generation prompt, then the answer;
   prompt and answer are tokenised separately and concatenated, so the boundary used for label
@@ -13,6 +13,11 @@ Three kinds of format:
   with the tokenizer's special tokens (a BOS for Llama); the prompt length is the number of
   tokens of ``question_start + question + question_end`` tokenised on its own with special
   tokens. Named presets give the tags of the paper's model families exactly.
+- ``open_unlearning``: open-unlearning's chat rule (its ``preprocess_chat_instance``): the chat
+  template renders the whole conversation (an optional system prompt, the question, the answer;
+  an optional ``date_string`` passed to the template), and the labels are every token after the
+  generation prompt, so they include the template's own end-of-turn tokens; an EOS is appended
+  unless the rendered conversation already ends with it. Presets give its model configs' settings.
 
 Every kind ends the answer with the EOS token. The format a model was trained on is written
 beside its weights (``prompt_format.json``) so that unlearning and evaluation use it again.
@@ -34,7 +39,7 @@ QUESTION_TAG = "Question: "
 ANSWER_TAG = "\nAnswer:"
 
 FORMAT_FILE = "prompt_format.json"
-KINDS = ("chat_template", "tags", "question_answer")
+KINDS = ("chat_template", "tags", "question_answer", "open_unlearning")
 
 
 @dataclass(frozen=True)
@@ -47,9 +52,16 @@ class FormatSpec:
     answer_start: str = ""
     # The preset the tags came from (informational).
     preset: Optional[str] = None
+    # open_unlearning: the system message and the template's date_string (None: none passed).
+    system_prompt: Optional[str] = None
+    date_string: Optional[str] = None
 
     def to_json(self) -> dict:
         data = asdict(self)
+        if self.kind == "open_unlearning":
+            return {k: v for k, v in data.items() if k in ("kind", *CHAT_KEYS, "preset") and v is not None}
+        for key in CHAT_KEYS:
+            data.pop(key)
         if self.kind != "tags":
             data = {"kind": self.kind}
         elif self.preset is None:
@@ -69,12 +81,26 @@ PRESETS = {
         "",
         preset="llama3-instruct",
     ),
+    # open-unlearning's configs/model/Llama-3.2-1B-Instruct.yaml (and Llama-3.1-8B-Instruct.yaml).
+    "open-unlearning-llama3": FormatSpec("open_unlearning", system_prompt="You are a helpful assistant.",
+                                         date_string="10 Apr 2025", preset="open-unlearning-llama3"),
+    # Its rule with the model's own template and nothing added (a model it has no config for).
+    "open-unlearning": FormatSpec("open_unlearning", preset="open-unlearning"),
 }
 # Hub names of the paper's targets (compared in lower case, as the hub resolves them).
 HUB_PRESETS = {
     "locuslab/tofu_ft_llama2-7b": "tofu-llama2",
     "meta-llama/meta-llama-3-8b-instruct": "llama3-instruct",
 }
+# open-unlearning's published TOFU targets (hub names start so; e.g. tofu_Llama-3.2-1B-Instruct_full,
+# _retain90): each is scored in the format its config trained it on. Its Llama-2 chat targets use
+# tags that are tofu-llama2's exactly ("[INST] ", " [/INST]", an empty answer tag).
+HUB_PREFIX_PRESETS = {
+    "open-unlearning/tofu_llama-3.2-1b-instruct_": "open-unlearning-llama3",
+    "open-unlearning/tofu_llama-3.1-8b-instruct_": "open-unlearning-llama3",
+    "open-unlearning/tofu_llama-2-7b-chat-hf_": "tofu-llama2",
+}
+CHAT_KEYS = ("system_prompt", "date_string")
 TAG_KEYS = ("question_start", "question_end", "answer_start")
 
 
@@ -111,12 +137,17 @@ def read_recorded_format(folder: str | Path) -> Optional[FormatSpec]:
         raise UserError(f"{path} is not readable JSON; delete it or set model.prompt_format.kind") from None
     if not isinstance(data, dict) or data.get("kind") not in KINDS:
         raise UserError(f"{path}: 'kind' must be one of {', '.join(KINDS)}")
-    unknown = sorted(set(data) - {"kind", "preset", *TAG_KEYS})
+    unknown = sorted(set(data) - {"kind", "preset", *TAG_KEYS, *CHAT_KEYS})
     if unknown:
         raise UserError(f"{path}: unknown key '{unknown[0]}'")
     tags = [data.get(k, "") for k in TAG_KEYS]
     if not all(isinstance(t, str) for t in tags) or not isinstance(data.get("preset"), (str, type(None))):
         raise UserError(f"{path}: tags must be strings")
+    if data["kind"] == "open_unlearning":
+        chat = [data.get(k) for k in CHAT_KEYS]
+        if not all(isinstance(v, (str, type(None))) for v in chat):
+            raise UserError(f"{path}: system_prompt and date_string must be strings")
+        return FormatSpec("open_unlearning", preset=data.get("preset"), **dict(zip(CHAT_KEYS, chat)))
     if data["kind"] != "tags":
         return FormatSpec(data["kind"])
     return FormatSpec("tags", *tags, preset=data.get("preset"))
@@ -133,12 +164,14 @@ def resolve_format(setting: Optional[FormatSpec], name_or_path: str, folder: Opt
     if spec is None and folder is not None:
         spec = read_recorded_format(folder)
     if spec is None:
-        preset = HUB_PRESETS.get(name_or_path.strip().lower())
+        name = name_or_path.strip().lower()
+        preset = HUB_PRESETS.get(name) or next(
+            (p for prefix, p in HUB_PREFIX_PRESETS.items() if name.startswith(prefix)), None)
         spec = PRESETS[preset] if preset else None
     if spec is None:
         spec = FormatSpec("chat_template" if getattr(tokenizer, "chat_template", None) else "question_answer")
-    if spec.kind == "chat_template" and not getattr(tokenizer, "chat_template", None):
-        raise UserError(f"prompt format chat_template: the tokenizer of '{name_or_path}' has no chat template; "
+    if spec.kind in ("chat_template", "open_unlearning") and not getattr(tokenizer, "chat_template", None):
+        raise UserError(f"prompt format {spec.kind}: the tokenizer of '{name_or_path}' has no chat template; "
                         "set model.prompt_format.kind to tags, question_answer or a preset")
     return spec
 
@@ -167,8 +200,20 @@ class PromptFormat:
         self._prompt_cache: dict[str, tuple[int, ...]] = {}
         self._encode_cache: dict[tuple[str, str], EncodedQA] = {}
 
+    def _conversation(self, question: str, answer: Optional[str] = None) -> str:
+        """open_unlearning: the rendered conversation, up to the generation prompt without ``answer``."""
+        messages = [{"role": "system", "content": self.spec.system_prompt}] if self.spec.system_prompt else []
+        messages.append({"role": "user", "content": question})
+        if answer is not None:
+            messages.append({"role": "assistant", "content": answer})
+        extra = {"date_string": self.spec.date_string} if self.spec.date_string is not None else {}
+        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=answer is None, tokenize=False,
+                                                  **extra)
+
     def prompt_text(self, question: str) -> str:
         """The text before the answer (tags: without the answer tag, as the label mask counts it)."""
+        if self.spec.kind == "open_unlearning":
+            return self._conversation(question)
         if self.spec.kind == "chat_template":
             return self.tokenizer.apply_chat_template(
                 [{"role": "user", "content": question}], add_generation_prompt=True, tokenize=False
@@ -186,14 +231,15 @@ class PromptFormat:
                 text += self.spec.answer_start
             # A chat template already writes its own special tokens; the others get the
             # tokenizer's usual ones (a BOS for Llama-style tokenizers).
-            ids = self.tokenizer(text, add_special_tokens=self.spec.kind != "chat_template")["input_ids"]
+            chat = self.spec.kind in ("chat_template", "open_unlearning")
+            ids = self.tokenizer(text, add_special_tokens=not chat)["input_ids"]
             cached = self._prompt_cache[question] = tuple(ids)
         return cached
 
     def answer_ids(self, answer: str) -> tuple[int, ...]:
         """An answer's ids + EOS, for the kinds that tokenise prompt and answer separately."""
-        if self.spec.kind == "tags":
-            raise ValueError("the tags format tokenises question and answer together; use encode")
+        if self.spec.kind in ("tags", "open_unlearning"):
+            raise ValueError(f"the {self.spec.kind} format tokenises question and answer together; use encode")
         text = answer if self.spec.kind == "chat_template" else " " + answer.lstrip()
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         return tuple(ids) + (self.eos_token_id,)
@@ -206,6 +252,11 @@ class PromptFormat:
                 ids = self.tokenizer(prompt + self.spec.answer_start + answer, add_special_tokens=True)["input_ids"]
                 prompt_length = len(self.tokenizer.tokenize(prompt, add_special_tokens=True))
                 cached = EncodedQA(tuple(ids) + (self.eos_token_id,), prompt_length)
+            elif self.spec.kind == "open_unlearning":
+                ids = tuple(self.tokenizer(self._conversation(question, answer), add_special_tokens=False)["input_ids"])
+                if not ids or ids[-1] != self.eos_token_id:
+                    ids += (self.eos_token_id,)
+                cached = EncodedQA(ids, len(self.prompt_ids(question)))
             else:
                 prompt_ids = self.prompt_ids(question)
                 cached = EncodedQA(prompt_ids + self.answer_ids(answer), len(prompt_ids))

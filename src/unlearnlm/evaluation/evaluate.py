@@ -192,7 +192,7 @@ def judge_records(
 
 def set_kind(eval_set: EvalSet, privacy=None) -> M.SetKind:
     return M.SetKind(forget_form=eval_set.forget_form, normalised_probability=eval_set.normalised_probability,
-                     min_k=privacy.min_k if privacy is not None else M.P.MIN_K)
+                     **M.privacy_conventions(privacy))
 
 
 def score_sets(sets: Sequence[tuple[EvalSet, list[dict]]], privacy=None) -> dict[str, dict]:
@@ -336,7 +336,7 @@ def retain_model_aucs(config: EvaluateConfig) -> tuple[dict | None, str]:
     holdout_file = folder / RECORDS_DIR / f"{HOLDOUT_SET}.jsonl"
     if not forget_file.exists() or not holdout_file.exists():
         return None, f"retain_eval {folder} has no forget and holdout records"
-    kind = M.SetKind(min_k=config.privacy.min_k)
+    kind = M.SetKind(**M.privacy_conventions(config.privacy))
     rows = []
     for path in (forget_file, holdout_file):
         records = read_records_file(path)
@@ -506,6 +506,7 @@ def evaluate_model(
     ``csv_path`` puts the CSV row elsewhere (e.g. one file for every epoch of a run).
     """
     from ..training.models import load_for_inference, load_prompt_format, load_tokenizer, refuse_broken_model
+    from . import open_unlearning as OU
     from .inference import InferenceTimes, infer_sets
     from .shards import from_main, infer_across_processes, parameters_sharded, processes
 
@@ -513,13 +514,19 @@ def evaluate_model(
     group = processes()  # under torchrun: every process evaluates a share of the rows (evaluation/shards.py)
     config = resolve_config(config)  # no-op when already resolved
     sets = build_sets(config)
-    retain_ratios = read_retain_ratios(config.retain_eval) if config.retain_eval else None
+    suite = config.suite == OU.SUITE
+    retain_ratios = read_retain_ratios(config.retain_eval) if config.retain_eval and not OU.is_foreign(
+        config.retain_eval) else None
+    suite_retain = OU.retain_logs(config.retain_eval) if suite else None
     retain_aucs = retain_model_aucs(config)
     if model is not None and tokenizer is None:
         raise ValueError("evaluate_model: a model was given without its tokenizer")
     tokenizer = tokenizer if tokenizer is not None else load_tokenizer(config.model)
     formatter = load_prompt_format(config.model, tokenizer)
-    check_prompt_lengths(formatter, sets, config.max_length)
+    if suite:
+        formatter = type(formatter)(tokenizer, spec=OU.suite_format(formatter.spec))
+    else:  # the suite's budget counts new tokens only
+        check_prompt_lengths(formatter, sets, config.max_length)
     # Every process judges the generations of its own shard (docs/performance.md#multi-gpu: cheaper
     # than judging every row on the main process).
     judges = judges if judges is not None else Judges.load(config.judges)
@@ -531,12 +538,16 @@ def evaluate_model(
         raise UserError("privacy.grad_norm_p needs the whole model on the main process; it cannot run on a model "
                         "whose parameters are sharded over processes (FSDP, ZeRO-3): evaluate the saved model")
 
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    inference_model = OU.PadMaskedModel(model, pad_id) if suite else model  # the suite's mask: token != pad
+
     def infer(shard_sets):
         inference_times = InferenceTimes()
         shard_records = infer_sets(
-            model, formatter, shard_sets, config.max_length, config.generation_batch_size, config.loss_batch_size,
-            inference_times, log, config.group_by_length, config.pad_to, config.answer_logits_only,
-            config.share_prompts, config.privacy.keep_token_values,
+            inference_model, formatter, shard_sets, config.max_length, config.generation_batch_size,
+            config.loss_batch_size, inference_times, log, config.group_by_length, config.pad_to,
+            config.answer_logits_only, config.share_prompts and not suite, config.privacy.keep_token_values,
+            OU.MAX_NEW_TOKENS if suite else None,
         )
         shard_times = {"generation_s": inference_times.generation_s, "loss_s": inference_times.loss_s}
         judge_records([(s, r) for (s, _), r in zip(shard_sets, shard_records)], judges, config.judges, shard_times)
@@ -588,8 +599,15 @@ def evaluate_model(
     summary.update(times={k: round(v, 3) for k, v in times.items()},
                    evaluated_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
 
+    if suite:
+        suite_logs = OU.tofu_logs([(s.name, rows) for s, rows in judged_sets], formatter, suite_retain)
+        summary["open_unlearning"] = OU.summary_of(suite_logs)
+
     write_outputs(config, judged_sets, summary, csv_path)
     log(format_table(summary))
+    if suite:
+        OU.write_results(config.output_dir, suite_logs)
+        log(OU.format_numbers(summary["open_unlearning"]))
     return from_main(summary, group)
 
 

@@ -138,18 +138,21 @@ def generate_answers(
     max_length: int = 200,
     batch_size: int = 32,
     group_by_length: bool = True,
+    max_new_tokens: Optional[int] = None,
 ) -> list[str]:
-    """Greedy answers, each at most ``max_length - len(its prompt)`` new tokens."""
+    """Greedy answers, each at most ``max_length - len(its prompt)`` new tokens, or
+    ``max_new_tokens`` when given (open-unlearning's budget)."""
     tokenizer = formatter.tokenizer
     pad_id = _pad_id(formatter)
     eos_ids = _eos_ids(model, formatter)
     prompts = [formatter.prompt_ids(q) for q in questions]
     answers = [""] * len(questions)
     # A prompt that already fills the budget gets no answer (as the reference's max_length).
-    fits = [i for i, p in enumerate(prompts) if len(p) < max_length]
+    budgets = [max_new_tokens if max_new_tokens else max_length - len(p) for p in prompts]
+    fits = [i for i, budget in enumerate(budgets) if budget > 0]
     for batch in length_batches([len(prompts[i]) for i in fits], batch_size, sort=group_by_length):
         rows = [fits[b] for b in batch]
-        new_tokens = greedy_new_tokens(model, [prompts[i] for i in rows], [max_length - len(prompts[i]) for i in rows],
+        new_tokens = greedy_new_tokens(model, [prompts[i] for i in rows], [budgets[i] for i in rows],
                                        pad_id, eos_ids, first_pass=FIRST_PASS_TOKENS)
         for i, tokens in zip(rows, new_tokens):
             answers[i] = tokenizer.decode(tokens, skip_special_tokens=True).strip()
@@ -325,6 +328,7 @@ def infer_sets(
     answer_logits_only: bool = True,
     share_prompts: bool = True,
     keep_token_values: bool = True,
+    max_new_tokens: Optional[int] = None,
 ) -> list[list[dict]]:
     """Per-row records of each set: generation, its tokens, and every loss the metrics need.
 
@@ -350,7 +354,7 @@ def infer_sets(
                 unique = list(dict.fromkeys(questions))  # the same question is answered once
                 started = time.perf_counter()
                 answers = dict(zip(unique, generate_answers(
-                    model, formatter, unique, max_length, generation_batch_size, group_by_length,
+                    model, formatter, unique, max_length, generation_batch_size, group_by_length, max_new_tokens,
                 ))) if unique else {}
                 times.generation_s += time.perf_counter() - started
                 log(f"{names}: generated {len(questions)} answers in {time.perf_counter() - started:.1f}s")

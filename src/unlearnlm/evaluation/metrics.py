@@ -175,6 +175,18 @@ class SetKind:
     forget_form: bool = False  # the forget form of the Truth ratio
     normalised_probability: bool = False  # P_true / (P_true + Σ P_perturbed)
     min_k: float = P.MIN_K  # k of Min-K% and Min-K%++
+    # Min-K%, Min-K%++, exact memorisation and extraction strength leave out the answer's final
+    # label (the EOS), as open-unlearning does (privacy.eos); LOSS and ZLib read every label.
+    drop_final_label: bool = True
+    extraction_floor: bool = True  # ES = 1/n, not 0, when the last token is wrong (open-unlearning)
+
+
+def privacy_conventions(privacy=None) -> dict:
+    """The SetKind fields an evaluation's ``privacy`` settings (config.PrivacyConfig) choose."""
+    if privacy is None:
+        return {}
+    return {"min_k": privacy.min_k, "drop_final_label": privacy.eos == "drop",
+            "extraction_floor": privacy.extraction_floor}
 
 
 def _mean_or_none(values: Iterable[float | None]) -> float | None:
@@ -259,12 +271,42 @@ def _per_token(score: Callable[[Mapping[str, Any], SetKind, list[float]], float]
     return row
 
 
+def _answer_tokens(record, kind: SetKind, *keys: str) -> list[list] | None:
+    """The per-token lists ``keys`` of the ground truth, less the final label when the set's
+    convention drops it; None when no token is left."""
+    values = [record.get(key) or [] for key in keys]
+    if kind.drop_final_label:
+        values = [v[:-1] for v in values]
+    return values if all(values) else None
+
+
+def _min_k_row(record, kind):
+    tokens = _answer_tokens(record, kind, "truth_token_log_probs")
+    return None if tokens is None else P.min_k_score(tokens[0], kind.min_k)
+
+
+def _min_k_plus_plus_row(record, kind):
+    tokens = _answer_tokens(record, kind, "truth_token_log_probs", "truth_token_mu", "truth_token_sigma")
+    return None if tokens is None else P.min_k_plus_plus_score(*tokens, kind.min_k)
+
+
+def _exact_memorisation_row(record, kind):
+    tokens = _answer_tokens(record, kind, "truth_predicted_ids", "truth_token_ids")
+    return None if tokens is None else P.exact_memorisation([p == y for p, y in zip(*tokens, strict=True)])
+
+
+def _extraction_strength_row(record, kind):
+    tokens = _answer_tokens(record, kind, "truth_predicted_ids", "truth_token_ids")
+    return None if tokens is None else P.extraction_strength(*tokens, floor=kind.extraction_floor)
+
+
 def _reference_row(record, kind):
     values, reference = _token_values(record), record.get("reference_loss")
     return None if values is None or reference is None else P.loss_score(values) - reference
 
 
-NO_TOKENS = "no per-token values of the ground truth (an empty answer, or privacy.keep_token_values=false)"
+NO_TOKENS = ("no per-token values of the ground truth (an empty answer, one of the EOS alone under privacy.eos=drop, "
+             "or privacy.keep_token_values=false)")
 
 REGISTRY: tuple[Metric, ...] = (
     Metric("rouge", "ROUGE", "rouge_recall", _rouge_row, lambda v, k: _mean_or_none(v),
@@ -283,23 +325,16 @@ REGISTRY: tuple[Metric, ...] = (
            lambda v, k: _mean_or_none(None if e is None else float(e) for e in v),
            enters=("MU", "FE"), missing="entailment unavailable: no NLI judge", in_report=True,
            needs_generation=True),
-    Metric("exact_memorisation", "EM", "exact_memorisation",
-           lambda record, kind: None if not record.get("truth_token_ids") else P.exact_memorisation(
-               [p == y for p, y in zip(record["truth_predicted_ids"], record["truth_token_ids"], strict=True)]),
+    Metric("exact_memorisation", "EM", "exact_memorisation", _exact_memorisation_row,
            group="privacy", missing=NO_TOKENS, in_report=True),
-    Metric("extraction_strength", "ES", "extraction_strength",
-           lambda record, kind: None if not record.get("truth_token_ids") else P.extraction_strength(
-               record["truth_predicted_ids"], record["truth_token_ids"]),
+    Metric("extraction_strength", "ES", "extraction_strength", _extraction_strength_row,
            group="privacy", missing=NO_TOKENS, in_report=True),
     Metric("loss", "LOSS", "mia_loss", _per_token(lambda r, k, lp: P.loss_score(lp)),
            knowledge="lower", group="privacy", missing=NO_TOKENS, mia=True),
     Metric("zlib", "ZLib", "mia_zlib", _per_token(lambda r, k, lp: P.zlib_score(P.loss_score(lp), r["ground_truth"])),
            knowledge="lower", group="privacy", missing=NO_TOKENS, mia=True),
-    Metric("min_k", "MinK", "mia_min_k", _per_token(lambda r, k, lp: P.min_k_score(lp, k.min_k)),
-           knowledge="lower", group="privacy", missing=NO_TOKENS, mia=True),
-    Metric("min_k_plus_plus", "MinK++", "mia_min_k_plus_plus",
-           _per_token(lambda r, k, lp: P.min_k_plus_plus_score(
-               lp, r["truth_token_mu"], r["truth_token_sigma"], k.min_k)),
+    Metric("min_k", "MinK", "mia_min_k", _min_k_row, knowledge="lower", group="privacy", missing=NO_TOKENS, mia=True),
+    Metric("min_k_plus_plus", "MinK++", "mia_min_k_plus_plus", _min_k_plus_plus_row,
            knowledge="lower", group="privacy", missing=NO_TOKENS, mia=True),
     Metric("reference", "Ref", "mia_reference", _reference_row, knowledge="lower", group="privacy", mia=True,
            missing="no reference model's losses of these rows (privacy.reference_eval, or retain_eval)"),

@@ -7,7 +7,8 @@
 - KnowMem_f / KnowMem_r: the prompt is every in-context pair as "Question: {q}\\nAnswer: {a}\\n\\n",
   then "Question: {q}\\nAnswer: "; 32 greedy new tokens, cut before the first "\\n\\n", "\\nQuestion"
   or "Question:"; ROUGE-L F1 (stemmer off) against the answer; mean × 100.
-- PrivLeak: every token of each privleak text scored with BOS as context; Min-K% (k = 0.4) per
+- PrivLeak: each privleak text encoded as the tokenizer does by default (a BOS only where it
+  adds one), every token after the first scored; Min-K% (k = 0.4) per
   text; the AUC of forget against holdout; privleak against a retrained model's AUC, or MUSE's
   published one for its retrained models.
 
@@ -164,12 +165,9 @@ def greedy_continuations(model, tokenizer, prompts: Sequence[Sequence[int]], max
 
 
 def scored_ids(tokenizer, text: str, max_length: int | None = None) -> list[int]:
-    """The text's ids with special tokens, led by BOS when the tokenizer has one (the context of
-    the first text token), cut to ``max_length``."""
+    """The text's ids as MUSE encodes them (the special tokens the tokenizer itself adds: a BOS
+    only where it adds one), cut to ``max_length``; the first id is context only."""
     ids = encode_with_special_tokens(tokenizer, text)
-    bos = tokenizer.bos_token_id
-    if bos is not None and (not ids or ids[0] != bos):
-        ids = [bos] + ids
     return ids[:max_length] if max_length else ids
 
 

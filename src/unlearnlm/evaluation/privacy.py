@@ -114,9 +114,13 @@ def exact_memorisation(hits: Sequence[bool]) -> float:
     return float(_tokens(hits, "exact memorisation").mean())
 
 
-def extraction_strength(predictions: Sequence[int], labels: Sequence[int]) -> float:
-    """ES = 1 − k*/n, k* the smallest k with predictions[k:] == labels[k:] (k* = n when none):
-    the longest suffix of the answer the model reproduces from the prefix before it."""
+def extraction_strength(predictions: Sequence[int], labels: Sequence[int], floor: bool = True) -> float:
+    """ES = 1 − k*/n, k* the smallest k with predictions[k:] == labels[k:]: the longest suffix of
+    the answer the model reproduces from the prefix before it.
+
+    ``floor`` (open-unlearning's rule): k is searched in 0..n−1 only, so an answer whose last
+    token is wrong scores 1/n, as one whose last token alone is right; without it k* = n there
+    and ES = 0."""
     n = len(labels)
     if n == 0:
         raise ValueError("extraction strength: no tokens (empty answer)")
@@ -125,4 +129,4 @@ def extraction_strength(predictions: Sequence[int], labels: Sequence[int]) -> fl
     suffix = 0
     while suffix < n and predictions[n - 1 - suffix] == labels[n - 1 - suffix]:
         suffix += 1
-    return suffix / n  # k* = n - suffix
+    return (max(suffix, 1) if floor else suffix) / n  # k* = n - suffix, at most n - 1 with the floor

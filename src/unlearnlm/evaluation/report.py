@@ -2,7 +2,10 @@
 
 A RUN is an evaluation folder (``summary.json``) or an unlearning run folder, whose
 ``eval/summary.json`` (a final ``unlearnlm evaluate RUN``) or last ``eval/epoch_K`` gives its
-numbers and whose ``eval/epoch_K`` folders give its per-epoch trajectory. Every number shows
+numbers and whose ``eval/epoch_K`` folders give its per-epoch trajectory. A RUN may also be
+open-unlearning's own TOFU results (its TOFU_SUMMARY.json or TOFU_EVAL.json, or a folder holding
+one): those numbers sit beside the open-unlearning numbers of runs evaluated with
+``suite=open-unlearning`` in a table of their own (report_open_unlearning.csv). Every number shows
 its bootstrap interval when the evaluation holds one; with a baseline (``--baseline target``)
 every run is compared with it on the same resampled rows. Writes into the output folder:
 
@@ -27,6 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import tables
 from ..config import BootstrapConfig
 from ..errors import UserError
 from ..figures import png_bytes
@@ -81,6 +85,7 @@ class RunResult:
     trajectory: list[dict] = field(default_factory=list)  # epoch summaries, in epoch order
     summary_folder: Path | None = None  # the evaluation folder holding the summary's records
     seed_evaluations: list[Path] = field(default_factory=list)  # a seeds folder: each seed's evaluation
+    external: bool = False  # open-unlearning's own results: only its numbers (summary["open_unlearning"])
 
     @property
     def judges(self) -> tuple[str, str]:
@@ -108,8 +113,27 @@ def _method_of(folder: Path) -> str:
     return ""
 
 
+def _external_run(path: Path) -> RunResult | None:
+    """open-unlearning's results at ``path`` (its file, or a folder with one and no summary.json)."""
+    from . import open_unlearning as OU
+
+    files = (OU.SUMMARY_FILE, OU.EVAL_FILE)
+    if path.is_file() and path.name in files:
+        folder = path.parent
+    elif path.is_dir() and not (path / EVAL_SUMMARY).exists() and not (path / "eval").is_dir() \
+            and any((path / f).is_file() for f in files):
+        folder = path
+    else:
+        return None
+    name = folder.resolve().name or str(folder)
+    return RunResult(name, folder, "open-unlearning", {"open_unlearning": OU.read_results(path)}, external=True)
+
+
 def load_run(path: str | Path) -> RunResult:
     folder = Path(path).expanduser()
+    external = _external_run(folder)
+    if external is not None:
+        return external
     if not folder.is_dir():
         raise UserError(f"report: {path} is not a folder")
     from .seeds import SEEDS_SUMMARY, evaluation_of, seed_folders
@@ -221,6 +245,36 @@ def markdown_table(columns: list[str], rows: list[dict]) -> str:
     lines = ["| " + " | ".join(_heading(c) for c in shown) + " |", "|" + "---|" * len(shown)]
     lines += ["| " + " | ".join(_cell_text(row, c) for c in shown) + " |" for row in rows]
     return "\n".join(lines) + "\n"
+
+
+def open_unlearning_table(runs: Sequence[RunResult]) -> tuple[list[str], list[dict]]:
+    """Every run's open-unlearning TOFU numbers (its names), open-unlearning's own results and
+    unlearnlm's suite=open-unlearning evaluations alike; no columns when no run has them."""
+    from .open_unlearning import SUMMARY_NAMES
+
+    having = [r for r in runs if r.summary.get("open_unlearning")]
+    names = [n for n in SUMMARY_NAMES if any(n in r.summary["open_unlearning"] for r in having)]
+    extra = sorted({n for r in having for n in r.summary["open_unlearning"]} - set(names))
+    rows = [{"run": r.name, "computed by": "open-unlearning" if r.external else "unlearnlm",
+             **{n: r.summary["open_unlearning"].get(n) for n in (*names, *extra)}} for r in having]
+    return (["run", "computed by", *names, *extra] if rows else []), rows
+
+
+def open_unlearning_markdown(columns: list[str], rows: list[dict]) -> str:
+    return "## open-unlearning's TOFU numbers (its names and definitions)\n\n" + tables.markdown_table(columns, rows)
+
+
+def section_open_unlearning(columns: list[str], rows: list[dict]) -> str:
+    if not rows:
+        return ""
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(format_cell(row[c]))}</td>" for c in columns) + "</tr>"
+                   for row in rows)
+    return ('<section id="open-unlearning"><h2>open-unlearning\'s TOFU numbers</h2><p>Its names and '
+            "definitions (docs/formulas.md): open-unlearning's own results beside unlearnlm's evaluations "
+            "with suite=open-unlearning.</p>"
+            f'<div class="wide"><table class="results"><thead><tr>{head}</tr></thead><tbody>{body}</tbody>'
+            "</table></div></section>")
 
 
 # ---- paired comparisons with a baseline ------------------------------------------------------------
@@ -683,18 +737,20 @@ def html_page(sections: Sequence[str]) -> str:
 def write_report(run_paths: Sequence[str], output: str | Path = "report", baseline: str | None = None) -> Path:
     """Write the comparison of ``run_paths`` into ``output``; returns the HTML page's path.
     ``baseline``: a run's name (or method) every other run is compared with, pairwise."""
-    runs = [load_run(p) for p in run_paths]
+    every_run = [load_run(p) for p in run_paths]
     seen: dict[Path, str] = {}
-    for path, run in zip(run_paths, runs, strict=True):
+    for path, run in zip(run_paths, every_run, strict=True):
         folder = (run.summary_folder or run.folder).resolve()
         if folder in seen:
             raise UserError(f"report: {seen[folder]} and {path} are the same run; a run compared with itself "
                             "shows nothing")
         seen[folder] = str(path)
-    names = [r.name for r in runs]
-    for index, run in enumerate(runs):  # two folders with one name: tell them apart
+    names = [r.name for r in every_run]
+    for index, run in enumerate(every_run):  # two folders with one name: tell them apart
         if names.count(run.name) > 1:
             run.name = f"{run.name} ({run.folder.parent.name or index})"
+    suite_columns, suite_rows = open_unlearning_table(every_run)
+    runs = [r for r in every_run if not r.external]  # open-unlearning's results: its table only
     comparison = compare_with_baseline(runs, baseline) if baseline else None
     output = Path(output)
     from .attack_report import write_attack_section  # runs attacked by `unlearnlm attack`
@@ -706,6 +762,9 @@ def write_report(run_paths: Sequence[str], output: str | Path = "report", baseli
     if comparison is not None:
         markdown += "\n" + comparison_markdown(comparison)
         atomic_write_text(output / "comparison.csv", comparison_csv(comparison))
+    if suite_rows:
+        markdown += "\n" + open_unlearning_markdown(suite_columns, suite_rows)
+        atomic_write_text(output / "report_open_unlearning.csv", csv_text(suite_columns, suite_rows))
     atomic_write_text(output / "report.md", markdown)
     atomic_write_text(output / "report.csv", csv_text(columns, rows, ignore_other_keys=True))
     images = {}
@@ -721,7 +780,8 @@ def write_report(run_paths: Sequence[str], output: str | Path = "report", baseli
         atomic_write_text(output / "report.md", markdown)
         images["Recovery under attack (method x attack)"] = attack_plot
     level = S.levels_label(S.interval_level(r.summary) for r in runs)
-    sections = [section_table(columns, rows, note, level), section_comparison(comparison), section_figures(images),
+    sections = [section_table(columns, rows, note, level), section_open_unlearning(suite_columns, suite_rows),
+                section_comparison(comparison), section_figures(images),
                 section_answers(answer_examples(runs)), section_skipped(rows)]
     page = output / "report.html"
     atomic_write_text(page, html_page(sections))

@@ -26,7 +26,8 @@ EMBEDDED_MODELS = {
 EMBEDDED_ALIASES = {"smollm2-135m-instruct": "smollm2-135m", "smollm2": "smollm2-135m"}
 # Part of the converted folder's name: bump when the conversion changes what it writes.
 # 2: the chat template no longer adds SmolLM2's default system message.
-CONVERSION_VERSION = 2
+# 3: config and tokenizer files also readable by transformers 4.x (older_loader_keys).
+CONVERSION_VERSION = 3
 
 
 def cache_dir() -> Path:
@@ -308,6 +309,7 @@ def save_model(model, tokenizer, folder: str | Path, merge_lora: bool = True, st
     try:
         model.save_pretrained(staging, state_dict=state_dict)
         tokenizer.save_pretrained(staging)
+        add_older_loader_keys(staging)
         if prompt_format is not None:
             from ..data.formatting import write_format
 
@@ -321,3 +323,56 @@ def save_model(model, tokenizer, folder: str | Path, merge_lora: bool = True, st
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
     return folder
+
+
+# Written by transformers 5 but unknown to 4.x, which then falls back to another class.
+NEWER_TOKENIZER_CLASSES = {"TokenizersBackend": "PreTrainedTokenizerFast"}
+# Loading arguments transformers 5 leaves in tokenizer_config.json: not properties of the tokenizer.
+LOADING_ARGUMENTS = ("is_local", "local_files_only")
+
+
+def add_older_loader_keys(folder: str | Path) -> None:
+    """Make a saved folder load as the same model and tokenizer in transformers 4.45+ as in 5.
+
+    transformers 5 writes the rotary settings only as ``rope_parameters``, the dtype as
+    ``dtype``, the tokenizer class as ``TokenizersBackend`` and the chat template only in
+    chat_template.jinja. transformers 4.x reads none of these: it would take rope_theta's default
+    (10,000; SmolLM2's is 100,000) and load another model without an error, fail on the tokenizer
+    class, and find no chat template. The keys it reads are added beside them (5.x reads its own
+    first, so it loads exactly as before)."""
+    import json
+
+    from ..io import atomic_write_text
+
+    def rewrite(path: Path, change) -> None:
+        if path.exists():
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if change(data):
+                atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+    def config_keys(config: dict) -> bool:
+        before = dict(config)
+        rope = config.get("rope_parameters")
+        if isinstance(rope, dict) and "rope_theta" in rope:
+            config.setdefault("rope_theta", rope["rope_theta"])
+            if rope.get("rope_type", "default") != "default":
+                config.setdefault("rope_scaling", {k: v for k, v in rope.items() if k != "rope_theta"})
+        if "dtype" in config:
+            config.setdefault("torch_dtype", config["dtype"])
+        return config != before
+
+    folder = Path(folder)
+    template_file = folder / "chat_template.jinja"
+
+    def tokenizer_keys(tokenizer_config: dict) -> bool:
+        before = dict(tokenizer_config)
+        name = tokenizer_config.get("tokenizer_class")
+        tokenizer_config["tokenizer_class"] = NEWER_TOKENIZER_CLASSES.get(name, name)
+        for key in LOADING_ARGUMENTS:
+            tokenizer_config.pop(key, None)
+        if template_file.exists() and "chat_template" not in tokenizer_config:
+            tokenizer_config["chat_template"] = template_file.read_text(encoding="utf-8")
+        return tokenizer_config != before
+
+    rewrite(folder / "config.json", config_keys)
+    rewrite(folder / "tokenizer_config.json", tokenizer_keys)
