@@ -19,9 +19,9 @@ from typing import Any, Callable, Optional, TypeVar, Union
 
 import yaml
 
-from .errors import UserError
+from ..errors import UserError
 
-PRESET_DIR = Path(__file__).parent / "configs"
+PRESET_DIR = Path(__file__).parents[1] / "configs"  # unlearnlm/configs: the presets shipped
 
 
 @dataclass
@@ -710,7 +710,7 @@ def _deep_merge(base: dict, extra: dict) -> dict:
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    from .io import read_yaml as read_mapping
+    from ..io import read_yaml as read_mapping
 
     try:
         return read_mapping(path)
@@ -844,7 +844,7 @@ def _needs_missing_bitsandbytes(optimizer: str) -> bool:
 
 
 def validate_prompt_format(p: PromptFormatConfig, prefix: str = "model.prompt_format.") -> None:
-    from .data.formatting import validate_format_setting
+    from ..data.formatting import validate_format_setting
 
     validate_format_setting(p.kind, dataclasses.asdict(p), prefix)
 
@@ -925,12 +925,12 @@ def validate_config(config: Any):
         pad_to = getattr(config.data, "pad_to", None)
         _require(pad_to is None or pad_to >= 1, f"data.pad_to must be at least 1, got {pad_to}")
     if hasattr(config, "output_dir"):
-        from .io import check_output_path
+        from ..io import check_output_path
 
         _require(bool(str(config.output_dir).strip()), "output_dir is empty")
         check_output_path(config.output_dir)
     if isinstance(config, UnlearnConfig):
-        from .methods.registry import get_method
+        from ..methods.registry import get_method
 
         method = get_method(config.method)  # an unknown method lists the valid ones
         method_settings(config, method)
@@ -1007,7 +1007,7 @@ def validate_judges(j: JudgesConfig) -> None:
 
 
 def _methods_known(methods: list[str], key: str) -> None:
-    from .methods.registry import get_method
+    from ..methods.registry import get_method
 
     for method in methods:
         try:
@@ -1090,8 +1090,8 @@ def validate_data_format(config: UnlearnConfig, method=None) -> None:
     _require(data.format in DATA_FORMATS, f"unknown data.format '{data.format}'; valid: {', '.join(DATA_FORMATS)}")
     if data.format != "text":
         return
-    from .data.batches import TEXT_KINDS
-    from .methods.registry import get_method
+    from ..data.batches import TEXT_KINDS
+    from ..methods.registry import get_method
 
     method = method or get_method(config.method)
     missing = [kind for kind in method.inputs if kind not in TEXT_KINDS]
@@ -1153,7 +1153,7 @@ def method_settings(config: UnlearnConfig, method=None):
     """``config.method_args`` as the method's typed settings dataclass, defaults filled in;
     a name the method lacks or a bad value is one line naming the method's settings.
     ``method``: config.method resolved already (else resolved here)."""
-    from .methods.registry import get_method
+    from ..methods.registry import get_method
 
     method = method or get_method(config.method)
     cls = method.settings
@@ -1199,7 +1199,7 @@ def validate_evaluation(e: EvaluateConfig, prefix: str = "") -> None:
 
 
 def save_config(config: Any, path: str | Path) -> None:
-    from .io import atomic_write_text
+    from ..io import atomic_write_text
 
     atomic_write_text(path, yaml.safe_dump(to_dict(config), sort_keys=False))
 
