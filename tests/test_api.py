@@ -47,7 +47,7 @@ def test_finetune_unlearn_evaluate(tiny_model, qa_folder, tmp_path):
     bounds = unlearnlm.intervals(run.folder, samples=100, level=0.9)
     assert bounds.numbers == json.loads((scores.folder / "summary.json").read_text())
     assert bounds["intervals"]["level"] == 0.9 and "90%" in bounds.text
-    with pytest.raises(UserError, match="samples must be at least 1"):
+    with pytest.raises(UserError, match="samples must be at least 100"):
         unlearnlm.intervals(run.folder, samples=0)
     page = unlearnlm.report([run.folder], tmp_path / "report")
     assert page == tmp_path / "report" / "report.html" and "90%" in page.read_text()

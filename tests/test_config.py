@@ -84,3 +84,52 @@ def test_bad_yaml_file(tmp_path):
     listing.write_text("- a\n- b\n")
     with pytest.raises(UserError, match="must hold a mapping"):
         load_config(UnlearnConfig, str(listing))
+
+
+def test_every_settings_dataclass_checks_its_own_fields():
+    """A setting is declared, defaulted and checked in one place: each settings dataclass of the
+    config package has its own ``validate``, written in its own class body."""
+    import dataclasses
+
+    import unlearnlm.config as package
+
+    classes = [v for v in vars(package).values() if isinstance(v, type) and dataclasses.is_dataclass(v)]
+    assert {"TrainingConfig", "EvaluateConfig", "DemoConfig", "RelearnAttackConfig"} <= {c.__name__ for c in classes}
+    assert all(c.__module__.startswith("unlearnlm.config.") for c in classes)
+    assert sorted(c.__name__ for c in classes if "validate" not in vars(c)) == []
+
+
+def test_presets_are_read_from_the_package_data():
+    # unlearnlm/configs (pyproject's package-data), not a folder of the config package.
+    from pathlib import Path
+
+    import yaml
+
+    import unlearnlm
+    from unlearnlm.config import PRESET_DIR, resolve_preset
+
+    assert PRESET_DIR == Path(unlearnlm.__file__).parent / "configs"
+    assert "tofu" in preset_names() and len(preset_names()) == len(list(PRESET_DIR.glob("*.yaml")))
+    assert resolve_preset("tofu") == yaml.safe_load((PRESET_DIR / "tofu.yaml").read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("cls, override, message", [
+    # The evaluate command's own judges: named once (it read "judges.judges." before the split).
+    ("EvaluateConfig", "judges.nli_batch_size=0", "judges.nli_batch_size must be at least 1, got 0"),
+    ("UnlearnConfig", "evaluation.judges.nli_batch_size=0", "evaluation.judges.nli_batch_size must be at least 1"),
+    ("ContinualConfig", "unlearn.evaluation.judges.nli_batch_size=0",
+     "unlearn.evaluation.judges.nli_batch_size must be at least 1"),
+    ("DemoConfig", "finetune_training.lr=0", "finetune_training.lr must be a positive number, got 0.0"),
+    ("DemoConfig", "attack.relearn.steps=0", "attack.relearn.steps must be at least 1, got 0"),
+    # An embedded evaluation scores its run's model: another is refused, not checked.
+    ("UnlearnConfig", "evaluation.model.dtype=zzz", "evaluation.model.dtype='zzz' cannot be honoured"),
+    ("EvaluateConfig", "model.dtype=zzz", "unknown model.dtype 'zzz'"),
+    # WMDP's lm-eval section is checked before any corpus loads.
+    ("WmdpConfig", "downstream.batch_size=0", "downstream.batch_size must be at least 1, got 0"),
+])
+def test_a_section_error_names_where_the_section_sits(cls, override, message):
+    import unlearnlm.config as package
+
+    with pytest.raises(UserError) as caught:
+        load_config(getattr(package, cls), None, [override])
+    assert str(caught.value).startswith(message)
