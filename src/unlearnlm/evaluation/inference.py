@@ -424,6 +424,7 @@ def _base_record(eval_set: EvalSet, index: int, row: dict, generation: str, toke
         "truth_tokens": None,
         "paraphrased_loss": None,
         "perturbed_losses": [],
+        **({"facts": row["facts"]} if "facts" in row else {}),  # what fact recall looks for
     }
 
 
