@@ -281,9 +281,10 @@ def _train_judge_arguments(parser: argparse.ArgumentParser) -> None:
 def cmd_demo(args: argparse.Namespace) -> None:
     from .config import DemoConfig, load_config
 
-    if args.quick and args.config:
-        raise UserError("--quick is a preset itself; use either --quick or --config")
-    config = load_config(DemoConfig, "demo-quick" if args.quick else args.config, args.overrides)
+    if sum(map(bool, (args.quick, args.full, args.config))) > 1:
+        raise UserError("--quick and --full are presets themselves; use one of --quick, --full or --config")
+    preset = "demo-quick" if args.quick else "demo-full" if args.full else args.config
+    config = load_config(DemoConfig, preset, args.overrides)
     from .scenarios.demo import run_demo
 
     run_demo(config)
@@ -291,6 +292,8 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 def _demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="a smoke run: a small world, two methods, short training")
+    parser.add_argument("--full", action="store_true",
+                        help="the full comparison: every method, every attack, three seeds (hours on a CPU)")
 
 
 # name -> (handler, help, whether it takes --config and overrides)
