@@ -263,3 +263,16 @@ def test_greedy_tokens_are_plain_generates_while_ended_rows_leave_the_batch(tiny
     assert ended == [plain_generate([i], stop)[0] for i in everyone]
     assert sizes[0] == 4 and sizes[-1] < 4 and sizes == sorted(sizes, reverse=True)  # the batch shrinks
     assert len(sizes) == max(len(t) + (len(t) < b) for t, b in zip(ended, budgets))  # one forward per step
+
+    # A cache that cannot drop rows: the ended rows stay in the batch, the tokens are the same.
+    from transformers import DynamicCache
+
+    with pytest.MonkeyPatch.context() as patch:
+        owner = next(c for c in DynamicCache.__mro__ if "batch_select_indices" in vars(c))
+        patch.delattr(owner, "batch_select_indices")
+        sizes.clear()
+        hook = model.register_forward_pre_hook(
+            lambda module, args, kwargs: sizes.append(kwargs["input_ids"].shape[0]), with_kwargs=True)
+        assert greedy_new_tokens(model, prompts, budgets, pad_id, [stop]) == ended
+        hook.remove()
+    assert set(sizes) == {4}

@@ -115,22 +115,27 @@ def _decode(model, running: list[int], generated: list[list[int]], budgets: Sequ
     cache = output.cache if hasattr(output, "cache") else output.past_key_values
     # transformers 5.25 names the cache argument `cache`; earlier releases `past_key_values`.
     cache_argument = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    # A cache that cannot drop rows keeps its ended rows in the batch; their tokens are not read.
+    ended: set[int] = set()
     while True:
         tokens = output.logits[:, -1].to(dtype=torch.float32).argmax(dim=-1).tolist()
         alive = []
         for row, (i, token) in enumerate(zip(running, tokens)):
-            if token in eos:
+            if row in ended or token in eos:
                 continue
             generated[i].append(token)
             if len(generated[i]) < budgets[i]:
                 alive.append(row)
         if not alive:
             return generated
-        if len(alive) < len(running):
-            index = torch.tensor(alive, device=device)
-            cache.batch_select_indices(index)
-            mask, positions = mask[index], positions[index]
-            running, tokens = [running[row] for row in alive], [tokens[row] for row in alive]
+        if len(alive) < len(running) - len(ended):
+            if hasattr(cache, "batch_select_indices"):
+                index = torch.tensor(alive, device=device)
+                cache.batch_select_indices(index)
+                mask, positions = mask[index], positions[index]
+                running, tokens = [running[row] for row in alive], [tokens[row] for row in alive]
+            else:
+                ended = set(range(len(running))) - set(alive)
         mask = torch.cat([mask, mask.new_ones((len(running), 1))], dim=-1)
         positions = positions[:, -1:] + 1
         output = model(input_ids=torch.tensor(tokens, device=device)[:, None], attention_mask=mask,
