@@ -22,11 +22,17 @@ same. Phases:
     losses      ground truth + paraphrased + 5 perturbed answers per row (7 sequences a row)
     embedder    the generation and the cosine text of each row (2 texts a row)
     nli judge   one (premise, hypothesis) pair a row
+    bootstrap   the intervals: B resamples of every set's rows, each scored as the evaluation
 
     python benchmarks/bench_evaluation.py                        # both modes, 20 + 20 rows, ~15 min
     python benchmarks/bench_evaluation.py --modes ours --rows 100   # our speed alone
     python benchmarks/bench_evaluation.py --modes ours,whole-sequences   # what sharing prompts saves
     python benchmarks/bench_evaluation.py --fast                 # a random 4-layer model, ~1 min
+
+Rows per second of each stage on other workloads (--workload; their own result files):
+
+    python benchmarks/bench_evaluation.py --workload tofu200 --modes ours --threads 2   # 200 TOFU-shaped rows
+    python benchmarks/bench_evaluation.py --workload demo --modes ours --model <the demo's target>/model
 
 Workers use one torch thread by default: on a shared 2-core machine OpenMP's spin-waiting makes
 two threads many times slower than one as soon as another process competes for the cores.
@@ -63,7 +69,40 @@ MODES = {
     ], "eager"),
 }
 PHASES = (("generation", "generation_s"), ("losses", "loss_s"), ("embedder", "embedder_s"),
-          ("nli judge", "nli_s"), ("total", "total_s"))
+          ("nli judge", "nli_s"), ("bootstrap", "bootstrap_s"), ("total", "total_s"))
+
+
+def workload_settings(args, scratch: Path) -> tuple[list[str], str]:
+    """The evaluation's data settings for ``args.workload`` and a description of its rows.
+
+    pair     TOFU forget01 and retain_perturbed as custom sets (the side-by-side comparison)
+    tofu200  a TOFU-shaped evaluation: forget01, retain, real authors, world facts and a holdout
+             set (forget10 rows outside forget01: loss pass only), ``--rows`` each (40: 200 rows)
+    demo     the demo's evaluation (``unlearnlm demo``'s world, sets, holdout authors and ds_size)
+    """
+    if args.workload == "pair":
+        return ([f"data.custom_forget=[{SETS['forget']}]", f"data.custom_retain=[{SETS['retain']}]",
+                 "scenario=custom", f"ds_size={args.rows}"],
+                f"TOFU forget01_perturbed + retain_perturbed, first {args.rows} rows each")
+    if args.workload == "tofu200":
+        forget01 = {json.loads(line)["question"] for line in SETS["forget"].open()}
+        others = [line for line in (TOFU / "forget10_perturbed.json").open()
+                  if json.loads(line)["question"] not in forget01]
+        holdout = scratch / "holdout.json"
+        holdout.write_text("".join(others[: args.rows]))
+        return ([f"data.source={TOFU}", "data.forget=forget01", "scenario=tofu", f"ds_size={args.rows}",
+                 f"data.holdout={holdout}"],
+                f"TOFU forget01, retain, real authors, world facts and {args.rows} holdout rows (forget10 outside "
+                f"forget01), {args.rows} rows each")
+    from unlearnlm.config import DemoConfig
+    from unlearnlm.scenarios.demo import build_holdout, build_world
+    from unlearnlm.training.models import cache_dir
+
+    demo = DemoConfig()
+    world, held = build_world(demo, cache_dir() / "demo"), build_holdout(demo, cache_dir() / "demo")
+    return ([f"data.source={world}", f"data.forget={demo.forget_split}", "data.task_id=[1]", "scenario=tofu",
+             f"ds_size={demo.ds_size}", f"data.holdout={held}"],
+            f"the demo's evaluation: its world ({world.name}), forget task 1, ds_size {demo.ds_size}, holdout authors")
 
 
 def run_mode(mode: str, args, model, tokenizer, judges) -> dict:
@@ -73,15 +112,14 @@ def run_mode(mode: str, args, model, tokenizer, judges) -> dict:
     overrides, attention = MODES[mode]
     model.set_attn_implementation(attention)
     with tempfile.TemporaryDirectory() as output:
+        data, args.data_description = workload_settings(args, Path(output))
         config = load_config(EvaluateConfig, None, [
-            f"model.name_or_path={args.model}", "scenario=custom",
-            f"data.custom_forget=[{SETS['forget']}]", f"data.custom_retain=[{SETS['retain']}]",
-            f"ds_size={args.rows}", f"output_dir={output}", *overrides,
+            f"model.name_or_path={args.model}", *data, f"output_dir={output}/eval", *overrides,
         ])
         log = lambda message: print(f"  [{mode}] {message}", file=sys.stderr, flush=True)  # noqa: E731
         summary = evaluate_model(config, model=model, tokenizer=tokenizer, judges=judges, log=log)
         records = {}
-        for path in sorted((Path(output) / "records").glob("*.jsonl")):
+        for path in sorted((Path(output) / "eval" / "records").glob("*.jsonl")):
             records[path.stem] = [json.loads(line) for line in path.open()]
     rows = sum(summary["rows"].values())
     return {
@@ -154,15 +192,22 @@ def print_tables(results: list[dict], comparison: dict | None) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=20, help="rows of each set (forget01 has 40)")
+    parser.add_argument("--workload", default="pair", choices=("pair", "tofu200", "demo"),
+                        help="pair: TOFU forget + retain side by side; tofu200: a TOFU-shaped evaluation of five sets; "
+                             "demo: the demo's evaluation (--model: its target, e.g. runs/demo/target/model)")
+    parser.add_argument("--rows", type=int, default=None,
+                        help="rows of each set (forget01 has 40); default 20, tofu200: 40 (200 rows in all)")
     parser.add_argument("--modes", default="ours,reference", help=f"from {', '.join(MODES)}")
     add_model_arguments(parser, "a random hidden-128, 4-layer model instead of --model", RESULTS / "evaluation.json")
     args = parser.parse_args()
+    args.rows = args.rows or (40 if args.workload == "tofu200" else 20)
+    if args.workload != "pair" and Path(args.output) == RESULTS / "evaluation.json":
+        args.output = str(RESULTS / f"evaluation_{args.workload}.json")
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     unknown = [m for m in modes if m not in MODES]
     if unknown or not modes:
         parser.error(f"unknown mode(s) {', '.join(unknown) or '(none)'}; valid: {', '.join(MODES)}")
-    missing = [str(p) for p in SETS.values() if not p.exists()]
+    missing = [str(p) for p in SETS.values() if not p.exists()] if args.workload != "demo" else []
     if missing:
         print(f"bench_evaluation: {', '.join(missing)} absent; this benchmark needs the shared TOFU data")
         return 1
@@ -178,7 +223,8 @@ def main() -> int:
     report = {
         "command": command_line(),
         "model": args.model,
-        "data": f"TOFU forget01_perturbed + retain_perturbed, first {args.rows} rows each",
+        "workload": args.workload,
+        "data": args.data_description,
         "judges": judges.names(),
         "machine": machine(),
         "modes": [{k: v for k, v in r.items() if k != "records"} for r in results],

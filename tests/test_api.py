@@ -120,7 +120,7 @@ def test_every_command_calls_its_api_function(monkeypatch):
     assert calls == [("evaluate", ("M",), {"preset": "tofu", "ds_size": "3"})]
     calls.clear()
     main(_argv("demo"))
-    assert calls == [("demo", (), {"preset": None, "quick": True, "seeds": "[1]"})]
+    assert calls == [("demo", (), {"preset": None, "quick": True, "full": False, "seeds": "[1]"})]
 
 
 def test_config_objects_and_overrides_combine():

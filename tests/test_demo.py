@@ -56,16 +56,27 @@ def test_demo_runs_every_stage_and_reuses_its_cache(world_model, tmp_path, monke
         assert not (out / "unlearn" / slug / "attacks" / "relearn" / "run" / "model").exists()
     target_summary = json.loads((out / "target" / "eval" / "summary.json").read_text())
     assert target_summary["FQ"] is not None  # measured against the retain model's evaluation
-    # privleak against the retain model's Min-K% AUC on holdout authors no model has seen. In this
-    # tiny world the retain model tells its 3 forget rows from the 4 holdout rows perfectly (AUC 1,
-    # A_R = 0): the target's privleak is undefined, and said so, never a number.
+    # privleak against the retain model's Min-K% AUC on holdout authors no model has seen. Where the
+    # retain model tells its forget rows from the holdout rows perfectly (AUC 1, A_R = 0, as this
+    # tiny world can), the target's privleak is undefined, and said so, never a number.
     retain_summary = json.loads((out / "retain" / "eval" / "summary.json").read_text())
-    assert retain_summary["AUC_min_k"] == 1.0
-    assert "privleak" not in target_summary and "AUC_min_k" in target_summary
-    assert any(s.startswith("privleak (the reference model's AUC is 1 (A_R = 0)") for s in target_summary["skipped"])
+    assert "AUC_min_k" in target_summary
+    if retain_summary["AUC_min_k"] == 1.0:
+        assert "privleak" not in target_summary
+        assert any(s.startswith("privleak (the reference model's AUC is 1 (A_R = 0)")
+                   for s in target_summary["skipped"])
+    else:
+        assert isinstance(target_summary["privleak"], float)
     assert retain_summary["privleak_reference"].startswith("A_R = 0.5 assumed")
     assert "privleak" in table and "AUC_min_k" in table and "forget/extraction_strength" in table
     assert (out / "target").is_symlink() and (out / "target").resolve().parent == tmp_path / "cache" / "demo"
+    # What the target and the retain model know of the forget facts, in the output and the claims.
+    facts = [json.loads((out / name / "eval" / "summary.json").read_text())["sets"]["forget"]["metrics"]["fact_recall"]
+             for name in ("target", "retain")]
+    assert all(value is not None for value in facts)
+    said = f"Forget facts stated (greedy answers naming the true fact): target {facts[0]:.2f} ["
+    assert said in caplog.text and said in (page.parent / "claims.md").read_text()
+    assert "forget/fact_recall" in table
     # The retain model never saw the forget authors.
     world = out / "world"
     forget = {json.loads(line)["question"] for line in (world / "forget10.json").read_text().splitlines()
@@ -219,3 +230,37 @@ def test_paper_claims_say_what_this_scale_tells_apart(tmp_path):
     assert line["NPO+GD"].endswith("distinguishable, as claimed")
     assert line["IDK+AP"].endswith("no distinguishable drop")
     assert "continual" in text
+
+
+def test_forget_fact_lines_say_what_the_target_and_the_retain_model_know(tmp_path):
+    from unlearnlm.scenarios.demo import forget_fact_lines
+
+    def evaluation(name, value, interval):
+        folder = tmp_path / name
+        folder.mkdir()
+        summary = {"sets": {"forget": {"role": "forget", "rows": 10, "metrics": {"fact_recall": value}}},
+                   "intervals": {"values": {"forget/fact_recall": interval}}}
+        (folder / "summary.json").write_text(json.dumps(summary))
+        return folder
+
+    retain = evaluation("retain", 0.1, [0.0, 0.3])
+    knows = forget_fact_lines(evaluation("knows", 0.9, [0.7, 1.0]), retain)
+    assert knows == ["Forget facts stated (greedy answers naming the true fact): target 0.90 [0.70, 1.00], "
+                     "retain model 0.10 [0.00, 0.30]."]
+    half = forget_fact_lines(evaluation("half", 0.5, [0.2, 0.8]), retain)
+    assert len(half) == 2 and half[1].startswith("Note: the target states fewer than 80% of the facts")
+    none = forget_fact_lines(evaluation("tofu", None, None), retain)
+    assert "target unavailable (the forget rows name no facts)" in none[0]
+
+
+def test_the_full_comparison_is_one_flag_away(capsys):
+    from unlearnlm.cli import main
+    from unlearnlm.config import load_config
+
+    full = load_config(DemoConfig, "demo-full", [])
+    assert full.methods == ["all"] and full.seeds == [1001, 1002, 1003]
+    assert full.attack.attacks == ["relearn", "quantize", "probes"] and full.attack.quantize.bits == [8, 4]
+    default = DemoConfig()
+    assert default.methods[:4] == ["ME+GD", "IDK+AP", "GA+GD", "NPO+GD"] and len(default.methods) == 6
+    assert main(["demo", "--quick", "--full"]) == 2
+    assert "use one of --quick, --full or --config" in capsys.readouterr().err

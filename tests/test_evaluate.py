@@ -95,6 +95,7 @@ def test_tofu_evaluation_writes_every_output(evaluated, tofu_folder):
     assert (summary["MU_n_values"], summary["TOFU_MU_n_values"], summary["FE_n_values"]) == (18, 9, 5)
     every_set = "retain, real_authors, world_facts, forget"
     assert summary["skipped"] == [
+        f"fact_recall on {every_set} ({M.BY_NAME['fact_recall'].missing})",  # TOFU's rows name no facts
         f"reference on {every_set} ({M.BY_NAME['reference'].missing})",
         f"grad_norm on {every_set} ({M.BY_NAME['grad_norm'].missing})",
         "FQ (no retain_eval given)", "MIA AUCs and privleak (no holdout set: set data.holdout)"]

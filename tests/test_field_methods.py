@@ -292,7 +292,7 @@ def test_demo_offers_every_method():
     from unlearnlm.scenarios.demo import ALL_METHODS, demo_methods, method_args_for, unlearn_config
 
     default = DemoConfig()
-    assert demo_methods(default)[-3:] == ["SimNPO+GD", "RMU", "UNDIAL"] and len(demo_methods(default)) == 9
+    assert demo_methods(default)[-2:] == ["SimNPO+GD", "UNDIAL"] and len(demo_methods(default)) == 6
     every = load_config(DemoConfig, None, ["methods=all"])
     assert demo_methods(every) == ALL_METHODS
     assert {get_method(m).forget_name for m in ALL_METHODS} >= {"SimNPO", "RMU", "UNDIAL", "WGA", "SatImp", "CE-U",

@@ -131,6 +131,7 @@ def test_row_values_and_set_metrics_by_hand():
     forget = M.set_metrics(rows, forget_form=True)
     # These records carry no per-token values: every privacy metric is missing, none invented.
     assert all(forget.pop(m.name) is None for m in M.REGISTRY if m.group == "privacy")
+    assert forget.pop("fact_recall") is None  # nor a fact recall: these rows name no facts
     assert forget == pytest.approx({
         "rouge": 0.4,            # (0.8 + 0) / 2
         "probability": 0.375,    # (0.5 + 0.25) / 2
@@ -208,3 +209,53 @@ def test_forget_quality_is_the_ks_test_p_value():
     assert M.forget_quality([1, 2, 3, 4], [5, 6, 7, 8]) == pytest.approx(2 / 70)
     # Identical samples: D = 0 -> p = 1
     assert M.forget_quality([0.5, 1.5, 2.0], [0.5, 1.5, 2.0]) == pytest.approx(1.0)
+
+
+# ---- fact recall -------------------------------------------------------------------------------
+
+
+def test_a_fact_is_stated_by_any_of_its_phrases_as_whole_words_case_and_spacing_ignored():
+    place = [["Bergen, Norway", "the Norwegian city of Bergen", "Bergen"]]
+    assert M.states_fact("Veda was born in BERGEN, Norway.", place)
+    assert M.states_fact("She comes from the   Norwegian city of Bergen", place)
+    assert not M.states_fact("She was born in Bergenfield.", place)  # a word that begins with it
+    assert not M.states_fact("She was born in Lyon, France.", place)
+    date = [["24 April 1941", "April 24, 1941"]]
+    assert M.states_fact("Born on April 24, 1941.", date)
+    assert not M.states_fact("Born on 24 April 1945.", date)  # the year is part of the fact
+    # A fact of two parts (the parents' jobs) is stated only when both are.
+    parents = [["baker", "bread maker"], ["nurse", "hospital nurse"]]
+    assert M.states_fact("Her father was a bread maker and her mother a nurse.", parents)
+    assert not M.states_fact("Her father was a baker and her mother a teacher.", parents)
+    assert M.states_fact("It\u2019s O\u2019Brien.", [["O'Brien"]])  # a typographic apostrophe
+
+
+def test_fact_recall_is_the_share_of_answers_that_state_the_fact_with_its_interval():
+    from unlearnlm.evaluation import evaluate as E
+    from unlearnlm.evaluation import statistics as S
+
+    def record(generation, facts):
+        row = _record(generation, "x", [1], 0.0, None, [], None, None)
+        row["facts"] = facts
+        row.update(M.row_values(row))
+        return row
+
+    rows = [record("Born in Bergen.", [["Bergen"]]),              # stated
+            record("Born in Lyon.", [["Bergen"]]),                # not
+            record("Born on 2 May 1950.", [["2 May 1950"]]),      # stated
+            record("I'm not sure.", [["Ottilie Whitcombe"]])]     # not
+    assert [r["fact_recall"] for r in rows] == [1.0, 0.0, 1.0, 0.0]
+    assert M.set_metrics(rows, forget_form=True)["fact_recall"] == 0.5  # 2 of 4
+    # A row without facts (TOFU's) has no value, and a set of such rows none at all.
+    bare = _record("Born in Bergen.", "x", [1], 0.0, None, [], None, None)
+    bare.update(M.row_values(bare))
+    assert bare["fact_recall"] is None
+    assert M.set_metrics([bare], forget_form=True)["fact_recall"] is None
+    # Its interval is the bootstrap's: replicate b is the share of stated facts among rows index_matrix[b].
+    samples = 200
+    replicates = S.bootstrap([S.SetRows("forget", "forget", rows)], E.scoring("tofu"), samples=samples, seed=5)
+    stated = np.array([1.0, 0.0, 1.0, 0.0])
+    by_hand = stated[S.index_matrix(5, "forget", 4, samples)].mean(axis=1)
+    assert np.array_equal(replicates.values["forget/fact_recall"], by_hand)
+    low, high = S.intervals(replicates)["forget/fact_recall"]
+    assert (low, high) == pytest.approx(tuple(np.quantile(by_hand, [0.025, 0.975])))

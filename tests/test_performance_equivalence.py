@@ -218,13 +218,16 @@ def test_finetuning_batches_with_answer_logits_only_give_the_full_loss(setup):
         assert_close(policy(**kept).loss, policy(**full).loss)
 
 
-def test_continuing_unfinished_answers_gives_the_one_pass_tokens(tiny_model):
-    """Stopping a batch after a few tokens and continuing only the rows without EOS (so one endless
-    answer does not hold the whole batch) gives each row the tokens of one uninterrupted pass."""
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_greedy_tokens_are_plain_generates_while_ended_rows_leave_the_batch(tiny_model, dtype):
+    """greedy_new_tokens drops a row from the batch (and its KV cache) when it ends: every row's
+    tokens are those of plain greedy ``model.generate`` on the same batch, and of the row alone."""
+    from transformers import GenerationConfig
+
     from unlearnlm.evaluation.inference import greedy_new_tokens
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
-    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float64).eval()
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=dtype).eval()
     with torch.no_grad():  # sharper logits: the random model then varies its tokens instead of repeating one
         for parameter in model.parameters():
             parameter.mul_(8.0)
@@ -232,25 +235,46 @@ def test_continuing_unfinished_answers_gives_the_one_pass_tokens(tiny_model):
                                                    "what is the name of the writer", "when"]]
     budgets = [12, 9, 12, 5]
     pad_id = tokenizer.pad_token_id
+
+    def plain_generate(rows, eos):
+        """Plain greedy generate on the left-padded rows, each cut at its budget and before EOS."""
+        width = max(len(prompts[i]) for i in rows)
+        ids = torch.tensor([[pad_id] * (width - len(prompts[i])) + prompts[i] for i in rows])
+        mask = torch.tensor([[0] * (width - len(prompts[i])) + [1] * len(prompts[i]) for i in rows])
+        config = GenerationConfig(max_new_tokens=max(budgets[i] for i in rows), do_sample=False, num_beams=1,
+                                  pad_token_id=pad_id, eos_token_id=eos)
+        output = model.generate(input_ids=ids, attention_mask=mask, generation_config=config)[:, width:].tolist()
+        result = []
+        for i, tokens in zip(rows, output):
+            tokens = tokens[: budgets[i]]
+            result.append(tokens[: tokens.index(eos)] if eos in tokens else tokens)
+        return result
+
+    everyone = list(range(len(prompts)))
     plain = greedy_new_tokens(model, prompts, budgets, pad_id, [tokenizer.eos_token_id])
-    assert [len(t) for t in plain] == budgets  # no EOS: every row runs to its budget
-    # Call the token row 0 makes fifth an EOS: row 0, and every row that makes it, stops before it.
+    assert plain == plain_generate(everyone, tokenizer.eos_token_id)
+    assert [len(t) for t in plain] == budgets  # no EOS: every row runs to its budget, the short ones leave first
+    # Call the token row 0 makes fifth an EOS: the rows that make it end there and leave the batch.
     stop = plain[0][4]
-    one_pass = greedy_new_tokens(model, prompts, budgets, pad_id, [stop])
-    for tokens, full in zip(one_pass, plain):
-        assert tokens == (full[: full.index(stop)] if stop in full else full)
+    sizes = []
+    hook = model.register_forward_pre_hook(lambda module, args, kwargs: sizes.append(kwargs["input_ids"].shape[0]),
+                                           with_kwargs=True)
+    ended = greedy_new_tokens(model, prompts, budgets, pad_id, [stop])
+    hook.remove()
+    assert ended == plain_generate(everyone, stop)
+    assert ended == [plain_generate([i], stop)[0] for i in everyone]
+    assert sizes[0] == 4 and sizes[-1] < 4 and sizes == sorted(sizes, reverse=True)  # the batch shrinks
+    assert len(sizes) == max(len(t) + (len(t) < b) for t, b in zip(ended, budgets))  # one forward per step
 
-    calls = []
-    real_generate = model.generate
+    # A cache that cannot drop rows: the ended rows stay in the batch, the tokens are the same.
+    from transformers import DynamicCache
 
-    def spy(**kwargs):
-        calls.append((kwargs["input_ids"].shape[0], kwargs["generation_config"].max_new_tokens))
-        return real_generate(**kwargs)
-
-    model.generate = spy
-    continued = greedy_new_tokens(model, prompts, budgets, pad_id, [stop], first_pass=3)
-    assert continued == one_pass
-    # The first pass runs 3 tokens for all four rows; only rows with neither EOS nor a spent budget go on.
-    unfinished = [i for i, tokens in enumerate(one_pass) if len(tokens) > 3]
-    assert 0 < len(unfinished) < 4
-    assert calls == [(4, 3), (len(unfinished), max(budgets[i] for i in unfinished) - 3)]
+    with pytest.MonkeyPatch.context() as patch:
+        owner = next(c for c in DynamicCache.__mro__ if "batch_select_indices" in vars(c))
+        patch.delattr(owner, "batch_select_indices")
+        sizes.clear()
+        hook = model.register_forward_pre_hook(
+            lambda module, args, kwargs: sizes.append(kwargs["input_ids"].shape[0]), with_kwargs=True)
+        assert greedy_new_tokens(model, prompts, budgets, pad_id, [stop]) == ended
+        hook.remove()
+    assert set(sizes) == {4}

@@ -11,9 +11,10 @@ from unlearnlm.data.records import load_split, select_tasks, task_ids_of
 from unlearnlm.data.utility_facts import REAL_AUTHORS, WORLD_FACTS
 from unlearnlm.data.world import all_rows, make_world, world_splits, write_world
 from unlearnlm.errors import UserError
+from unlearnlm.evaluation.metrics import states_fact
 from unlearnlm.evaluation.sets import load_set_rows, tofu_sets
 
-PERTURBED_KEYS = {"question", "answer", "paraphrased_answer", "perturbed_answer", "paraphrased_question"}
+PERTURBED_KEYS = {"question", "answer", "paraphrased_answer", "perturbed_answer", "paraphrased_question", "facts"}
 
 
 def test_same_seed_same_world_other_seed_other_world():
@@ -41,6 +42,9 @@ def test_true_fact_never_appears_in_a_perturbed_answer(seed):
             assert form.lower() in (row["answer"] + " " + row["paraphrased_answer"]).lower()
             for wrong in row["perturbed_answer"]:
                 assert form.lower() not in wrong.lower(), (row["kind"], form, wrong)
+        # The answer and its paraphrase state the fact (fact recall credits them), no perturbed answer does.
+        assert states_fact(row["answer"], row["facts"]) and states_fact(row["paraphrased_answer"], row["facts"])
+        assert not any(states_fact(wrong, row["facts"]) for wrong in row["perturbed_answer"]), row["kind"]
 
 
 def test_files_have_spec_keys_and_load(tmp_path):
@@ -85,6 +89,21 @@ def test_evaluation_accepts_the_world(tmp_path):
         assert rows, eval_set.name
 
 
+def test_every_evaluation_row_names_its_fact(tmp_path):
+    write_world(tmp_path, seed=5)
+    for eval_set in tofu_sets("forget10"):
+        _, rows = load_set_rows(eval_set, str(tmp_path), ["1"], ds_size=300)
+        assert all(states_fact(r[eval_set.ground_truth], r["facts"]) for r in rows), eval_set.name
+
+
+def test_bad_facts_in_a_users_file_are_a_one_line_error(tmp_path):
+    for facts in ("Bergen", [], [["Bergen"], []], [[""]], [[3]]):
+        path = tmp_path / "forget.json"
+        path.write_text(json.dumps({"question": "Where?", "answer": "Bergen.", "facts": facts}) + "\n")
+        with pytest.raises(UserError, match="key 'facts' must be a non-empty list of non-empty lists"):
+            load_split(str(path))
+
+
 def test_utility_sets_have_the_real_authors_format():
     for rows in (REAL_AUTHORS, WORLD_FACTS):
         assert len(rows) >= 10
@@ -116,6 +135,7 @@ def test_holdout_authors_are_new_people_and_leave_the_world_as_it_is(tmp_path):
     assert len(set(names)) == 4 and not set(names) & {a.name for a in world.authors}
     assert not {n.split()[-1] for n in names} & {a.name.split()[-1] for a in world.authors}  # surnames too
     rows = [json.loads(line) for line in (tmp_path / "held" / "holdout.json").read_text().splitlines()]
-    assert all(set(r) == {"question", "answer", "paraphrased_answer", "perturbed_answer", "paraphrased_question"}
+    assert all(set(r) == {"question", "answer", "paraphrased_answer", "perturbed_answer", "paraphrased_question",
+                                      "facts"}
                for r in rows)
     assert [a.name for a in holdout_authors(5, 20, 3, 4).authors] == names  # seeded: the same again

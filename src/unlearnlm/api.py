@@ -234,11 +234,13 @@ def build_forget_set(config: Any = None, *, preset: Optional[str] = None, **over
     return scenario("build-forget-set", config, preset=preset, **overrides)
 
 
-def demo(config: Any = None, *, preset: Optional[str] = None, quick: bool = False, **overrides: Any) -> Result:
-    """The paper's comparison on the embedded model (``unlearnlm demo``); ``quick``: the smoke preset."""
-    if quick and preset:
-        raise UserError("--quick is a preset itself; use either --quick or --config")
-    return scenario("demo", config, preset="demo-quick" if quick else preset, **overrides)
+def demo(config: Any = None, *, preset: Optional[str] = None, quick: bool = False, full: bool = False,
+         **overrides: Any) -> Result:
+    """The paper's comparison on the embedded model (``unlearnlm demo``); ``quick``: the smoke preset,
+    ``full``: every method, every attack, three seeds."""
+    if sum(map(bool, (quick, full, preset))) > 1:
+        raise UserError("--quick and --full are presets themselves; use one of --quick, --full or --config")
+    return scenario("demo", config, preset="demo-quick" if quick else "demo-full" if full else preset, **overrides)
 
 
 def show_format(model: str | Path, question: str = "What is the full name of the author born in Kuwait City?",

@@ -207,11 +207,13 @@ def _train_judge_arguments(parser: argparse.ArgumentParser) -> None:
 def cmd_demo(args: argparse.Namespace) -> None:
     from . import api
 
-    api.demo(preset=args.config, quick=args.quick, **_overrides(args.overrides))
+    api.demo(preset=args.config, quick=args.quick, full=args.full, **_overrides(args.overrides))
 
 
 def _demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="a smoke run: a small world, two methods, short training")
+    parser.add_argument("--full", action="store_true",
+                        help="the full comparison: every method, every attack, three seeds (hours on a CPU)")
 
 
 # name -> (handler, help, whether it takes --config and overrides). The scenarios (continual,

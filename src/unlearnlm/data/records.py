@@ -81,6 +81,12 @@ def _check_value(key: str, value, where: str, text_keys: Iterable[str] = TEXT_KE
         if not SAFE_TASK_ID.fullmatch(str(value)):
             raise UserError(f"{where}: task_id {value!r} may hold only letters, digits, spaces and _ . - "
                             "(starting with a letter or digit)")
+    elif key == "facts":  # fact recall: one list of phrases per part of the fact, any phrase states it
+        if not isinstance(value, list) or not value or not all(
+                isinstance(part, list) and part and all(isinstance(v, str) and v.strip() for v in part)
+                for part in value):
+            raise UserError(f"{where}: key 'facts' must be a non-empty list of non-empty lists of phrases "
+                            '(e.g. [["Bergen"], ["24 April 1941", "April 24, 1941"]])')
     elif key in text_keys:
         if not isinstance(value, str):
             raise UserError(f"{where}: key '{key}' must be a string, got {type(value).__name__}")

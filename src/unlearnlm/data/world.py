@@ -356,8 +356,20 @@ def _render(template: str, author: Author, values: dict[str, Value]) -> str:
     return text[0].upper() + text[1:]
 
 
+def stating_forms(slot: str, value: Value) -> list[str]:
+    """The phrases that state a fact: its answer and paraphrase forms, a place's city alone (no
+    two cities share a name) and an award without its article."""
+    forms = list(value.forms())
+    if slot in ("birth_place", "home"):
+        forms.append(value.text.split(",")[0])
+    if slot == "award":
+        forms.append(value.text.removeprefix("the "))
+    return list(dict.fromkeys(forms))
+
+
 def make_qa(author: Author, kind_name: str, rng: random.Random, perturbed_count: int = 5) -> dict:
-    """One TOFU-shaped row; ``fact`` lists the true fact's surface forms (dropped when written)."""
+    """One TOFU-shaped row; ``fact`` lists the true fact's surface forms (dropped when written),
+    ``facts`` the phrases that state each of its slots (kept in the evaluation files: fact recall)."""
     kind = QUESTION_KINDS[kind_name]
     true = {slot: (Value(author.name, author.name) if slot == "name" else author.facts[slot]) for slot in kind.slots}
     i, j = rng.randrange(len(kind.answers)), rng.randrange(len(kind.paraphrased_answers))
@@ -376,6 +388,7 @@ def make_qa(author: Author, kind_name: str, rng: random.Random, perturbed_count:
         "author": author.name,
         "kind": kind_name,
         "fact": list(all_true_forms),
+        "facts": [stating_forms(slot, value) for slot, value in true.items()],
     }
 
 
@@ -432,7 +445,8 @@ def make_world(seed: int = 0, authors: int = 20, questions_per_author: int = 8) 
 FORGET_PERCENTS = (1, 5, 10)
 RETAIN_PERCENTS = (90, 50, 10)
 QA_KEYS = ("question", "answer")
-PERTURBED_KEYS = ("question", "answer", "paraphrased_answer", "perturbed_answer", "paraphrased_question")
+# The evaluation files also carry each row's ``facts`` (the fact recall metric reads them).
+PERTURBED_KEYS = ("question", "answer", "paraphrased_answer", "perturbed_answer", "paraphrased_question", "facts")
 
 
 def authors_per_task(percent: int, total: int) -> int:
@@ -484,8 +498,9 @@ def write_world(folder: str | Path, seed: int = 0, authors: int = 20, questions_
 
     world = make_world(seed, authors, questions_per_author)
     files = world_splits(world)
-    files["real_authors_perturbed"] = [dict(r) for r in REAL_AUTHORS]
-    files["world_facts_perturbed"] = [dict(r) for r in WORLD_FACTS]
+    # A utility row's short answer is its fact (a surname, a city, a year).
+    files["real_authors_perturbed"] = [{**r, "facts": [[r["answer"]]]} for r in REAL_AUTHORS]
+    files["world_facts_perturbed"] = [{**r, "facts": [[r["answer"]]]} for r in WORLD_FACTS]
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise UserError(f"{folder} is a file; name a folder for the world")

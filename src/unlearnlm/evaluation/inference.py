@@ -18,6 +18,7 @@ trained on.
 
 from __future__ import annotations
 
+import inspect
 import time
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
@@ -81,54 +82,64 @@ def _pad_id(formatter: PromptFormat) -> int:
     return pad_id if pad_id is not None else formatter.eos_token_id
 
 
-def _cut_at_eos(tokens: list[int], eos_ids: set[int]) -> list[int]:
-    for position, token in enumerate(tokens):
-        if token in eos_ids:
-            return tokens[:position]
-    return tokens
-
-
-# A batch generates until its longest answer ends, so one answer that never reaches EOS (a damaged
-# model's: a 4-bit attack's) would make every row of the batch pay for the whole budget. After
-# this many new tokens the rows still running continue in a batch of their own. Answers that end
-# before it are generated exactly as in one pass.
-FIRST_PASS_TOKENS = 64
-
-
 def greedy_new_tokens(model, prompts: Sequence[Sequence[int]], budgets: Sequence[int], pad_id: int,
-                      eos_ids: Sequence[int], first_pass: Optional[int] = None) -> list[list[int]]:
+                      eos_ids: Sequence[int]) -> list[list[int]]:
     """Greedy new tokens of each prompt (one left-padded batch), at most its budget, cut before
-    the first EOS. With ``first_pass``, generation stops after that many tokens and the rows still
-    running continue from where they stopped, in a batch of their own."""
-    from transformers import GenerationConfig
-
+    the first EOS: the tokens of ``model.generate`` (greedy, KV cache), computed the same way
+    (prefill with the positions generate derives from the mask, logits of the last position
+    only, argmax in float32), except that a row leaves the batch, and its KV cache rows with it,
+    as soon as it ends. A batch of answers of different lengths then pays each step for the rows
+    still running, and one answer that never ends (a damaged model's) runs on alone."""
     device, eos = _device(model), set(eos_ids)
     generated: list[list[int]] = [[] for _ in prompts]
     running = [i for i in range(len(prompts)) if budgets[i] > 0]
-    limit = first_pass
-    while running:
-        contexts = [list(prompts[i]) + generated[i] for i in running]
-        left = [budgets[i] - len(generated[i]) for i in running]
-        steps = max(left) if limit is None else min(limit, max(left))
-        width = max(len(c) for c in contexts)
-        input_ids = torch.full((len(running), width), pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(running), width), dtype=torch.long)
-        for row, context in enumerate(contexts):  # left padding: every prompt ends where generation starts
-            input_ids[row, width - len(context) :] = torch.tensor(context, dtype=torch.long)
-            attention_mask[row, width - len(context) :] = 1
-        config = GenerationConfig(max_new_tokens=steps, do_sample=False, num_beams=1, use_cache=True,
-                                  pad_token_id=pad_id, eos_token_id=list(eos_ids) or None)
-        output = model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
-                                generation_config=config)
-        unfinished = []
-        for row, i in enumerate(running):
-            tokens = output[row, width:].tolist()[: left[row]]
-            kept = _cut_at_eos(tokens, eos)
-            generated[i] += kept
-            if len(kept) == len(tokens) == steps and len(generated[i]) < budgets[i]:
-                unfinished.append(i)  # no EOS yet and budget left
-        running, limit = unfinished, None
-    return generated
+    if not running:
+        return generated
+    width = max(len(prompts[i]) for i in running)
+    input_ids = torch.full((len(running), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(running), width), dtype=torch.long)
+    for row, i in enumerate(running):  # left padding: every prompt ends where generation starts
+        input_ids[row, width - len(prompts[i]):] = torch.tensor(list(prompts[i]), dtype=torch.long)
+        mask[row, width - len(prompts[i]):] = 1
+    input_ids, mask = input_ids.to(device), mask.to(device)
+    keep_last = {"logits_to_keep": 1} if takes_logits_to_keep(model) else {}
+    with torch.no_grad():
+        return _decode(model, running, generated, budgets, input_ids, mask, eos, keep_last)
+
+
+def _decode(model, running: list[int], generated: list[list[int]], budgets: Sequence[int], input_ids, mask,
+            eos: set[int], keep_last: dict) -> list[list[int]]:
+    device = input_ids.device
+    positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
+    output = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True, **keep_last)
+    cache = output.cache if hasattr(output, "cache") else output.past_key_values
+    # transformers 5.25 names the cache argument `cache`; earlier releases `past_key_values`.
+    cache_argument = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    # A cache that cannot drop rows keeps its ended rows in the batch; their tokens are not read.
+    ended: set[int] = set()
+    while True:
+        tokens = output.logits[:, -1].to(dtype=torch.float32).argmax(dim=-1).tolist()
+        alive = []
+        for row, (i, token) in enumerate(zip(running, tokens)):
+            if row in ended or token in eos:
+                continue
+            generated[i].append(token)
+            if len(generated[i]) < budgets[i]:
+                alive.append(row)
+        if not alive:
+            return generated
+        if len(alive) < len(running) - len(ended):
+            if hasattr(cache, "batch_select_indices"):
+                index = torch.tensor(alive, device=device)
+                cache.batch_select_indices(index)
+                mask, positions = mask[index], positions[index]
+                running, tokens = [running[row] for row in alive], [tokens[row] for row in alive]
+            else:
+                ended = set(range(len(running))) - set(alive)
+        mask = torch.cat([mask, mask.new_ones((len(running), 1))], dim=-1)
+        positions = positions[:, -1:] + 1
+        output = model(input_ids=torch.tensor(tokens, device=device)[:, None], attention_mask=mask,
+                       position_ids=positions, use_cache=True, **{cache_argument: cache}, **keep_last)
 
 
 def generate_answers(
@@ -153,7 +164,7 @@ def generate_answers(
     for batch in length_batches([len(prompts[i]) for i in fits], batch_size, sort=group_by_length):
         rows = [fits[b] for b in batch]
         new_tokens = greedy_new_tokens(model, [prompts[i] for i in rows], [budgets[i] for i in rows],
-                                       pad_id, eos_ids, first_pass=FIRST_PASS_TOKENS)
+                                       pad_id, eos_ids)
         for i, tokens in zip(rows, new_tokens):
             answers[i] = tokenizer.decode(tokens, skip_special_tokens=True).strip()
     return answers
@@ -428,6 +439,7 @@ def _base_record(eval_set: EvalSet, index: int, row: dict, generation: str, toke
         "truth_tokens": None,
         "paraphrased_loss": None,
         "perturbed_losses": [],
+        **({"facts": row["facts"]} if "facts" in row else {}),  # what fact recall looks for
     }
 
 

@@ -7,6 +7,7 @@ Per row (one question of an evaluation set):
   Token entropy      H(unigram distribution of the generation's tokens) / log2(#tokens)
   Cosine             max(0, cos(embedding of the generation, embedding of the cosine text))
   Entailed           the NLI label is "entailment" and the ROUGE-L recall is at least 0.1
+  Fact recall        the generation names the row's true fact (every part of ``facts``, as words)
   the privacy and memorisation values of ``privacy`` (MIA scores, exact memorisation,
   extraction strength), from the ground truth's per-token values
 Per set: the mean of each, except the Truth ratio: mean(max(0, 1 - 1/R)) on retain-like sets,
@@ -23,6 +24,7 @@ aggregates, which report how many values they used.
 from __future__ import annotations
 
 import math
+import re
 from collections import ChainMap, Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -96,6 +98,19 @@ def cosine_rows(generation_vectors: np.ndarray, text_vectors: np.ndarray) -> lis
 
 def entailed(label: str, rouge_recall: float) -> bool:
     return label == "entailment" and rouge_recall >= ROUGE_ENTAILMENT_FLOOR
+
+
+def _plain(text: str) -> str:
+    return " ".join(text.replace("\u2019", "'").casefold().split())
+
+
+def states_fact(generation: str, facts: Sequence[Sequence[str]]) -> bool:
+    """Whether the generation names every part of the fact (a part: any of its phrases), each as
+    whole words, case and spacing ignored. ROUGE credits a templated answer's wording; this
+    credits only the fact."""
+    text = _plain(generation)
+    return all(any(re.search(rf"(?<!\w){re.escape(_plain(phrase))}(?!\w)", text) for phrase in part)
+               for part in facts)
 
 
 # ---- per set -----------------------------------------------------------------------------------
@@ -300,6 +315,11 @@ def _extraction_strength_row(record, kind):
     return None if tokens is None else P.extraction_strength(*tokens, floor=kind.extraction_floor)
 
 
+def _fact_row(record, kind):
+    facts = record.get("facts")
+    return None if not facts else float(states_fact(record["generation"], facts))
+
+
 def _reference_row(record, kind):
     values, reference = _token_values(record), record.get("reference_loss")
     return None if values is None or reference is None else P.loss_score(values) - reference
@@ -325,6 +345,9 @@ REGISTRY: tuple[Metric, ...] = (
            lambda v, k: _mean_or_none(None if e is None else float(e) for e in v),
            enters=("MU", "FE"), missing="entailment unavailable: no NLI judge", in_report=True,
            needs_generation=True),
+    # The share of greedy answers that state the row's true fact (the world's rows name it).
+    Metric("fact_recall", "Facts", "fact_recall", _fact_row, group="facts", in_report=True, needs_generation=True,
+           missing="the rows name no facts (a 'facts' key: the demo's world has them, TOFU not)"),
     Metric("exact_memorisation", "EM", "exact_memorisation", _exact_memorisation_row,
            group="privacy", missing=NO_TOKENS, in_report=True),
     Metric("extraction_strength", "ES", "extraction_strength", _extraction_strength_row,

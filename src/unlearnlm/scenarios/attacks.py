@@ -275,6 +275,13 @@ def _with(config: EvaluateConfig, output: Path, model: str | None = None, **chan
     return replace(config, **changes)
 
 
+def _attacked(config: EvaluateConfig, output: Path, model: str | Path | None = None) -> EvaluateConfig:
+    """An attacked model's evaluation: the run's, without the holdout rows (an attack is read by
+    its forget metrics and MU; the membership numbers' loss pass over the holdout is not needed)."""
+    return _with(config, output, model=None if model is None else str(model),
+                 data=replace(config.data, holdout=None))
+
+
 def target_evaluation(plan: AttackPlan, judges) -> Path:
     """T's evaluation with the run's settings: the one beside T's model folder when it matches
     (a run folder's eval/, as the demo's target has), else one made in RUN/attacks/target."""
@@ -336,7 +343,7 @@ def attack_relearn(context: AttackContext) -> list[AttackResult]:
                                 progress=config.progress),
     )
     run_folder = Path(recipe.output_dir)
-    eval_config = _with(plan.eval_config, folder / "eval", model=run_folder / "model")
+    eval_config = _attacked(plan.eval_config, folder / "eval", model=run_folder / "model")
     heldout = plan.relearn_heldout  # None: every forget row is evaluated
     if heldout is not None:
         heldout_file = folder / "data" / "forget_heldout.json"
@@ -400,7 +407,7 @@ def attack_quantize(context: AttackContext) -> list[AttackResult]:
             return to_inference_device(model, model_config), load_tokenizer(model_config)
 
         settings = {"attack": "quantize", "bits": bits, "group_size": config.quantize.group_size}
-        _evaluate(_with(plan.eval_config, folder), settings, judges, load=load)
+        _evaluate(_attacked(plan.eval_config, folder), settings, judges, load=load)
         attacked = Scored.read(folder)
         results.append(AttackResult(f"quantize:{bits}bit", folder, attacked.records, attacked.MU,
                                     unlearned.rows_at(), target.rows_at(),
@@ -411,7 +418,7 @@ def attack_quantize(context: AttackContext) -> list[AttackResult]:
             context.skipped.append({"attack": f"quantize:bnb-{mode}", "reason": reason})
             continue
         folder = plan.output / "quantize" / f"bnb_{mode}"
-        _evaluate(_with(plan.eval_config, folder), {"attack": "quantize", "bitsandbytes": mode}, judges,
+        _evaluate(_attacked(plan.eval_config, folder), {"attack": "quantize", "bitsandbytes": mode}, judges,
                   load=lambda mode=mode: (load_bitsandbytes(model_config, mode), load_tokenizer(model_config)))
         attacked = Scored.read(folder)
         results.append(AttackResult(f"quantize:bnb-{mode}", folder, attacked.records, attacked.MU,
@@ -442,7 +449,7 @@ def attack_probes(context: AttackContext) -> list[AttackResult]:
     if not files:
         return []
     data = replace(plan.eval_config.data, custom_forget=[str(folder / "sets" / f"{name}.json") for name, _ in files],
-                   custom_retain=[])
+                   custom_retain=[], holdout=None)
     # The probes change the questions, not the model: U's Model Utility stands; only the probe sets are scored.
     probe_config = _with(plan.eval_config, folder / "eval", scenario="custom", data=data, retain_eval=None)
     _evaluate(probe_config, {"attack": "probes", "settings": to_dict(config.probes),
