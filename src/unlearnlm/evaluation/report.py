@@ -38,18 +38,10 @@ from ..figures import pyplot as _pyplot
 from ..io import atomic_write_text, read_yaml
 from ..tables import csv_text, format_cell
 from . import statistics as S
-from .evaluate import (
-    EVAL_SUMMARY,
-    METRIC_TITLES,
-    RECORDS_DIR,
-    flat_numbers,
-    folder_scoring,
-    interval_values,
-    load_summary,
-    read_set_rows,
-)
+from .evaluate import METRIC_TITLES, folder_scoring
 from .metrics import AGGREGATES as ALL_AGGREGATES
 from .metrics import METRICS, REGISTRY
+from .runs import EVAL_SUMMARY, RECORDS_DIR, flat_numbers, interval_values, load_summary, read_set_rows
 
 logger = logging.getLogger(__name__)
 

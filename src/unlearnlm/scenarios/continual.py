@@ -219,7 +219,8 @@ def run_continual_seeds(config: ContinualConfig, evaluator: Optional[Evaluator] 
 def write_seed_trajectory(output_dir: Path, seeds: list[int], settings) -> None:
     """OUTPUT_DIR/trajectory.csv over the seeds: per (method, task), MU and FE as the mean, their
     sd, and the pooled interval (each seed's rows resampled alike; needs each step's records)."""
-    from ..evaluation.evaluate import load_summary, read_set_rows, scoring
+    from ..evaluation.evaluate import scoring
+    from ..evaluation.runs import load_summary, read_set_rows
     from ..evaluation.statistics import align_rows, bootstrap, intervals, pooled_over_seeds, seed_spread
 
     per_seed = [_rows(output_dir / f"seed_{s}") for s in seeds]
@@ -307,7 +308,7 @@ def _record(output_dir: Path, method: str, task: str, summary: dict) -> None:
 def _summary_numbers(summary: dict) -> dict:
     """An evaluation summary as one flat row; the judges are named (never mix judges silently)."""
     if "sets" in summary:
-        from ..evaluation.evaluate import flat_numbers
+        from ..evaluation.runs import flat_numbers
 
         judges = summary.get("judges", {})
         return {"embedder": judges.get("embedder") or "none", "nli": judges.get("nli") or "none",
