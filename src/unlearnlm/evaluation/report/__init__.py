@@ -30,18 +30,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import tables
-from ..config import BootstrapConfig
-from ..errors import UserError
-from ..figures import png_bytes
-from ..figures import pyplot as _pyplot
-from ..io import atomic_write_text, read_yaml
-from ..tables import csv_text, format_cell
-from . import statistics as S
-from .evaluate import METRIC_TITLES, folder_scoring
-from .metrics import AGGREGATES as ALL_AGGREGATES
-from .metrics import METRICS, REGISTRY
-from .runs import EVAL_SUMMARY, RECORDS_DIR, flat_numbers, interval_values, load_summary, read_set_rows
+from ... import tables
+from ...config import BootstrapConfig
+from ...errors import UserError
+from ...figures import png_bytes
+from ...figures import pyplot as _pyplot
+from ...io import atomic_write_text, read_yaml
+from ...tables import csv_text, format_cell
+from .. import statistics as S
+from ..evaluate import METRIC_TITLES, folder_scoring
+from ..metrics import AGGREGATES as ALL_AGGREGATES
+from ..metrics import METRICS, REGISTRY
+from ..runs import EVAL_SUMMARY, RECORDS_DIR, flat_numbers, interval_values, load_summary, read_set_rows
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ def _method_of(folder: Path) -> str:
 
 def _external_run(path: Path) -> RunResult | None:
     """open-unlearning's results at ``path`` (its file, or a folder with one and no summary.json)."""
-    from . import open_unlearning as OU
+    from .. import open_unlearning as OU
 
     files = (OU.SUMMARY_FILE, OU.EVAL_FILE)
     if path.is_file() and path.name in files:
@@ -128,7 +128,7 @@ def load_run(path: str | Path) -> RunResult:
         return external
     if not folder.is_dir():
         raise UserError(f"report: {path} is not a folder")
-    from .seeds import SEEDS_SUMMARY, evaluation_of, seed_folders
+    from ..seeds import SEEDS_SUMMARY, evaluation_of, seed_folders
 
     if (folder / SEEDS_SUMMARY).exists():  # one method, several seeds: the aggregate
         evaluations = [evaluation_of(f) for _, f in seed_folders(folder)]
@@ -242,7 +242,7 @@ def markdown_table(columns: list[str], rows: list[dict]) -> str:
 def open_unlearning_table(runs: Sequence[RunResult]) -> tuple[list[str], list[dict]]:
     """Every run's open-unlearning TOFU numbers (its names), open-unlearning's own results and
     unlearnlm's suite=open-unlearning evaluations alike; no columns when no run has them."""
-    from .open_unlearning import SUMMARY_NAMES
+    from ..open_unlearning import SUMMARY_NAMES
 
     having = [r for r in runs if r.summary.get("open_unlearning")]
     names = [n for n in SUMMARY_NAMES if any(n in r.summary["open_unlearning"] for r in having)]
@@ -745,7 +745,7 @@ def write_report(run_paths: Sequence[str], output: str | Path = "report", baseli
     runs = [r for r in every_run if not r.external]  # open-unlearning's results: its table only
     comparison = compare_with_baseline(runs, baseline) if baseline else None
     output = Path(output)
-    from .attack_report import write_attack_section  # runs attacked by `unlearnlm attack`
+    from .attacks import write_attack_section  # runs attacked by `unlearnlm attack`
 
     attack_section, attack_plot = write_attack_section(runs, output)  # an unreadable one fails before any write
     columns, rows = table_rows(runs)
