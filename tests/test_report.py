@@ -194,7 +194,8 @@ def test_report_refuses_a_baseline_on_other_rows_or_unknown(tmp_path, capsys):
 
 def test_labels_never_overlap_on_the_mu_fe_plot():
     """Six points on one spot: every label box is clear of the others (deterministic placement)."""
-    from unlearnlm.evaluation.report import _pyplot, place_labels
+    from unlearnlm.evaluation.report.plots import place_labels
+    from unlearnlm.figures import pyplot as _pyplot
 
     plt = _pyplot()
     points = [(0.41, 0.40), (0.415, 0.401), (0.42, 0.399), (0.41, 0.405), (0.43, 0.40), (0.412, 0.398)]
