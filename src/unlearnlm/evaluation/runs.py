@@ -46,6 +46,27 @@ def run_data_settings(run_folder: Optional[Path]) -> dict:
     return data or {}
 
 
+def epoch_evaluations(eval_folder: str | Path) -> list[Path]:
+    """The eval/epoch_K folders holding a summary, in epoch order (one whose K is no number last)."""
+    return sorted((p for p in Path(eval_folder).glob("epoch_*") if (p / EVAL_SUMMARY).exists()), key=_epoch_key)
+
+
+def _epoch_key(folder: Path) -> float:
+    try:
+        return float(folder.name.split("_", 1)[1])
+    except (IndexError, ValueError):
+        return float("inf")
+
+
+def evaluation_of(run_folder: Path) -> Path | None:
+    """The folder of a run's evaluation: eval/ itself, else its last epoch_K."""
+    eval_folder = run_folder / "eval"
+    if (eval_folder / EVAL_SUMMARY).exists():
+        return eval_folder
+    epochs = [p for p in eval_folder.glob("epoch_*") if (p / EVAL_SUMMARY).exists()]
+    return max(epochs, key=_epoch_key) if epochs else None
+
+
 def read_evaluation_config(folder: str | Path) -> EvaluateConfig:
     """FOLDER/config.yaml as an EvaluateConfig. A relative path in it (saved by an older version)
     is taken relative to FOLDER, else to the run folder above it, never to the current folder."""

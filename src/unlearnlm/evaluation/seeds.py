@@ -16,7 +16,7 @@ from ..config import BootstrapConfig
 from ..errors import UserError
 from . import statistics as S
 from .evaluate import aggregates, folder_scoring
-from .runs import EVAL_SUMMARY, interval_values, load_summary, read_set_rows, write_summary
+from .runs import EVAL_SUMMARY, evaluation_of, interval_values, load_summary, read_set_rows, write_summary
 
 SEEDS_SUMMARY = "seeds_summary.json"
 NUMBERS = ("MU", "MU_retain", "FE", "TOFU_MU", "FQ")
@@ -35,24 +35,6 @@ def seed_folders(run: str | Path) -> list[tuple[int, Path]]:
 
 def is_seeds_folder(run: str | Path) -> bool:
     return bool(seed_folders(run))
-
-
-def evaluation_of(run_folder: Path) -> Path | None:
-    """The folder of a run's evaluation: eval/ itself, else its last epoch_K."""
-    eval_folder = run_folder / "eval"
-    if (eval_folder / EVAL_SUMMARY).exists():
-        return eval_folder
-    epochs = [p for p in eval_folder.glob("epoch_*") if (p / EVAL_SUMMARY).exists()]
-    if not epochs:
-        return None
-
-    def epoch(p: Path) -> float:
-        try:
-            return float(p.name.split("_", 1)[1])
-        except ValueError:
-            return float("inf")
-
-    return max(epochs, key=epoch)
 
 
 def seed_replicates(run: str | Path, settings: BootstrapConfig) -> tuple[list[int], list[dict], list[S.Replicates]]:

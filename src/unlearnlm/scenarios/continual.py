@@ -220,7 +220,7 @@ def write_seed_trajectory(output_dir: Path, seeds: list[int], settings) -> None:
     """OUTPUT_DIR/trajectory.csv over the seeds: per (method, task), MU and FE as the mean, their
     sd, and the pooled interval (each seed's rows resampled alike; needs each step's records)."""
     from ..evaluation.evaluate import scoring
-    from ..evaluation.runs import load_summary, read_set_rows
+    from ..evaluation.runs import EVAL_SUMMARY, RECORDS_DIR, load_summary, read_set_rows
     from ..evaluation.statistics import align_rows, bootstrap, intervals, pooled_over_seeds, seed_spread
 
     per_seed = [_rows(output_dir / f"seed_{s}") for s in seeds]
@@ -238,7 +238,7 @@ def write_seed_trajectory(output_dir: Path, seeds: list[int], settings) -> None:
                 row[key], row[f"{key}_sd"] = spread[key]["mean"], spread[key]["sd"]
         folders = [output_dir / f"seed_{s}" / (TARGET if method == TARGET else safe_name(method))
                    / ("eval" if method == TARGET else f"task_{safe_name(task)}/eval") for s in seeds]
-        if all((f / "records").is_dir() and (f / "summary.json").exists() for f in folders):
+        if all((f / RECORDS_DIR).is_dir() and (f / EVAL_SUMMARY).exists() for f in folders):
             base = read_set_rows(folders[0])
             score = scoring(load_summary(folders[0]).get("scenario", "tofu"))  # MU and FE only
             pooled = pooled_over_seeds([bootstrap(align_rows(read_set_rows(f), base), score, settings.samples,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ...errors import UserError
 from ...io import read_yaml
-from ..runs import EVAL_SUMMARY, RECORDS_DIR, interval_values, load_summary
+from ..runs import EVAL_SUMMARY, epoch_evaluations, evaluation_of, interval_values, load_summary, records_path
 
 
 @dataclass
@@ -33,13 +33,6 @@ class RunResult:
     @property
     def intervals(self) -> dict:
         return interval_values(self.summary)
-
-
-def _epoch_key(folder: Path) -> float:
-    try:
-        return float(folder.name.split("_", 1)[1])
-    except (IndexError, ValueError):
-        return float("inf")
 
 
 def _method_of(folder: Path) -> str:
@@ -74,7 +67,7 @@ def load_run(path: str | Path) -> RunResult:
         return external
     if not folder.is_dir():
         raise UserError(f"report: {path} is not a folder")
-    from ..seeds import SEEDS_SUMMARY, evaluation_of, seed_folders
+    from ..seeds import SEEDS_SUMMARY, seed_folders
 
     if (folder / SEEDS_SUMMARY).exists():  # one method, several seeds: the aggregate
         evaluations = [evaluation_of(f) for _, f in seed_folders(folder)]
@@ -82,7 +75,7 @@ def load_run(path: str | Path) -> RunResult:
         return RunResult(folder.name, folder, _method_of(first), load_summary(folder, SEEDS_SUMMARY),
                          seed_evaluations=[e for e in evaluations if e is not None])
     eval_folder = folder if (folder / EVAL_SUMMARY).exists() else folder / "eval"
-    epochs = sorted((p for p in eval_folder.glob("epoch_*") if (p / EVAL_SUMMARY).exists()), key=_epoch_key)
+    epochs = epoch_evaluations(eval_folder)
     trajectory = [load_summary(p) for p in epochs]
     if (eval_folder / EVAL_SUMMARY).exists():
         summary, summary_folder = load_summary(eval_folder), eval_folder
@@ -102,7 +95,7 @@ def answer_examples(runs: Sequence[RunResult], per_set: int = 3) -> list[dict]:
         truths: dict[str, str] = {}
         order: list[str] = []
         for run in runs:
-            path = (run.summary_folder or run.folder) / RECORDS_DIR / f"{set_name}.jsonl"
+            path = records_path(run.summary_folder or run.folder, set_name)  # forget, retain: no : or / to replace
             if not path.exists():
                 continue
             for line in path.read_text(encoding="utf-8").splitlines():
