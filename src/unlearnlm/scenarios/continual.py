@@ -31,7 +31,7 @@ from typing import Callable, Optional
 from ..config import ContinualConfig, UnlearnConfig
 from ..data.records import load_split, task_ids_of
 from ..errors import UserError
-from ..io import append_csv_row, atomic_write_json, atomic_write_text, read_json, safe_name
+from ..io import append_csv_row, atomic_write_bytes, atomic_write_json, atomic_write_text, read_json, safe_name
 from ..tables import csv_text, markdown_table, number_cell
 from .common import claim_output_folder
 
@@ -384,10 +384,7 @@ def plot_trajectory(rows: list[dict], path: Path) -> None:
         axis.grid(alpha=0.3)
     axes[0].legend(fontsize="small")
     figure.tight_layout()
-    # Written whole or not at all, like every other result file.
-    tmp = path.with_suffix(".png.tmp")
-    tmp.write_bytes(png_bytes(figure))
-    tmp.replace(path)
+    atomic_write_bytes(path, png_bytes(figure))
 
 
 def _is_number(value) -> bool:

@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ...errors import UserError
-from ...io import atomic_write_text
+from ...io import atomic_write_bytes, atomic_write_text
 from ...tables import csv_text
 from .. import statistics as S
 from .attacks import write_attack_section
@@ -101,7 +101,7 @@ def write_report(run_paths: Sequence[str], output: str | Path = "report", baseli
         data = plot(runs)
         if data is not None:
             images[title] = data
-            _write_bytes(output / file_name, data)
+            atomic_write_bytes(output / file_name, data)
     if attack_section:
         markdown += "\n" + attack_section
         atomic_write_text(output / "report.md", markdown)
@@ -114,10 +114,3 @@ def write_report(run_paths: Sequence[str], output: str | Path = "report", baseli
     atomic_write_text(page, html_page(sections))
     logger.info(markdown.rstrip("\n"))
     return page
-
-
-def _write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
