@@ -17,12 +17,8 @@ from unlearnlm.cli import main
 from unlearnlm.config import AttackConfig, EvaluateConfig, load_config
 from unlearnlm.errors import UserError
 from unlearnlm.evaluation import recovery as R
-from unlearnlm.evaluation.evaluate import (
-    Judges,
-    evaluate_model,
-    resolve_config,
-    run_folder_of,
-)
+from unlearnlm.evaluation.evaluate import Judges, evaluate_model, resolve_config
+from unlearnlm.evaluation.runs import run_folder_of
 from unlearnlm.scenarios.attacks import (
     plan_attacks,
     relearn_rows_for_steps,

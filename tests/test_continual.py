@@ -255,6 +255,7 @@ def test_rerun_may_change_progress_display(tiny_model, world, tmp_path):
 
 def test_seeds_give_one_continual_run_each_and_a_trajectory_over_them(tiny_model, world, tmp_path, monkeypatch):
     from unlearnlm.evaluation import evaluate as E
+    from unlearnlm.evaluation import runs
     from unlearnlm.evaluation import statistics as S
 
     monkeypatch.setattr(continual, "default_evaluator", fake_judges_evaluator)
@@ -276,7 +277,7 @@ def test_seeds_give_one_continual_run_each_and_a_trajectory_over_them(tiny_model
         assert row["seeds"] == "2"
     # the pooled interval of task 2: both seeds' rows resampled alike, replicates averaged
     folders = [out / f"seed_{s}" / "ME+GD" / "task_2" / "eval" for s in (5, 6)]
-    pooled = S.pooled_over_seeds([S.bootstrap(E.read_set_rows(f), E.scoring("tofu"), 100, 0) for f in folders])
+    pooled = S.pooled_over_seeds([S.bootstrap(runs.read_set_rows(f), E.scoring("tofu"), 100, 0) for f in folders])
     assert [float(rows[2]["MU_low"]), float(rows[2]["MU_high"])] == pytest.approx(S.intervals(pooled)["MU"])
     assert "\u00b1" in (out / "trajectory.md").read_text()
 

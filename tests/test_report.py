@@ -15,6 +15,7 @@ from unlearnlm.cli import main
 from unlearnlm.config import BootstrapConfig
 from unlearnlm.evaluation import evaluate as E
 from unlearnlm.evaluation import metrics as M
+from unlearnlm.evaluation import runs
 from unlearnlm.evaluation import statistics as S
 from unlearnlm.evaluation.metrics import METRICS
 from unlearnlm.evaluation.report import write_report
@@ -167,8 +168,8 @@ def test_report_shows_intervals_and_the_paired_comparison(tmp_path):
     # me-gd forgot much more (forget scores 0.4 lower): its forget ROUGE drop is distinguishable
     assert float(me_gd["forget/rouge"]["difference"]) < 0 and me_gd["forget/rouge"]["distinguishable"] == "True"
     # the differences are the paired bootstrap on the same resampled rows, recomputed here
-    base = S.bootstrap(E.read_set_rows(folders[0]), E.scoring("tofu"), 300, 0)
-    mine = S.bootstrap(E.read_set_rows(folders[2]), E.scoring("tofu"), 300, 0)
+    base = S.bootstrap(runs.read_set_rows(folders[0]), E.scoring("tofu"), 300, 0)
+    mine = S.bootstrap(runs.read_set_rows(folders[2]), E.scoring("tofu"), 300, 0)
     expected = S.paired_difference(mine, base)["FE"]
     assert float(me_gd["FE"]["low"]) == pytest.approx(expected["interval"][0])
     text = page.read_text()
@@ -193,7 +194,8 @@ def test_report_refuses_a_baseline_on_other_rows_or_unknown(tmp_path, capsys):
 
 def test_labels_never_overlap_on_the_mu_fe_plot():
     """Six points on one spot: every label box is clear of the others (deterministic placement)."""
-    from unlearnlm.evaluation.report import _pyplot, place_labels
+    from unlearnlm.evaluation.report.plots import place_labels
+    from unlearnlm.figures import pyplot as _pyplot
 
     plt = _pyplot()
     points = [(0.41, 0.40), (0.415, 0.401), (0.42, 0.399), (0.41, 0.405), (0.43, 0.40), (0.412, 0.398)]

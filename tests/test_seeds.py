@@ -12,6 +12,7 @@ from test_evaluate import tofu_folder  # noqa: F401  (the fixture)
 
 from unlearnlm.cli import main
 from unlearnlm.evaluation import evaluate as E
+from unlearnlm.evaluation import runs
 from unlearnlm.evaluation import statistics as S
 from unlearnlm.evaluation.report import write_report
 
@@ -44,7 +45,7 @@ def test_seeds_run_once_each_and_aggregate(tiny_model, tofu_folder, tmp_path, ca
     assert aggregate["MU"] == pytest.approx(np.mean(mus))
     assert aggregate["seeds"]["spread"]["FE"]["sd"] == pytest.approx(np.std(fes, ddof=1))
     assert aggregate["seeds"]["spread"]["MU"]["n"] == 2
-    replicates = [S.bootstrap(E.read_set_rows(f), E.scoring("tofu"), 1000, 0) for f in last]
+    replicates = [S.bootstrap(runs.read_set_rows(f), E.scoring("tofu"), 1000, 0) for f in last]
     pooled = (replicates[0].values["MU"] + replicates[1].values["MU"]) / 2
     assert aggregate["intervals"]["values"]["MU"] == pytest.approx(list(np.quantile(pooled, [0.025, 0.975])))
     assert "over seeds 11, 12" in printed and "\u00b1" in printed

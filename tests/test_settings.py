@@ -169,7 +169,7 @@ def test_no_label_hard_codes_a_level():
 
 
 def test_labels_follow_the_level_of_the_results():
-    from unlearnlm.evaluation.attack_report import attack_markdown
+    from unlearnlm.evaluation.report.attacks import attack_markdown
     from unlearnlm.evaluation.seeds import format_seeds
     from unlearnlm.evaluation.statistics import levels_label, percent
     from unlearnlm.scenarios.attacks import format_attack_table

@@ -274,7 +274,8 @@ def test_a_run_compared_with_itself_is_refused(second, evaluated_runs, tmp_path,
 def test_paired_privleak_uses_each_runs_own_reference(evaluated_runs, tmp_path):
     """The run's privleak is against the target's AUC (retain_eval), the target's against 0.5:
     their paired difference is the difference of the two numbers the summaries print."""
-    from unlearnlm.evaluation.report import compare_with_baseline, load_run
+    from unlearnlm.evaluation.report.compare import compare_with_baseline
+    from unlearnlm.evaluation.report.load import load_run
 
     run, target = load_run(evaluated_runs["run"]), load_run(evaluated_runs["target"])
     assert run.summary["privleak_reference_auc"] is not None and target.summary["privleak_reference_auc"] is None

@@ -12,6 +12,7 @@ from unlearnlm.cli import main
 from unlearnlm.errors import UserError
 from unlearnlm.evaluation import evaluate as E
 from unlearnlm.evaluation import metrics as M
+from unlearnlm.evaluation import runs
 from unlearnlm.evaluation import statistics as S
 
 PER_ROW = ("rouge_recall", "probability", "token_entropy", "cosine")
@@ -202,7 +203,7 @@ def test_intervals_command_adds_intervals_to_an_evaluation_folder(tmp_path, caps
     assert "no interval" in block["FQ"] and "12 forget rows" in block["FQ"]
     assert f"[{low:.4f}, {high:.4f}]" in printed and "(no interval: a p-value)" in printed
     assert max(len(line) for line in printed.splitlines()[:12]) <= 100
-    row = E.flat_numbers(summary)
+    row = runs.flat_numbers(summary)
     assert row["MU_low"] == low and row["forget/rouge_high"] == block["values"]["forget/rouge"][1]
     for bad in (["intervals", str(folder), "samples=0"], ["intervals", str(tmp_path / "missing")]):
         assert main(bad) == 2

@@ -156,10 +156,17 @@ def evaluate(model: Optional[str | Path] = None, config: Optional[EvaluateConfig
              preset: Optional[str] = None, **overrides: Any) -> Result:
     """Evaluation (``unlearnlm evaluate MODEL``): ``model`` is a model folder, a hub name, or an
     unlearning run folder (evaluated into RUN/eval with the run's own data)."""
-    from .evaluation.seeds import evaluate_any
+    from .evaluation.evaluate import evaluate_command
+    from .evaluation.runs import run_folder_of
+    from .evaluation.seeds import evaluate_seeds, is_seeds_folder
 
-    summary = evaluate_any(build_config(EvaluateConfig, preset, config, **overrides),
-                               str(model) if model is not None else None)
+    built = build_config(EvaluateConfig, preset, config, **overrides)
+    argument = str(model) if model is not None else None
+    # A folder of one run per seed (and not itself a run) is evaluated seed by seed, then aggregated.
+    if argument and Path(argument).is_dir() and is_seeds_folder(argument) and run_folder_of(argument) is None:
+        summary = {**evaluate_seeds(built, Path(argument)), "output_dir": argument}
+    else:
+        summary = evaluate_command(built, argument)
     return Result(Path(summary["output_dir"]), summary)
 
 

@@ -47,7 +47,13 @@ def make_output_dir(path: str | Path, key: str = "output_dir") -> Path:
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over ``path``."""
+    """``text`` as UTF-8, crash-safe (``atomic_write_bytes``)."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename over ``path`` (a text,
+    a JSON, a PNG: every result file is whole or absent)."""
     path = Path(path)
     make_output_dir(path.parent, "folder")
     try:
@@ -55,8 +61,8 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     except OSError as err:
         raise UserError(f"cannot write {path}: {err.strerror or err}") from None
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)

@@ -23,7 +23,8 @@ from transformers import TrainerCallback
 
 from ..config import UnlearnConfig
 from ..judges.loading import Judges, LazyJudges
-from .evaluate import EVAL_SUMMARY, RESULTS_CSV, build_sets, evaluate_model, run_evaluation_config
+from .evaluate import build_sets, evaluate_model, run_evaluation_config
+from .runs import EVAL_SUMMARY, RESULTS_CSV
 from .shards import from_main, processes
 
 EVAL_DIR = "eval"

@@ -2,7 +2,8 @@
 
 Order of work: resolve the config and check every data file (before any model is loaded),
 load the judges, run one inference pass per set, judge every set's generations in one batched
-call per judge, then compute the metrics from the records. Writes into ``output_dir``:
+call per judge, then compute the metrics from the records. Writes into ``output_dir``
+(through evaluation/runs.py, the one module that reads and writes an evaluation folder):
 
     records/SET.jsonl   one line per row: question, generation, ground truth, losses, every per-row value
     summary.json        the set metrics, MU / FE / TOFU MU / FQ, the MIA AUCs and privleak, their
@@ -21,42 +22,37 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from ..config import BootstrapConfig, EvalDataConfig, EvaluateConfig, UnlearnConfig, from_dict, save_config
+from ..config import BootstrapConfig, EvalDataConfig, EvaluateConfig, UnlearnConfig
 from ..data.records import read_records_file
 from ..errors import UserError
-from ..io import append_csv_row, atomic_write_json, atomic_write_jsonl, read_json, read_yaml
 from ..judges.loading import Judges
 from ..tables import format_cell
 from . import metrics as M
 from . import statistics as S
+from .runs import (
+    EVAL_SUMMARY,
+    forget_set_name,
+    interval_values,
+    load_summary,
+    paths_resolved,
+    read_evaluation_config,
+    read_retain_ratios,
+    read_set_rows,
+    records_path,
+    run_data_settings,
+    run_folder_of,
+    write_outputs,
+    write_summary,
+)
 from .sets import HOLDOUT_SET, EvalSet, load_set_rows, scenario_sets
 
 logger = logging.getLogger(__name__)
 
-EVAL_SUMMARY = "summary.json"
-RESULTS_CSV = "results.csv"
-RECORDS_DIR = "records"
 DEFAULT_SOURCE = {"tofu": "locuslab/TOFU"}
 METRIC_TITLES = {m.name: m.title for m in M.REGISTRY}
 
 
 # ---- configuration -----------------------------------------------------------------------------
-
-
-def run_folder_of(path: str | Path) -> Optional[Path]:
-    """The training run folder when ``path`` is one (it holds model/ and config.yaml)."""
-    path = Path(path).expanduser()
-    return path if (path / "model" / "config.json").exists() and (path / "config.yaml").exists() else None
-
-
-def run_data_settings(run_folder: Optional[Path]) -> dict:
-    """The ``data`` section of a training run's config.yaml (empty when there is none)."""
-    if run_folder is None:
-        return {}
-    data = read_yaml(run_folder / "config.yaml", written=True).get("data")
-    if data is not None and not isinstance(data, dict):
-        raise UserError(f"{run_folder / 'config.yaml'}: 'data' is not a section of keys: not a run's config")
-    return data or {}
 
 
 def resolve_data(data: EvalDataConfig, scenario: str, run_data: Optional[dict] = None) -> EvalDataConfig:
@@ -80,46 +76,7 @@ def resolve_config(config: EvaluateConfig, run_folder: Optional[Path] = None) ->
     """The data keys filled in, and every local path absolute: the saved config.yaml means the
     same whichever folder a later command (intervals, attack, report) runs from."""
     config = replace(config, data=resolve_data(config.data, config.scenario, run_data_settings(run_folder)))
-    return _paths_resolved(config, lambda path: path)
-
-
-def _paths_resolved(config: EvaluateConfig, locate: Callable[[Path], Path]) -> EvaluateConfig:
-    """Each path setting that names an existing file or folder (``locate`` finds a relative one)
-    as an absolute path; a hub name, a split name or a path that exists nowhere is left as it is."""
-
-    def absolute(value: Optional[str]) -> Optional[str]:
-        if not value:
-            return value
-        path = Path(value).expanduser()
-        found = path if path.is_absolute() else locate(path)
-        return str(found.resolve()) if found.exists() else value
-
-    data = config.data
-    return replace(
-        config, model=replace(config.model, name_or_path=absolute(config.model.name_or_path)),
-        data=replace(data, source=absolute(data.source), holdout=absolute(data.holdout),
-                     custom_forget=[absolute(f) for f in data.custom_forget],
-                     custom_retain=[absolute(f) for f in data.custom_retain]),
-        retain_eval=absolute(config.retain_eval),
-        privacy=replace(config.privacy, reference_eval=absolute(config.privacy.reference_eval)))
-
-
-def read_evaluation_config(folder: str | Path) -> EvaluateConfig:
-    """FOLDER/config.yaml as an EvaluateConfig. A relative path in it (saved by an older version)
-    is taken relative to FOLDER, else to the run folder above it, never to the current folder."""
-    folder = Path(folder).expanduser().resolve()
-    path = folder / "config.yaml"
-    try:
-        config = from_dict(EvaluateConfig, read_yaml(path, written=True))
-    except UserError as err:
-        message = str(err)
-        raise UserError(message if str(path) in message else f"{path}: {message}") from None
-
-    def locate(relative: Path) -> Path:
-        return next((base / relative for base in (folder, folder.parent) if (base / relative).exists()),
-                    folder / relative)
-
-    return _paths_resolved(config, locate)
+    return paths_resolved(config, lambda path: path)
 
 
 def run_evaluation_config(run: UnlearnConfig, model_path: str, output_dir: str | Path,
@@ -238,32 +195,6 @@ def forget_ratios(sets: Sequence[tuple[EvalSet, list[dict]]]) -> Optional[list[f
     return [r["truth_ratio"] for r in forget[0][1]]
 
 
-def read_retain_ratios(path: str) -> list[float]:
-    """R values of a retain model's forget set: its evaluation folder or its forget records file."""
-    target = Path(path).expanduser()
-    if target.is_dir():
-        target = target / RECORDS_DIR / f"{_file_name(_forget_set_name(target))}.jsonl"
-    if not target.exists():
-        raise UserError(f"retain_eval: {target} does not exist; run `unlearnlm evaluate` on the retain model first")
-    rows = read_records_file(target)
-    ratios = []
-    for index, row in enumerate(rows, start=1):
-        value = row.get("truth_ratio")
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
-            raise UserError(f"retain_eval: {target}: line {index}: no numeric 'truth_ratio'")
-        ratios.append(float(value))
-    if not ratios:
-        raise UserError(f"retain_eval: {target} holds no rows")
-    return ratios
-
-
-def _forget_set_name(folder: Path) -> str:
-    """The forget set of an evaluation folder: ``forget``, else its first forget-role set."""
-    sets = load_summary(folder).get("sets", {}) if (folder / EVAL_SUMMARY).exists() else {}
-    names = [n for n, r in sets.items() if r.get("role") == "forget"]
-    return "forget" if "forget" in names or not names else names[0]
-
-
 def aggregates(set_results: dict[str, dict], scenario: str) -> dict[str, dict]:
     """MU, MU on retain only, FE (and TOFU MU) from the set results alone: the one function from
     set results to the utility and efficacy aggregates (the privacy ones need the rows:
@@ -332,8 +263,8 @@ def retain_model_aucs(config: EvaluateConfig) -> tuple[dict | None, str]:
     folder = Path(config.retain_eval).expanduser()
     if not folder.is_dir():
         return None, "retain_eval is a records file, not an evaluation folder"
-    forget_file = folder / RECORDS_DIR / f"{_file_name(_forget_set_name(folder))}.jsonl"
-    holdout_file = folder / RECORDS_DIR / f"{HOLDOUT_SET}.jsonl"
+    forget_file = records_path(folder, forget_set_name(folder))
+    holdout_file = records_path(folder, HOLDOUT_SET)
     if not forget_file.exists() or not holdout_file.exists():
         return None, f"retain_eval {folder} has no forget and holdout records"
     kind = M.SetKind(**M.privacy_conventions(config.privacy))
@@ -354,9 +285,8 @@ def attach_reference_losses(sets: Sequence[tuple[EvalSet, list[dict]]], folder: 
     question and answer): the Reference MIA score then needs no forward of that model."""
     if not folder or not Path(folder).expanduser().is_dir():
         return
-    records_dir = Path(folder).expanduser() / RECORDS_DIR
     for eval_set, records in sets:
-        path = records_dir / f"{_file_name(eval_set.name)}.jsonl"
+        path = records_path(Path(folder).expanduser(), eval_set.name)
         if not path.exists():
             continue
         losses = {(r.get("question"), r.get("ground_truth")): r.get("truth_loss") for r in read_records_file(path)}
@@ -378,24 +308,6 @@ def attach_gradient_norms(model, formatter, sets: Sequence[tuple[EvalSet, list[d
                 record["grad_norm"] = value
 
 
-def flat_numbers(summary: dict, with_intervals: bool = True) -> dict[str, Any]:
-    """The summary's numbers as one flat row: MU, FE, ..., SET/METRIC (for CSV and tables), each
-    followed by KEY_low and KEY_high when the summary holds its interval."""
-    row = {a.name: summary[a.name] for a in M.AGGREGATES if a.name in summary}
-    for name, result in summary["sets"].items():
-        for metric, value in result["metrics"].items():
-            row[f"{name}/{metric}"] = value
-    bounds = interval_values(summary) if with_intervals else {}
-    if not bounds:
-        return row
-    with_bounds = {}
-    for key, value in row.items():
-        with_bounds[key] = value
-        if bounds.get(key):
-            with_bounds[f"{key}_low"], with_bounds[f"{key}_high"] = bounds[key]
-    return with_bounds
-
-
 # ---- intervals ---------------------------------------------------------------------------------
 
 
@@ -415,11 +327,6 @@ def scoring(scenario: str, retain_aucs: Optional[dict] = None) -> S.Scoring:
                      privacy)
 
 
-def interval_values(summary: dict) -> dict[str, Optional[list[float]]]:
-    """{MU, FE, ..., SET/METRIC: [low, high]} of a summary (empty without intervals)."""
-    return (summary.get("intervals") or {}).get("values") or {}
-
-
 def add_intervals(summary: dict, set_rows: Sequence[S.SetRows], settings: BootstrapConfig,
                   retain_aucs: Optional[dict] = None) -> Optional[S.Replicates]:
     """Bootstrap the summary's numbers from the sets' per-row records into summary["intervals"]."""
@@ -433,24 +340,6 @@ def add_intervals(summary: dict, set_rows: Sequence[S.SetRows], settings: Bootst
     fq_rows = len(forget[0].rows) if "FQ" in summary and forget else None
     summary["intervals"] = S.interval_summary(replicates, settings.level, fq_rows)
     return replicates
-
-
-def read_set_rows(folder: str | Path) -> list[S.SetRows]:
-    """An evaluation folder's sets with their per-row records (records/SET.jsonl)."""
-    folder = Path(folder)
-    summary = load_summary(folder)
-    set_rows = []
-    for name, result in summary.get("sets", {}).items():
-        path = folder / RECORDS_DIR / f"{_file_name(name)}.jsonl"
-        if not path.exists():
-            raise UserError(f"{path} is missing: intervals and paired comparisons need the per-row records")
-        records = read_records_file(path)
-        if isinstance(result.get("rows"), int) and len(records) != result["rows"]:
-            raise UserError(f"{path} holds {len(records)} rows where {folder / EVAL_SUMMARY} counts {result['rows']}: "
-                            "the records are incomplete, and intervals from them would not be the summary's; "
-                            "evaluate again")
-        set_rows.append(S.SetRows(name, result.get("role", "retain"), records))
-    return set_rows
 
 
 def folder_scoring(folder: str | Path) -> S.Scoring:
@@ -484,7 +373,7 @@ def intervals_command(folder: str | Path, settings: BootstrapConfig) -> dict:
         folder = folder / "eval"  # an unlearning run folder
     summary = load_summary(folder)
     add_intervals(summary, read_set_rows(folder), settings, _saved_retain_aucs(folder))
-    atomic_write_json(folder / EVAL_SUMMARY, summary)
+    write_summary(folder, summary)
     return summary
 
 
@@ -611,30 +500,6 @@ def evaluate_model(
     return from_main(summary, group)
 
 
-def write_outputs(config: EvaluateConfig, sets, summary: dict, csv_path: Optional[str | Path] = None) -> Path:
-    output = Path(config.output_dir)
-    for eval_set, records in sets:
-        atomic_write_jsonl(output / RECORDS_DIR / f"{_file_name(eval_set.name)}.jsonl", records)
-    save_config(config, output / "config.yaml")
-    atomic_write_json(output / EVAL_SUMMARY, summary)
-    row = {
-        "evaluated_at": summary["evaluated_at"],
-        "model": summary["model"],
-        "scenario": summary["scenario"],
-        **{k: v for k, v in summary.items() if k in ("epoch", "step", "tag", "method", "task")},
-        "embedder": summary["judges"]["embedder"] or "none",
-        "nli": summary["judges"]["nli"] or "none",
-        **flat_numbers(summary),
-        "output_dir": summary["output_dir"],
-    }
-    append_csv_row(csv_path or output / RESULTS_CSV, row)
-    return output
-
-
-def _file_name(set_name: str) -> str:
-    return set_name.replace(":", "_").replace("/", "_")
-
-
 _ARROWS = {"higher": "higher", "lower": "lower", "0": "closest to 0", "0.5": "closest to 0.5"}
 
 
@@ -697,29 +562,10 @@ def format_table(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def load_summary(folder: str | Path, name: str = EVAL_SUMMARY) -> dict:
-    """An evaluation folder's summary.json (or a seeds folder's ``name``), checked for the shape
-    every reader relies on: a corrupt, truncated or foreign one is one line naming the file."""
-    path = Path(folder) / name
-    summary = read_json(path)
-    sets = summary.get("sets")
-    if not isinstance(sets, dict) or not all(isinstance(r, dict) and isinstance(r.get("metrics", {}), dict)
-                                             for r in sets.values()):
-        raise UserError(f"{path}: 'sets' is not a mapping of sets to their metrics: not an evaluation summary")
-    for key, value in summary.items():
-        if key in METRIC_TITLES or any(key == a.name for a in M.AGGREGATES):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
-                raise UserError(f"{path}: '{key}' is {value!r}, not a number: not an evaluation summary")
-    for key, kind in (("scenario", str), ("intervals", dict), ("skipped", list), ("judges", dict)):
-        if key in summary and not isinstance(summary[key], kind):
-            raise UserError(f"{path}: '{key}' has the wrong type ({type(summary[key]).__name__}): "
-                            "not an evaluation summary")
-    return summary
-
-
 def evaluate_command(config: EvaluateConfig, model_argument: Optional[str] = None) -> dict:
     """What ``unlearnlm evaluate MODEL`` does for a model or a run folder: a run folder is evaluated
-    into RUN/eval with its data (a folder of seeds' runs: ``seeds.evaluate_any``)."""
+    into RUN/eval with its data (a folder of seeds' runs: ``seeds.evaluate_seeds``; ``api.evaluate``
+    chooses)."""
     run_folder = run_folder_of(model_argument) if model_argument else None
     if model_argument:
         model_path = str(run_folder / "model") if run_folder else model_argument

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from ..config import BootstrapConfig
 from ..errors import UserError
-from ..io import atomic_write_json
 from . import statistics as S
-from .evaluate import EVAL_SUMMARY, aggregates, folder_scoring, interval_values, load_summary, read_set_rows
+from .evaluate import aggregates, folder_scoring
+from .runs import EVAL_SUMMARY, evaluation_of, interval_values, load_summary, read_set_rows, write_summary
 
 SEEDS_SUMMARY = "seeds_summary.json"
 NUMBERS = ("MU", "MU_retain", "FE", "TOFU_MU", "FQ")
@@ -35,24 +35,6 @@ def seed_folders(run: str | Path) -> list[tuple[int, Path]]:
 
 def is_seeds_folder(run: str | Path) -> bool:
     return bool(seed_folders(run))
-
-
-def evaluation_of(run_folder: Path) -> Path | None:
-    """The folder of a run's evaluation: eval/ itself, else its last epoch_K."""
-    eval_folder = run_folder / "eval"
-    if (eval_folder / EVAL_SUMMARY).exists():
-        return eval_folder
-    epochs = [p for p in eval_folder.glob("epoch_*") if (p / EVAL_SUMMARY).exists()]
-    if not epochs:
-        return None
-
-    def epoch(p: Path) -> float:
-        try:
-            return float(p.name.split("_", 1)[1])
-        except ValueError:
-            return float("inf")
-
-    return max(epochs, key=epoch)
 
 
 def seed_replicates(run: str | Path, settings: BootstrapConfig) -> tuple[list[int], list[dict], list[S.Replicates]]:
@@ -106,13 +88,13 @@ def aggregate_seeds(run: str | Path, settings: BootstrapConfig | None = None) ->
     block["method"] = ("percentile bootstrap of the mean over seeds: each seed's rows resampled with the same "
                        "row indices, the seeds' replicates averaged")
     summary["intervals"] = block
-    atomic_write_json(Path(run) / SEEDS_SUMMARY, summary)
+    write_summary(run, summary, SEEDS_SUMMARY)
     return summary
 
 
 def evaluate_seeds(config, run: Path) -> dict:
-    """``unlearnlm evaluate RUN`` on a seeds folder: every seed's run evaluated into seed_S/eval
-    (one already evaluated is read back), then the aggregate."""
+    """``unlearnlm evaluate RUN`` on a seeds folder (``api.evaluate`` sends one here): every seed's
+    run evaluated into seed_S/eval (one already evaluated is read back), then the aggregate."""
     from dataclasses import replace
 
     from .evaluate import evaluate_model, resolve_config
@@ -140,14 +122,3 @@ def format_seeds(summary: dict) -> str:
             lines.append(f"  {key:<10}{spread[key]['mean']:.4f} ± {spread[key]['sd']:.4f}{shown}")
     return "\n".join(lines)
 
-
-def evaluate_any(config, model_argument: str | None = None) -> dict:
-    """``unlearnlm evaluate MODEL``: a folder of one run per seed is evaluated seed by seed and
-    aggregated; anything else as ``evaluate.evaluate_command`` does."""
-    from .evaluate import evaluate_command, run_folder_of
-
-    if model_argument and Path(model_argument).is_dir():
-        if is_seeds_folder(model_argument) and run_folder_of(model_argument) is None:
-            summary = evaluate_seeds(config, Path(model_argument))
-            return {**summary, "output_dir": model_argument}
-    return evaluate_command(config, model_argument)

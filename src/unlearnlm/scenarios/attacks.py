@@ -43,15 +43,9 @@ from ..config import (
 from ..data.records import default_retain_split, load_split, read_records_file, validate_records
 from ..errors import UserError
 from ..evaluation import recovery as R
-from ..evaluation.attack_report import read_attack_summary
-from ..evaluation.evaluate import (
-    EVAL_SUMMARY,
-    RECORDS_DIR,
-    build_sets,
-    load_summary,
-    read_evaluation_config,
-    run_folder_of,
-)
+from ..evaluation.evaluate import build_sets
+from ..evaluation.report.attacks import read_attack_summary
+from ..evaluation.runs import EVAL_SUMMARY, RECORDS_DIR, load_summary, read_evaluation_config, run_folder_of
 from ..evaluation.statistics import levels_label, short_interval
 from ..io import atomic_write_json, atomic_write_jsonl, atomic_write_text, read_yaml
 

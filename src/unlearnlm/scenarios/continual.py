@@ -31,7 +31,7 @@ from typing import Callable, Optional
 from ..config import ContinualConfig, UnlearnConfig
 from ..data.records import load_split, task_ids_of
 from ..errors import UserError
-from ..io import append_csv_row, atomic_write_json, atomic_write_text, read_json, safe_name
+from ..io import append_csv_row, atomic_write_bytes, atomic_write_json, atomic_write_text, read_json, safe_name
 from ..tables import csv_text, markdown_table, number_cell
 from .common import claim_output_folder
 
@@ -219,7 +219,8 @@ def run_continual_seeds(config: ContinualConfig, evaluator: Optional[Evaluator] 
 def write_seed_trajectory(output_dir: Path, seeds: list[int], settings) -> None:
     """OUTPUT_DIR/trajectory.csv over the seeds: per (method, task), MU and FE as the mean, their
     sd, and the pooled interval (each seed's rows resampled alike; needs each step's records)."""
-    from ..evaluation.evaluate import load_summary, read_set_rows, scoring
+    from ..evaluation.evaluate import scoring
+    from ..evaluation.runs import EVAL_SUMMARY, RECORDS_DIR, load_summary, read_set_rows
     from ..evaluation.statistics import align_rows, bootstrap, intervals, pooled_over_seeds, seed_spread
 
     per_seed = [_rows(output_dir / f"seed_{s}") for s in seeds]
@@ -237,7 +238,7 @@ def write_seed_trajectory(output_dir: Path, seeds: list[int], settings) -> None:
                 row[key], row[f"{key}_sd"] = spread[key]["mean"], spread[key]["sd"]
         folders = [output_dir / f"seed_{s}" / (TARGET if method == TARGET else safe_name(method))
                    / ("eval" if method == TARGET else f"task_{safe_name(task)}/eval") for s in seeds]
-        if all((f / "records").is_dir() and (f / "summary.json").exists() for f in folders):
+        if all((f / RECORDS_DIR).is_dir() and (f / EVAL_SUMMARY).exists() for f in folders):
             base = read_set_rows(folders[0])
             score = scoring(load_summary(folders[0]).get("scenario", "tofu"))  # MU and FE only
             pooled = pooled_over_seeds([bootstrap(align_rows(read_set_rows(f), base), score, settings.samples,
@@ -307,7 +308,7 @@ def _record(output_dir: Path, method: str, task: str, summary: dict) -> None:
 def _summary_numbers(summary: dict) -> dict:
     """An evaluation summary as one flat row; the judges are named (never mix judges silently)."""
     if "sets" in summary:
-        from ..evaluation.evaluate import flat_numbers
+        from ..evaluation.runs import flat_numbers
 
         judges = summary.get("judges", {})
         return {"embedder": judges.get("embedder") or "none", "nli": judges.get("nli") or "none",
@@ -383,10 +384,7 @@ def plot_trajectory(rows: list[dict], path: Path) -> None:
         axis.grid(alpha=0.3)
     axes[0].legend(fontsize="small")
     figure.tight_layout()
-    # Written whole or not at all, like every other result file.
-    tmp = path.with_suffix(".png.tmp")
-    tmp.write_bytes(png_bytes(figure))
-    tmp.replace(path)
+    atomic_write_bytes(path, png_bytes(figure))
 
 
 def _is_number(value) -> bool:

@@ -246,7 +246,8 @@ def evaluate_once(config: EvaluateConfig, judges) -> dict:
     import yaml
 
     from ..config import save_config
-    from ..evaluation.evaluate import EVAL_SUMMARY, evaluate_model, intervals_command, load_summary, resolve_config
+    from ..evaluation.evaluate import evaluate_model, intervals_command, resolve_config
+    from ..evaluation.runs import EVAL_SUMMARY, load_summary
 
     config = resolve_config(config)
     folder = Path(config.output_dir)
@@ -498,7 +499,8 @@ def paper_claims(method_evals: dict, target_eval: Path, settings: Optional[Boots
 
     ``method_evals``: method -> its evaluation folder, or a list of them (one per seed: the seeds'
     pooled replicates). ``settings``: the bootstrap's (the evaluations' own by default)."""
-    from ..evaluation.evaluate import load_summary, read_set_rows, scoring
+    from ..evaluation.evaluate import scoring
+    from ..evaluation.runs import load_summary, read_set_rows
     from ..evaluation.statistics import align_rows, bootstrap, percent, pooled_over_seeds
 
     settings = settings or BootstrapConfig()

@@ -63,7 +63,8 @@ def real_world_evaluation_config(config: RealWorldConfig, model_path: str, outpu
 def score_model(config: RealWorldConfig, model_path: str, folder: Path, judges) -> dict:
     """QA evaluation and downstream scores of one model (each skipped when already on disk)."""
     from ..evaluation.downstream import run_downstream, write_downstream
-    from ..evaluation.evaluate import EVAL_SUMMARY, evaluate_model, load_summary
+    from ..evaluation.evaluate import evaluate_model
+    from ..evaluation.runs import EVAL_SUMMARY, load_summary
     from ..training.models import load_for_inference
 
     eval_dir = folder / "eval"
@@ -87,7 +88,7 @@ def _read_headline(path: Path) -> dict:
 
 
 def _row(summary: dict, downstream: dict) -> dict:
-    from ..evaluation.evaluate import flat_numbers
+    from ..evaluation.runs import flat_numbers
 
     judges = summary.get("judges", {})
     return {"embedder": judges.get("embedder") or "none", "nli": judges.get("nli") or "none",

@@ -54,7 +54,7 @@ from ..config import (
 )
 from ..errors import UserError
 from ..evaluation.statistics import interval_level, levels_label
-from ..io import atomic_write_json, atomic_write_jsonl, atomic_write_text, make_output_dir
+from ..io import atomic_write_bytes, atomic_write_json, atomic_write_jsonl, atomic_write_text, make_output_dir
 
 logger = logging.getLogger(__name__)
 
@@ -1050,9 +1050,7 @@ def write_sweep_report(study_folder: str | Path, output: str | Path) -> Path:
     axis.legend(fontsize="x-small", loc="best")
     axis.set_title("Every candidate (trial x epoch), selection rows", fontsize=10)
     figure.tight_layout()
-    from ..evaluation.report import _write_bytes
-
-    _write_bytes(output / "sweep_fe_mu.png", png_bytes(figure))
+    atomic_write_bytes(output / "sweep_fe_mu.png", png_bytes(figure))
     lines += ["", "![FE vs MU of every candidate](sweep_fe_mu.png)", "", "## The choice", ""]
     if choice is None:
         lines.append("No result yet: the study has not finished (rerun `unlearnlm sweep` with its config).")

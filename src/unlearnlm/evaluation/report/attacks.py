@@ -12,13 +12,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..errors import UserError
-from ..figures import png_bytes, pyplot
-from ..io import read_json
-from ..tables import csv_text
-from .metrics import FORGET_EFFICACY_METRICS
-from .recovery import RECOVERY_METRICS, RECOVERY_TITLES
-from .statistics import levels_label, short_interval
+from ...errors import UserError
+from ...figures import png_bytes, pyplot
+from ...io import read_json
+from ...tables import csv_text
+from ..metrics import FORGET_EFFICACY_METRICS
+from ..recovery import RECOVERY_METRICS, RECOVERY_TITLES
+from ..statistics import levels_label, short_interval
 
 ATTACK_SUMMARY = Path("attacks") / "summary.json"
 
@@ -190,14 +190,12 @@ def plot_attack_recovery(summaries: Sequence[tuple[str, dict]]) -> bytes:
 def write_attack_section(runs: Sequence, output: Path) -> tuple[str, bytes | None]:
     """report_attacks.csv and attacks.png into ``output``; returns the markdown section and the
     plot ("" and None when no run has attack summaries)."""
-    from ..io import atomic_write_text
+    from ...io import atomic_write_bytes, atomic_write_text
 
     summaries = attack_summaries(runs)
     if not summaries or not attack_names(summaries):
         return "", None
     atomic_write_text(output / "report_attacks.csv", attack_csv(summaries))
     png = plot_attack_recovery(summaries)
-    tmp = output / ".attacks.png.tmp"
-    tmp.write_bytes(png)
-    tmp.replace(output / "attacks.png")
+    atomic_write_bytes(output / "attacks.png", png)
     return attack_markdown(summaries), png
