@@ -454,7 +454,7 @@ TARGET_FACT_RECALL = 0.8
 def forget_fact_lines(target_eval: Path, retain_eval: Path) -> list[str]:
     """How many forget facts the target and the retain model state, with their intervals: the
     target must know what it is asked to forget, the retain model (never trained on them) not."""
-    from ..evaluation.evaluate import interval_values, load_summary
+    from ..evaluation.runs import interval_values, load_summary
     from ..evaluation.statistics import format_interval
 
     def said(folder: Path) -> tuple[Optional[float], str]:
