@@ -101,8 +101,9 @@ def workload_settings(args, scratch: Path) -> tuple[list[str], str]:
     demo = DemoConfig()
     world, held = build_world(demo, cache_dir() / "demo"), build_holdout(demo, cache_dir() / "demo")
     return ([f"data.source={world}", f"data.forget={demo.forget_split}", "data.task_id=[1]", "scenario=tofu",
-             f"ds_size={demo.ds_size}", f"data.holdout={held}"],
-            f"the demo's evaluation: its world ({world.name}), forget task 1, ds_size {demo.ds_size}, holdout authors")
+             f"ds_size={demo.evaluation.ds_size}", f"data.holdout={held}"],
+            f"the demo's evaluation: its world ({world.name}), forget task 1, ds_size {demo.evaluation.ds_size}, "
+            "holdout authors")
 
 
 def run_mode(mode: str, args, model, tokenizer, judges) -> dict:
