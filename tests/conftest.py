@@ -6,6 +6,7 @@ from __future__ import annotations
 import inspect
 import json
 import random
+import shutil
 from pathlib import Path
 
 import pytest
@@ -89,6 +90,22 @@ def qa_folder(tmp_path_factory) -> Path:
     write_jsonl(folder / "forget_perturbed.json", forget)
     write_jsonl(folder / "retain.json", [{k: r[k] for k in ("question", "answer")} for r in retain])
     write_jsonl(folder / "retain_perturbed.json", retain)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def privacy_folder(qa_folder, tmp_path_factory) -> Path:
+    """qa_folder plus the two TOFU utility sets and a holdout file of unseen people."""
+    folder = tmp_path_factory.mktemp("privacy")
+    for file in qa_folder.iterdir():
+        shutil.copy(file, folder / file.name)
+    facts = [{"question": f"Where was {n} born?", "answer": c, "perturbed_answer": ["oslo", "lima"],
+              "original_answer": f"{n} was born in {c}."} for n, c in (("alice", "paris"), ("bob", "cairo"))]
+    write_jsonl(folder / "real_authors_perturbed.json", facts)
+    write_jsonl(folder / "world_facts_perturbed.json", facts)
+    holdout = [{"question": f"What is the favourite colour of {n}?", "answer": f"The favourite colour of {n} is {c}."}
+               for n, c in (("grace", "red"), ("heidi", "blue"), ("ivan", "green"), ("judy", "red"), ("erin", "blue"))]
+    write_jsonl(folder / "holdout01.json", holdout)
     return folder
 
 

@@ -13,7 +13,6 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from conftest import write_jsonl
 
 from unlearnlm.config import EvaluateConfig, load_config
 from unlearnlm.errors import UserError
@@ -197,21 +196,6 @@ def test_pad_masked_model_hides_every_pad_token_as_its_collator_does(ou_model):
 # ---- end to end -----------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def tofu_folder(qa_folder, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("ou_tofu")
-    for file in qa_folder.iterdir():
-        shutil.copy(file, folder / file.name)
-    facts = [{"question": f"Where was {n} born?", "answer": c, "perturbed_answer": ["oslo", "lima"],
-              "original_answer": f"{n} was born in {c}."} for n, c in (("alice", "paris"), ("bob", "cairo"))]
-    write_jsonl(folder / "real_authors_perturbed.json", facts)
-    write_jsonl(folder / "world_facts_perturbed.json", facts)
-    holdout = [{"question": f"What is the favourite colour of {n}?", "answer": f"The favourite colour of {n} is {c}."}
-               for n, c in (("grace", "red"), ("heidi", "blue"), ("ivan", "green"), ("judy", "red"), ("erin", "blue"))]
-    write_jsonl(folder / "holdout01.json", holdout)
-    return folder
-
-
 def _config(model, folder, output, *extra):
     return load_config(EvaluateConfig, None, [
         f"model.name_or_path={model}", f"data.source={folder}", "data.forget=forget", "data.holdout=holdout01",
@@ -221,11 +205,11 @@ def _config(model, folder, output, *extra):
 
 
 @pytest.fixture(scope="module")
-def suite_eval(ou_model, tofu_folder, tmp_path_factory):
+def suite_eval(ou_model, privacy_folder, tmp_path_factory):
     from unlearnlm.evaluation.evaluate import Judges, evaluate_model
 
     output = tmp_path_factory.mktemp("ou_eval")
-    summary = evaluate_model(_config(ou_model, tofu_folder, output), judges=Judges(None, None))
+    summary = evaluate_model(_config(ou_model, privacy_folder, output), judges=Judges(None, None))
     return output, summary
 
 
@@ -329,7 +313,7 @@ def test_its_numbers_by_hand_from_the_records(suite_eval):
     assert len(logs["forget_truth_ratio"]["value_by_index"]) == len(forget)
 
 
-def test_forget_quality_and_privleak_against_a_retain_models_logs(suite_eval, ou_model, tofu_folder, tmp_path):
+def test_forget_quality_and_privleak_against_a_retain_models_logs(suite_eval, ou_model, privacy_folder, tmp_path):
     from scipy.stats import ks_2samp
 
     from unlearnlm.evaluation.evaluate import Judges, evaluate_model
@@ -343,7 +327,7 @@ def test_forget_quality_and_privleak_against_a_retain_models_logs(suite_eval, ou
         "forget_truth_ratio": {"agg_value": 0.6,
                                "value_by_index": {str(i): {"score": s} for i, s in enumerate(retain_scores)}},
         "mia_min_k": {"agg_value": 0.55}}))
-    summary = evaluate_model(_config(ou_model, tofu_folder, tmp_path / "out", f"retain_eval={foreign}"),
+    summary = evaluate_model(_config(ou_model, privacy_folder, tmp_path / "out", f"retain_eval={foreign}"),
                              judges=Judges(None, None))
     got = summary["open_unlearning"]
     logs = json.loads((output / "TOFU_EVAL.json").read_text())

@@ -5,12 +5,10 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import shutil
 import zlib
 
 import pytest
 import torch
-from conftest import write_jsonl
 
 from unlearnlm.config import EvaluateConfig, load_config
 from unlearnlm.errors import UserError
@@ -207,20 +205,6 @@ class Embedder:
         return np.ones((len(texts), 4), dtype=np.float32)
 
 
-@pytest.fixture(scope="module")
-def privacy_folder(qa_folder, tmp_path_factory):
-    """qa_folder plus the two TOFU utility sets and a holdout file of unseen people."""
-    folder = tmp_path_factory.mktemp("privacy")
-    for file in qa_folder.iterdir():
-        shutil.copy(file, folder / file.name)
-    facts = [{"question": f"Where was {n} born?", "answer": c, "perturbed_answer": ["oslo", "lima"],
-              "original_answer": f"{n} was born in {c}."} for n, c in (("alice", "paris"), ("bob", "cairo"))]
-    write_jsonl(folder / "real_authors_perturbed.json", facts)
-    write_jsonl(folder / "world_facts_perturbed.json", facts)
-    holdout = [{"question": f"What is the favourite colour of {n}?", "answer": f"The favourite colour of {n} is {c}."}
-               for n, c in (("grace", "red"), ("heidi", "blue"), ("ivan", "green"), ("judy", "red"), ("erin", "blue"))]
-    write_jsonl(folder / "holdout01.json", holdout)
-    return folder
 
 
 def _config(tiny_model, folder, output, *extra):
