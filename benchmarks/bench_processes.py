@@ -10,7 +10,9 @@ temporary folder, once per process count (alternating when repeated). Each proce
 with --threads threads (default 1: one core per process). Reported per run: the wall time of the
 whole command (start-up and model loading included), the summary's own timings (the slowest
 process's generation, loss pass and judging, and the total), and the rows each process took;
-the records of every run must equal the first run's (|difference| <= 1e-6 on every loss).
+the records of every run must equal the first run's (|difference| <= 1e-4 on every loss: a shard's
+batches are padded otherwise than one process's, which moves float32 sums by about 1e-6 relative;
+the tests hold two processes to 1e-6 on a tiny model whose batches pad alike).
 Measure alone: on a machine shared with other jobs the times are upper bounds.
 Writes benchmarks/results/processes.json (or --output).
 """
@@ -29,6 +31,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 LOSSES = ("truth_loss", "paraphrased_loss")
+LOSS_TOLERANCE = 1e-4  # float32 rounding of differently padded batches (module docstring)
 
 
 def fast_evaluation(folder: Path) -> Path:
@@ -111,7 +114,7 @@ def main() -> None:
                 found = records(out)
                 first = first or found
                 result["largest_loss_difference"] = largest_difference(first, found)
-                if result["largest_loss_difference"] > 1e-6:
+                if result["largest_loss_difference"] > LOSS_TOLERANCE:
                     raise SystemExit(f"{count} processes: records differ from the first run's by "
                                      f"{result['largest_loss_difference']}")
                 results.append(result)

@@ -5,9 +5,9 @@ of its own holding transformers 4.x with --compare. It prints the rotary base th
 the tokenizer class, whether the chat template renders the same prompt, whether the prompt's ids
 are the same and the largest logit difference on that prompt.
 
-    python benchmarks/check_older_transformers.py FOLDER --save /tmp/probe.npz
-    python -m venv --system-site-packages /tmp/tf4 && /tmp/tf4/bin/pip install "transformers==4.46.*"
-    /tmp/tf4/bin/python benchmarks/check_older_transformers.py FOLDER --compare /tmp/probe.npz
+    python benchmarks/check_older_transformers.py FOLDER --save probe.npz
+    python -m venv --system-site-packages .venv-tf4 && .venv-tf4/bin/pip install "transformers==4.46.*"
+    .venv-tf4/bin/python benchmarks/check_older_transformers.py FOLDER --compare probe.npz
 """
 
 from __future__ import annotations
