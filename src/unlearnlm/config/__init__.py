@@ -19,6 +19,7 @@ Every name other modules import from ``unlearnlm.config`` is re-exported here.
 """
 
 from .attacks import BNB_MODES, AttackConfig, ProbesAttackConfig, QuantizeAttackConfig, RelearnAttackConfig
+from .checks import _require as _require
 from .checks import _within as _within
 from .convert import _coerce as _coerce
 from .convert import _deep_merge as _deep_merge

@@ -46,6 +46,7 @@ from ..config import (
     EvaluateConfig,
     TrainingConfig,
     UnlearnConfig,
+    _require,
     _within,
     flatten_keys,
     from_dict,
@@ -160,11 +161,6 @@ class SweepConfig:
         names = [get_method(m).name for m in (self.methods or [self.unlearn.method])]
         _require(len(set(names)) == len(names), f"methods lists a method twice: {', '.join(self.methods)}")
         return names
-
-
-def _require(condition: bool, message: str) -> None:
-    if not condition:
-        raise UserError(message)
 
 
 # ---- the rule ----------------------------------------------------------------------------------
