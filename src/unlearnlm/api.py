@@ -43,6 +43,7 @@ from .config import (
     validate_config,
 )
 from .errors import UserError
+from .io import read_json
 
 C = TypeVar("C")
 
@@ -104,17 +105,11 @@ def command_line_overrides(items: Sequence[str]) -> dict[str, str]:
     return overrides
 
 
-def _read_json(path: Path) -> dict:
-    from .io import read_json
-
-    return read_json(path)
-
-
 def _numbers(folder: Path, *names: str) -> dict:
     """The first of ``folder``'s summary files that exists, read; {} when none does."""
     for name in names:
         if (folder / name).is_file():
-            return _read_json(folder / name)
+            return read_json(folder / name)
     return {}
 
 
@@ -126,7 +121,7 @@ def finetune(config: Optional[FinetuneConfig] = None, *, preset: Optional[str] =
 
     # training.run.finetune validates the config itself, before any model loads
     folder = run_finetune(build_config(FinetuneConfig, preset, config, validate=False, **overrides), callbacks)
-    return Result(folder, _read_json(folder / TRAIN_SUMMARY))
+    return Result(folder, read_json(folder / TRAIN_SUMMARY))
 
 
 def unlearn(config: Optional[UnlearnConfig] = None, *, preset: Optional[str] = None, callbacks=(),
@@ -143,13 +138,13 @@ def unlearn(config: Optional[UnlearnConfig] = None, *, preset: Optional[str] = N
     extra = list(callbacks)
     folder = run_unlearn(built, lambda run: [*epoch_evaluation(run), *extra])
     if not built.seeds:
-        return Result(folder, _read_json(folder / TRAIN_SUMMARY))
+        return Result(folder, read_json(folder / TRAIN_SUMMARY))
     text = ""
     if built.eval_every_epoch:
         from .evaluation.seeds import aggregate_seeds, format_seeds
 
         text = format_seeds(aggregate_seeds(folder, built.evaluation.bootstrap))
-    return Result(folder, _read_json(folder / SEEDS), text)
+    return Result(folder, read_json(folder / SEEDS), text)
 
 
 def evaluate(model: Optional[str | Path] = None, config: Optional[EvaluateConfig] = None, *,
