@@ -244,6 +244,10 @@ def test_a_killed_trial_is_failed_and_retried_once_in_its_own_folder(world, targ
     params = {k: d.suggest(killed) for k, d in search_space(config, "GA+GD").items()}
     storage.record_heartbeat(killed._trial_id)
     time.sleep(3.5)  # past the 2 s grace period by more than SQLite's one-second clock
+    for _ in range(20):  # and until the storage itself sees it stale (one e2e run in eight did not yet)
+        if killed._trial_id in storage._get_stale_trial_ids(study._study_id):
+            break
+        time.sleep(0.5)
     unlearnlm.sweep(config)
     trials = load_trials(folder)
     assert [t.state.name for t in trials] == ["FAIL", "COMPLETE"]
