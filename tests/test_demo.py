@@ -264,3 +264,39 @@ def test_the_full_comparison_is_one_flag_away(capsys):
     assert default.methods[:4] == ["ME+GD", "IDK+AP", "GA+GD", "NPO+GD"] and len(default.methods) == 6
     assert main(["demo", "--quick", "--full"]) == 2
     assert "use one of --quick, --full or --config" in capsys.readouterr().err
+
+
+def test_methods_side_by_side_give_the_numbers_of_methods_one_after_another(world_model, tmp_path, monkeypatch,
+                                                                            caplog):
+    """Two worker processes (one method each, their logs in the run folders) score every method as
+    one process running them in turn does; only the threads differ, so the numbers agree to float noise."""
+    caplog.set_level(logging.INFO, logger="unlearnlm")
+    monkeypatch.setenv("UNLEARNLM_CACHE", str(tmp_path / "cache"))
+    common = {**SMALL, "model": {"name_or_path": str(world_model)}, "methods": ["ME+GD", "GA+GD"]}
+    run_demo(from_dict(DemoConfig, {**common, "output_dir": str(tmp_path / "apart"), "method_workers": 2}))
+    printed = caplog.text
+    assert "2 methods, 2 side by side" in printed
+    for method, slug in (("ME+GD", "me-gd"), ("GA+GD", "ga-gd")):
+        assert f"{method} done: unlearning" in printed
+        log = (tmp_path / "apart" / "unlearn" / slug / "demo.log").read_text()
+        assert "relearn" in log  # the worker's own messages went to the method's log
+    run_demo(from_dict(DemoConfig, {**common, "output_dir": str(tmp_path / "in_turn"), "method_workers": 1}))
+
+    def numbers(path):
+        summary = json.loads(path.read_text())
+        return {f"{name}/{key}": value for name, scored in summary["sets"].items()
+                for key, value in scored["metrics"].items() if isinstance(value, float)}
+
+    for slug in ("me-gd", "ga-gd"):
+        apart = numbers(tmp_path / "apart" / "unlearn" / slug / "eval" / "summary.json")
+        in_turn = numbers(tmp_path / "in_turn" / "unlearn" / slug / "eval" / "summary.json")
+        assert apart.keys() == in_turn.keys() and len(apart) > 10
+        assert apart == pytest.approx(in_turn, rel=1e-4, abs=1e-5)
+        attacks = [json.loads((tmp_path / folder / "unlearn" / slug / "attacks" / "summary.json").read_text())
+                   for folder in ("apart", "in_turn")]
+        assert [a["attack"] for a in attacks[0]["attacks"]] == [a["attack"] for a in attacks[1]["attacks"]]
+
+
+def test_method_workers_is_checked():
+    with pytest.raises(UserError, match="method_workers must be 0"):
+        from_dict(DemoConfig, {"method_workers": -1}).validate()

@@ -358,9 +358,14 @@ class DemoConfig:
     # Unlearn every method once per seed (unlearn.seed is replaced); the table shows the mean over
     # the seeds, ± their standard deviation, with the pooled interval. Empty = one run, unlearn.seed.
     seeds: Optional[list[int]] = None
+    # Methods unlearnt, evaluated and attacked side by side, each in a process of its own with an
+    # equal share of the threads. 0: two on a CPU with at least two cores (on a small CPU two
+    # one-thread jobs outrun one two-thread job), one on a GPU or a one-core CPU.
+    method_workers: int = 0
 
     def validate(self) -> None:
         self.model.validate()
+        _require(self.method_workers >= 0, f"method_workers must be 0 (automatic) or more, got {self.method_workers}")
         self.finetune_training.validate("finetune_training.")
         self.unlearn_training.validate("unlearn_training.")
         _require(bool(self.methods), "methods is empty")

@@ -324,13 +324,143 @@ def check_disjoint(world: Path, config: DemoConfig) -> None:
         )
 
 
+def run_folders(config: DemoConfig, run_dir: Path) -> list[Path]:
+    """A method's run folders: one per seed with seeds (the first is the one attacked), else the run."""
+    from ..evaluation.seeds import seed_folders
+
+    return [folder for _, folder in seed_folders(run_dir)] if config.seeds else [run_dir]
+
+
+def evaluate_method(config: DemoConfig, world: Path, holdout: Path, retain_eval: Path, run_dir: Path,
+                    judges) -> None:
+    """Evaluate a method's run (each seed's, then their aggregate)."""
+    from ..evaluation.seeds import aggregate_seeds
+
+    for folder in run_folders(config, run_dir):
+        evaluate_once(demo_evaluation_config(config, world, folder / "model", folder / "eval", retain_eval, holdout),
+                      judges)
+    if config.seeds:
+        aggregate_seeds(run_dir)
+
+
+def method_worker_count(config: DemoConfig, methods: list[str]) -> int:
+    """How many methods run side by side: ``config.method_workers``, or (0) two on a CPU whose
+    torch has at least two threads, one on a GPU (where one process already fills the device)."""
+    import torch
+
+    if config.method_workers:
+        return max(1, min(config.method_workers, len(methods)))
+    if torch.cuda.is_available() or torch.get_num_threads() < 2 or len(methods) < 2:
+        return 1
+    return 2
+
+
+# ---- methods side by side: one worker process each, one share of the threads ------------------------
+
+_WORKER_JUDGES = None
+
+
+def _start_worker(config: DemoConfig, threads: int) -> None:
+    """A worker's start: its threads, unlearnlm's messages on its stdout, the judges loaded once."""
+    import sys
+
+    import torch
+
+    global _WORKER_JUDGES
+    torch.set_num_threads(threads)
+    package = logging.getLogger("unlearnlm")
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    package.addHandler(handler)
+    package.setLevel(logging.INFO)
+    try:
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+    except ImportError:
+        pass
+    _WORKER_JUDGES = load_judges(config)
+
+
+def _into_log(log: Path) -> None:
+    """Send this worker's stdout and stderr (messages, progress bars, warnings) to ``log``: two
+    methods' bars on one terminal would be unreadable."""
+    import sys
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w", encoding="utf-8") as file:
+        os.dup2(file.fileno(), 1)
+        os.dup2(file.fileno(), 2)
+
+
+def method_pipeline(config: DemoConfig, method: str, world: Path, target: Path, holdout: Path, retain_eval: Path,
+                    run_dir: Path) -> dict:
+    """One method's whole share of the demo in a worker: unlearning, evaluation, attacks (each
+    skipped when its result exists). Returns the seconds of each stage and the attacks' summary."""
+    from ..training.run import unlearn
+    from .attacks import run_attacks
+
+    _into_log(run_dir / "demo.log")
+    seconds, started = {}, time.time()
+    unlearn(replace(unlearn_config(config, world, target / "model", method, run_dir), seeds=config.seeds))
+    seconds["unlearning"], started = time.time() - started, time.time()
+    evaluate_method(config, world, holdout, retain_eval, run_dir, _WORKER_JUDGES)
+    seconds["evaluation"], started = time.time() - started, time.time()
+    attacks = None
+    if config.run_attacks:
+        attacks = run_attacks(config.attack, run_folders(config, run_dir)[0], judges=_WORKER_JUDGES)
+        seconds["attacks"] = time.time() - started
+    return {"seconds": seconds, "attacks": attacks}
+
+
+def methods_side_by_side(config: DemoConfig, methods: list[str], workers: int, world: Path, target: Path,
+                         holdout: Path, retain_eval: Path, output: Path, stages: Stages) -> None:
+    """Every method's unlearning, evaluation and attacks, ``workers`` methods at a time, each
+    worker with an equal share of this process's threads; a line (and the attack table) per
+    method as it finishes, its whole log in ``unlearn/METHOD/demo.log``."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    import torch
+
+    from .attacks import format_attack_table
+
+    threads = max(1, torch.get_num_threads() // workers)
+    logger.info(f"{len(methods)} methods, {workers} side by side ({threads} thread{'s' if threads > 1 else ''} each); "
+                f"each method's log: {output / 'unlearn' / 'METHOD' / 'demo.log'}")
+    # spawn, not fork: this process holds threads (torch's, tokenizers') that a fork would copy mid-state.
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_start_worker, initargs=(config, threads)) as pool:
+        running = {pool.submit(method_pipeline, config, method, world, target, holdout, retain_eval,
+                               output / "unlearn" / method_slug(method)): method for method in methods}
+        try:
+            for done in as_completed(running):
+                method = running[done]
+                try:
+                    result = done.result()
+                except UserError as error:
+                    log = output / "unlearn" / method_slug(method) / "demo.log"
+                    raise UserError(f"{method}: {error} (its log: {log})") from None
+                times = ", ".join(f"{stage} {int(s // 60)} min {int(s % 60)} s" if s >= 60 else f"{stage} {s:.0f} s"
+                                  for stage, s in result["seconds"].items())
+                stages.begin(f"{method} done: {times}")
+                if result["attacks"] is not None:
+                    logger.info(format_attack_table(result["attacks"]))
+        except BaseException:
+            for future in running:
+                future.cancel()
+            raise
+
+
 def attack_methods(config: DemoConfig, unlearned: list[tuple[str, Path]], judges, stages: Stages) -> None:
     """``unlearnlm attack`` on every unlearned model (the target's evaluation is the cached one)."""
     from .attacks import format_attack_table, run_attacks
 
     for method, run_dir in unlearned:
         stages.begin(f"attacking {method} ({', '.join(config.attack.attacks)})")
-        summary = run_attacks(config.attack, run_dir, judges=judges)
+        summary = run_attacks(config.attack, run_folders(config, run_dir)[0], judges=judges)
         logger.info(format_attack_table(summary))
 
 
@@ -338,7 +468,6 @@ def run_demo(config: DemoConfig) -> Path:
     import torch
 
     from ..evaluation.report import write_report
-    from ..evaluation.seeds import aggregate_seeds, seed_folders
     from ..training.models import cache_dir, resolve_model_path
     from ..training.run import finetune, unlearn
 
@@ -357,7 +486,9 @@ def run_demo(config: DemoConfig) -> Path:
             load_probes(config.attack.probes.templates, config.attack.probes.names)
     output = Path(config.output_dir)
     cache = cache_dir() / "demo"
-    stages = Stages(total=6 + (3 if config.run_attacks else 2) * len(methods))
+    workers = method_worker_count(config, methods)
+    per_method = 1 if workers > 1 else (3 if config.run_attacks else 2)
+    stages = Stages(total=6 + per_method * len(methods))
 
     stages.begin("the embedded model and the fictitious world")
     resolve_model_path(config.model.name_or_path)  # converts the embedded model once
@@ -372,7 +503,7 @@ def run_demo(config: DemoConfig) -> Path:
     fine_tuning = not (is_finished(target_recipe) and is_finished(retain_recipe))
     if config.judge_in_background and fine_tuning and judge_needs_training(config):
         # The judge is needed only by the evaluations, which come last: it trains beside the
-        # fine-tuning and unlearning, one core each.
+        # fine-tuning (and, one method at a time, the unlearning), one core each.
         background = JudgeInBackground(cache / "judge-training.log")
         torch.set_num_threads(1)
         logger.info("the offline NLI judge trains in a background process meanwhile (log: %s)", background.log)
@@ -382,6 +513,7 @@ def run_demo(config: DemoConfig) -> Path:
 
     # Once the judge is done, the next training step takes every core back.
     callbacks = [ReclaimCores(background, threads)] if background is not None else []
+    unlearned = [(method, output / "unlearn" / method_slug(method)) for method in methods]
     try:
         stages.begin("fine-tuning the target on every author")
         cached_target = finetune(target_recipe, callbacks).resolve()
@@ -389,13 +521,11 @@ def run_demo(config: DemoConfig) -> Path:
         stages.begin(f"fine-tuning the retain model on {config.retain_split} (never sees the forget authors)")
         cached_retain = finetune(retain_recipe, callbacks).resolve()
         retain = _link(output / "retain", cached_retain)
-        unlearned = []
-        for method in methods:
-            run_dir = output / "unlearn" / method_slug(method)
-            stages.begin(f"unlearning with {method}" + (f" (seeds {config.seeds})" if config.seeds else ""))
-            unlearn(replace(unlearn_config(config, world, target / "model", method, run_dir), seeds=config.seeds),
-                    callbacks)
-            unlearned.append((method, run_dir))
+        if workers == 1:
+            for method, run_dir in unlearned:
+                stages.begin(f"unlearning with {method}" + (f" (seeds {config.seeds})" if config.seeds else ""))
+                unlearn(replace(unlearn_config(config, world, target / "model", method, run_dir), seeds=config.seeds),
+                        callbacks)
         torch.set_num_threads(threads)  # the judge's loading and the evaluations use every core
         if background is not None:
             judges = load_judges(config, background)
@@ -417,21 +547,17 @@ def run_demo(config: DemoConfig) -> Path:
                                          holdout), judges)
     for line in forget_fact_lines(cached_target / "eval", retain_eval):
         logger.info(line)
-    runs = [target, retain]
-    method_evals: dict[str, list[Path]] = {}
-    for method, run_dir in unlearned:
-        stages.begin(f"evaluating {method}")
-        folders = [f for _, f in seed_folders(run_dir)] if config.seeds else [run_dir]
-        for folder in folders:
-            evaluate_once(demo_evaluation_config(config, world, folder / "model", folder / "eval", retain_eval,
-                                                 holdout), judges)
-        if config.seeds:
-            aggregate_seeds(run_dir)
-        method_evals[method] = [folder / "eval" for folder in folders]
-        runs.append(run_dir)
-    if config.run_attacks:  # with seeds, the first seed's model of each method is attacked
-        attacked = [(m, seed_folders(d)[0][1] if config.seeds else d) for m, d in unlearned]
-        attack_methods(config, attacked, judges, stages)
+    if workers > 1:
+        methods_side_by_side(config, methods, workers, world, target, holdout, retain_eval, output, stages)
+    else:
+        for method, run_dir in unlearned:
+            stages.begin(f"evaluating {method}")
+            evaluate_method(config, world, holdout, retain_eval, run_dir, judges)
+        if config.run_attacks:
+            attack_methods(config, unlearned, judges, stages)
+    method_evals = {method: [folder / "eval" for folder in run_folders(config, run_dir)]
+                    for method, run_dir in unlearned}
+    runs = [target, retain] + [run_dir for _, run_dir in unlearned]
 
     logger.info("")
     page = write_report([str(r) for r in runs], output / "report", baseline="target")
