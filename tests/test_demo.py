@@ -300,3 +300,18 @@ def test_methods_side_by_side_give_the_numbers_of_methods_one_after_another(worl
 def test_method_workers_is_checked():
     with pytest.raises(UserError, match="method_workers must be 0"):
         from_dict(DemoConfig, {"method_workers": -1}).validate()
+
+
+def test_the_trained_judge_is_announced_by_its_summary_lines_without_progress_bars(tmp_path, caplog):
+    import sys
+
+    from unlearnlm.scenarios.demo import JudgeInBackground
+
+    caplog.set_level(logging.INFO, logger="unlearnlm")
+    child = ("import sys; sys.stdout.write('steps:  50%|##  | 1/2\\rsteps: 100%|####| 2/2\\n"
+             "training: 2 steps, 1 s\\n\\rLoading: 100%|####| 3/3\\nheld-out accuracy 0.91\\n')")
+    background = JudgeInBackground(tmp_path / "judge.log", [sys.executable, "-c", child])
+    background.wait()
+    said = caplog.text[caplog.text.index("the offline NLI judge is trained"):]
+    assert "training: 2 steps, 1 s" in said and "held-out accuracy 0.91" in said
+    assert "%|" not in said

@@ -199,8 +199,13 @@ class JudgeInBackground:
             tail = self.log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-5:]
             raise UserError(f"training the offline NLI judge failed (exit code {code}); the end of {self.log}:\n"
                             + "\n".join(tail))
-        logger.info("the offline NLI judge is trained: " + self.log.read_text(encoding="utf-8", errors="replace")
-                    .rsplit("\r", 1)[-1].strip().replace("\n", "\n  "))
+        logger.info("the offline NLI judge is trained:\n  " + "\n  ".join(self.summary_lines()))
+
+    def summary_lines(self) -> list[str]:
+        """The child's printed lines without its progress bars (each bar's last state included)."""
+        text = self.log.read_text(encoding="utf-8", errors="replace")
+        lines = [line.rsplit("\r", 1)[-1].strip() for line in text.splitlines()]
+        return [line for line in lines if line and "%|" not in line]
 
     def finished(self) -> bool:
         return self.process.poll() is not None
