@@ -347,8 +347,8 @@ class DemoConfig:
     # the demo sets its model, scenario, data, retain_eval and output_dir.
     evaluation: EvaluateConfig = field(default_factory=lambda: _demo_evaluation())
     # Train the offline NLI judge if no judge loads (a few CPU minutes, cached), in a background
-    # process while the target and retain models fine-tune and the methods unlearn (faster on a
-    # small CPU; the evaluations wait for it).
+    # process while the target and retain models fine-tune, and while the methods unlearn when they
+    # run one at a time (faster on a small CPU; the evaluations wait for it).
     train_judge: bool = True
     judge_in_background: bool = True
     # Attack every unlearned model (relearning, quantisation, probes; `unlearnlm attack`) and

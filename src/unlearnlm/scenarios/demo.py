@@ -5,17 +5,19 @@ Stages (each skipped when its result already exists):
 1. a fictitious world of authors (data.world), in TOFU's format, and holdout authors that no
    model sees (their own cache folder), for the membership-inference AUCs and privleak;
 2. the judges: the sentence embedder and an NLI judge (the offline one is trained once, in a
-   background process while stages 3 and 4 run);
+   background process while stage 3 runs, and stage 4 when the methods run one at a time);
 3. a target fine-tuned on every author and a retain model that never saw the forget authors,
    both cached under ``cache_dir()/demo`` by a hash of everything that made them;
 4. one unlearned model per method, from the target;
 5. the target, the retain model and every unlearned model evaluated as docs/formulas.md#metrics (the retain
    model's evaluation gives every other model its Forget Quality);
 6. with ``run_attacks``, every unlearned model attacked (relearning, quantisation: scenarios.attacks);
+   with ``method_workers`` above 1, stages 4 to 6 run per method, that many methods side by side in
+   worker processes, after the target's and the retain model's evaluations;
 7. the comparison table, the MU-vs-FE plot, the method x attack recovery and an HTML page (evaluation.report).
 
 Layout of OUTPUT_DIR: ``world`` and ``target`` / ``retain`` (links into the cache), ``unlearn/<METHOD>/``
-(run folders, each with ``eval/``), ``report/``.
+(run folders, each with ``eval/``, and ``demo.log`` when methods run side by side), ``report/``.
 """
 
 from __future__ import annotations
@@ -508,7 +510,7 @@ def run_demo(config: DemoConfig) -> Path:
     fine_tuning = not (is_finished(target_recipe) and is_finished(retain_recipe))
     if config.judge_in_background and fine_tuning and judge_needs_training(config):
         # The judge is needed only by the evaluations, which come last: it trains beside the
-        # fine-tuning (and, one method at a time, the unlearning), one core each.
+        # fine-tuning (and the unlearning, when the methods run one at a time), one core each.
         background = JudgeInBackground(cache / "judge-training.log")
         torch.set_num_threads(1)
         logger.info("the offline NLI judge trains in a background process meanwhile (log: %s)", background.log)
