@@ -315,3 +315,20 @@ def test_the_trained_judge_is_announced_by_its_summary_lines_without_progress_ba
     said = caplog.text[caplog.text.index("the offline NLI judge is trained"):]
     assert "training: 2 steps, 1 s" in said and "held-out accuracy 0.91" in said
     assert "%|" not in said
+
+
+def test_a_method_that_fails_in_its_worker_stops_the_demo_with_one_line_naming_it(world_model, tmp_path,
+                                                                                  monkeypatch):
+    """A user error inside a worker (here: GA+GD's run folder holds another run) ends the demo with
+    the method, the error and the method's log; the other worker is stopped, not waited for."""
+    monkeypatch.setenv("UNLEARNLM_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "demo"
+    taken = out / "unlearn" / "ga-gd"
+    taken.mkdir(parents=True)
+    (taken / "config.yaml").write_text("method: NPO+GD\noutput_dir: elsewhere\n")
+    config = from_dict(DemoConfig, {**SMALL, "output_dir": str(out), "model": {"name_or_path": str(world_model)},
+                                    "methods": ["GA+GD", "ME+GD"], "method_workers": 2, "run_attacks": False})
+    with pytest.raises(UserError, match=r"^GA\+GD: .*\(its log: .*ga-gd/demo\.log\)$") as raised:
+        run_demo(config)
+    assert "\n" not in str(raised.value) and "another" in str(raised.value)
+    assert (taken / "demo.log").exists()

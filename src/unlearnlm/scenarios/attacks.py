@@ -420,6 +420,19 @@ def attack_quantize(context: AttackContext) -> list[AttackResult]:
     return results
 
 
+def probe_max_length(eval_config, rows: list, probe_sets: list[list[dict]]) -> int:
+    """The run's max_length, raised by the most prompt tokens a probe adds to its forget question
+    (a multiple-choice probe lists its options), so that no probe answer gets a smaller budget
+    than the plain question's (and no probe prompt alone fills the budget)."""
+    from ..training.models import load_prompt_format, load_tokenizer
+
+    formatter = load_prompt_format(eval_config.model, load_tokenizer(eval_config.model))
+    prompt_length = lambda question: len(formatter.prompt_ids(question))  # noqa: E731
+    added = [prompt_length(item["question"]) - prompt_length(rows[item["forget_index"]].question)
+             for items in probe_sets for item in items]
+    return eval_config.max_length + max([0, *added])
+
+
 def attack_probes(context: AttackContext) -> list[AttackResult]:
     from ..evaluation.probes import forget_rows, probe_rows, subject_of
 
@@ -430,7 +443,7 @@ def attack_probes(context: AttackContext) -> list[AttackResult]:
     rows = forget_rows(plan.forget_rows, eval_set.ground_truth, eval_set.paraphrased, eval_set.perturbed)
     others = [s for s in (subject_of(r) for r in plan.retain_rows) if s]
     folder = plan.output / "probes"
-    files, notes = [], {}
+    files, notes, made = [], {}, []
     for probe in plan.probes:
         items, note = probe_rows(probe, rows, plan.retain_pairs, config.probes.seed, others)
         if not items:
@@ -439,13 +452,20 @@ def attack_probes(context: AttackContext) -> list[AttackResult]:
         path = folder / "sets" / f"{probe.name}.json"
         atomic_write_jsonl(path, items)
         files.append((probe.name, [item["forget_index"] for item in items]))
+        made.append(items)
         notes[probe.name] = [note] if note else []
     if not files:
         return []
     data = replace(plan.eval_config.data, custom_forget=[str(folder / "sets" / f"{name}.json") for name, _ in files],
                    custom_retain=[], holdout=None)
+    max_length = probe_max_length(plan.eval_config, rows, made)
+    if max_length != plan.eval_config.max_length:
+        for name, _ in files:
+            notes[name].append(f"max_length {max_length} (the run's {plan.eval_config.max_length} plus the longest "
+                               "probe's added prompt): every probe keeps its question's answer budget")
     # The probes change the questions, not the model: U's Model Utility stands; only the probe sets are scored.
-    probe_config = _with(plan.eval_config, folder / "eval", scenario="custom", data=data, retain_eval=None)
+    probe_config = _with(plan.eval_config, folder / "eval", scenario="custom", data=data, retain_eval=None,
+                         max_length=max_length)
     _evaluate(probe_config, {"attack": "probes", "settings": to_dict(config.probes),
                              "templates": [p.__dict__ for p in plan.probes]}, judges)
     results = []

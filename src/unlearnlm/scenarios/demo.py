@@ -402,33 +402,39 @@ def _into_log(log: Path) -> None:
         os.dup2(file.fileno(), 2)
 
 
-def method_pipeline(config: DemoConfig, method: str, world: Path, target: Path, holdout: Path, retain_eval: Path,
-                    run_dir: Path) -> dict:
+def method_pipeline(job: tuple) -> dict:
     """One method's whole share of the demo in a worker: unlearning, evaluation, attacks (each
-    skipped when its result exists). Returns the seconds of each stage and the attacks' summary."""
+    skipped when its result exists). ``job``: (config, method, world, target, holdout, retain_eval,
+    run_dir). Returns the method, the seconds of each stage and the attacks' summary; a user
+    error names the method and its log."""
     from ..training.run import unlearn
     from .attacks import run_attacks
 
-    _into_log(run_dir / "demo.log")
+    config, method, world, target, holdout, retain_eval, run_dir = job
+    log = run_dir / "demo.log"
+    _into_log(log)
     seconds, started = {}, time.time()
-    unlearn(replace(unlearn_config(config, world, target / "model", method, run_dir), seeds=config.seeds))
-    seconds["unlearning"], started = time.time() - started, time.time()
-    evaluate_method(config, world, holdout, retain_eval, run_dir, _WORKER_JUDGES)
-    seconds["evaluation"], started = time.time() - started, time.time()
-    attacks = None
-    if config.run_attacks:
-        attacks = run_attacks(config.attack, run_folders(config, run_dir)[0], judges=_WORKER_JUDGES)
-        seconds["attacks"] = time.time() - started
-    return {"seconds": seconds, "attacks": attacks}
+    try:
+        unlearn(replace(unlearn_config(config, world, target / "model", method, run_dir), seeds=config.seeds))
+        seconds["unlearning"], started = time.time() - started, time.time()
+        evaluate_method(config, world, holdout, retain_eval, run_dir, _WORKER_JUDGES)
+        seconds["evaluation"], started = time.time() - started, time.time()
+        attacks = None
+        if config.run_attacks:
+            attacks = run_attacks(config.attack, run_folders(config, run_dir)[0], judges=_WORKER_JUDGES)
+            seconds["attacks"] = time.time() - started
+    except UserError as error:
+        raise UserError(f"{method}: {error} (its log: {log})") from None
+    return {"method": method, "seconds": seconds, "attacks": attacks}
 
 
 def methods_side_by_side(config: DemoConfig, methods: list[str], workers: int, world: Path, target: Path,
                          holdout: Path, retain_eval: Path, output: Path, stages: Stages) -> None:
     """Every method's unlearning, evaluation and attacks, ``workers`` methods at a time, each
     worker with an equal share of this process's threads; a line (and the attack table) per
-    method as it finishes, its whole log in ``unlearn/METHOD/demo.log``."""
+    method as it finishes, its whole log in ``unlearn/METHOD/demo.log``. The first failure stops
+    every worker at once."""
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
 
     import torch
 
@@ -437,28 +443,18 @@ def methods_side_by_side(config: DemoConfig, methods: list[str], workers: int, w
     threads = max(1, torch.get_num_threads() // workers)
     logger.info(f"{len(methods)} methods, {workers} side by side ({threads} thread{'s' if threads > 1 else ''} each); "
                 f"each method's log: {output / 'unlearn' / 'METHOD' / 'demo.log'}")
-    # spawn, not fork: this process holds threads (torch's, tokenizers') that a fork would copy mid-state.
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_start_worker, initargs=(config, threads)) as pool:
-        running = {pool.submit(method_pipeline, config, method, world, target, holdout, retain_eval,
-                               output / "unlearn" / method_slug(method)): method for method in methods}
-        try:
-            for done in as_completed(running):
-                method = running[done]
-                try:
-                    result = done.result()
-                except UserError as error:
-                    log = output / "unlearn" / method_slug(method) / "demo.log"
-                    raise UserError(f"{method}: {error} (its log: {log})") from None
-                times = ", ".join(f"{stage} {int(s // 60)} min {int(s % 60)} s" if s >= 60 else f"{stage} {s:.0f} s"
-                                  for stage, s in result["seconds"].items())
-                stages.begin(f"{method} done: {times}")
-                if result["attacks"] is not None:
-                    logger.info(format_attack_table(result["attacks"]))
-        except BaseException:
-            for future in running:
-                future.cancel()
-            raise
+    jobs = [(config, method, world, target, holdout, retain_eval, output / "unlearn" / method_slug(method))
+            for method in methods]
+    # spawn, not fork: this process holds threads (torch's, tokenizers') that a fork would copy
+    # mid-state. Leaving the block, by an error too, terminates the workers.
+    with multiprocessing.get_context("spawn").Pool(workers, initializer=_start_worker,
+                                                    initargs=(config, threads)) as pool:
+        for result in pool.imap_unordered(method_pipeline, jobs):
+            times = ", ".join(f"{stage} {int(s // 60)} min {int(s % 60)} s" if s >= 60 else f"{stage} {s:.0f} s"
+                              for stage, s in result["seconds"].items())
+            stages.begin(f"{result['method']} done: {times}")
+            if result["attacks"] is not None:
+                logger.info(format_attack_table(result["attacks"]))
 
 
 def attack_methods(config: DemoConfig, unlearned: list[tuple[str, Path]], judges, stages: Stages) -> None:
