@@ -319,8 +319,8 @@ def test_the_trained_judge_is_announced_by_its_summary_lines_without_progress_ba
 
 def test_a_method_that_fails_in_its_worker_stops_the_demo_with_one_line_naming_it(world_model, tmp_path,
                                                                                   monkeypatch):
-    """A user error inside a worker (here: GA+GD's run folder holds another run) ends the demo with
-    the method, the error and the method's log; the other worker is stopped, not waited for."""
+    """A user error inside a worker (here: GA+GD's run folder holds another run) ends the demo in
+    one line: the method, the error and the method's log."""
     monkeypatch.setenv("UNLEARNLM_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "demo"
     taken = out / "unlearn" / "ga-gd"
