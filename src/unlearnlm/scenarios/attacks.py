@@ -443,7 +443,7 @@ def attack_probes(context: AttackContext) -> list[AttackResult]:
     rows = forget_rows(plan.forget_rows, eval_set.ground_truth, eval_set.paraphrased, eval_set.perturbed)
     others = [s for s in (subject_of(r) for r in plan.retain_rows) if s]
     folder = plan.output / "probes"
-    files, notes, made = [], {}, []
+    files, notes = [], {}
     for probe in plan.probes:
         items, note = probe_rows(probe, rows, plan.retain_pairs, config.probes.seed, others)
         if not items:
@@ -451,14 +451,13 @@ def attack_probes(context: AttackContext) -> list[AttackResult]:
             continue
         path = folder / "sets" / f"{probe.name}.json"
         atomic_write_jsonl(path, items)
-        files.append((probe.name, [item["forget_index"] for item in items]))
-        made.append(items)
+        files.append((probe.name, items))
         notes[probe.name] = [note] if note else []
     if not files:
         return []
     data = replace(plan.eval_config.data, custom_forget=[str(folder / "sets" / f"{name}.json") for name, _ in files],
                    custom_retain=[], holdout=None)
-    max_length = probe_max_length(plan.eval_config, rows, made)
+    max_length = probe_max_length(plan.eval_config, rows, [items for _, items in files])
     if max_length != plan.eval_config.max_length:
         for name, _ in files:
             notes[name].append(f"max_length {max_length} (the run's {plan.eval_config.max_length} plus the longest "
@@ -469,7 +468,8 @@ def attack_probes(context: AttackContext) -> list[AttackResult]:
     _evaluate(probe_config, {"attack": "probes", "settings": to_dict(config.probes),
                              "templates": [p.__dict__ for p in plan.probes]}, judges)
     results = []
-    for name, asked in files:
+    for name, items in files:
+        asked = [item["forget_index"] for item in items]
         attacked = Scored.read(folder / "eval", set_name=name)
         # U and T on the original questions of the rows this probe asked (rows without a subject left out).
         results.append(AttackResult(f"probe:{name}", folder / "eval", attacked.records, unlearned.MU,
